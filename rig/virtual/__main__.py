@@ -1,0 +1,84 @@
+"""Command line of the virtual ESP32.
+
+    python -m rig.virtual --flash PATH (--rfc2217 PORT | --pty LINK) [--mac XX:XX:XX:XX:XX:XX]
+
+It prints one line saying where it listens, then runs until SIGTERM or SIGINT, when it flushes
+the flash to its file and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from . import boot
+from .chip import DEFAULT_MAC, Chip, EFuses, Flash, parse_mac
+from .transport import PtyServer, Rfc2217Server
+
+PACING_ENV = "RIG_UART_PACING"
+
+EPILOG = f"""\
+With --rfc2217 the port carries DTR/RTS, so esptool's resets work as on a USB bridge (PORT 0
+picks a free port). A pty carries no modem lines: the twin starts in download mode.
+Set {PACING_ENV}=1 to make the UART take the time a real line takes at its baud rate.
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m rig.virtual", description="A virtual ESP32-D0WD-V3.", epilog=EPILOG)
+    parser.add_argument("--flash", required=True, type=Path, help="file holding the 4 MB flash (created erased)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--rfc2217", type=int, metavar="PORT", help="serve RFC2217 on 127.0.0.1:PORT")
+    where.add_argument("--pty", type=Path, metavar="LINK", help="serve a pty, symlinked at LINK")
+    parser.add_argument("--mac", default=DEFAULT_MAC, help=f"factory MAC in eFuse (default {DEFAULT_MAC})")
+    args = parser.parse_args(argv)
+    try:
+        args.mac = parse_mac(args.mac)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=os.environ.get("RIG_VIRTUAL_LOG", "WARNING"), format="twin %(name)s: %(message)s")
+    try:
+        flash = Flash(args.flash)
+    except (OSError, ValueError) as err:
+        print(f"error: cannot use {args.flash} as flash: {err}", file=sys.stderr)
+        return 2
+    chip = Chip(flash, EFuses(args.mac), pacing=os.environ.get(PACING_ENV) == "1")
+    try:
+        if args.rfc2217 is not None:
+            server: Rfc2217Server | PtyServer = Rfc2217Server(chip, args.rfc2217)
+        else:
+            server = PtyServer(chip, args.pty)
+            chip.download_strap = True  # no reset lines: the board waits in the loader
+    except OSError as err:
+        print(f"error: cannot listen: {err}", file=sys.stderr)
+        flash.close()
+        return 2
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    cpu = threading.Thread(target=chip.run, args=(boot.power_up,), name="cpu", daemon=True)
+    threading.Thread(target=server.serve_forever, name="transport", daemon=True).start()
+    cpu.start()
+    mac = ":".join(f"{b:02x}" for b in args.mac)
+    print(f"virtual ESP32 {mac} listening on {server.url}", flush=True)
+    stop.wait()
+    chip.stop()
+    server.close()
+    cpu.join(timeout=2)
+    flash.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""From reset to the app: the ROM banner, the ROM's flash boot, and the second-stage bootloader.
+
+What the serial port shows is what an ESP32-D0WD-V3 with arduino-esp32 2.0.x shows
+(shared/reference/esp32-ota-device.md, section 12): the ROM prints its banner with the reset
+reason and strapping value, then either waits for download or loads the bootloader from 0x1000,
+printing one `load:` line per segment. The 2.0.x second stage is built with log level NONE, so
+it is silent: it reads the partition table, picks the OTA slot from otadata, verifies the image
+and starts it. When nothing bootable is found it resets (SW_RESET) and tries again, forever,
+like the real one.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+
+from .. import firmware
+from ..firmware import FirmwareFormatError, PartitionTable
+from . import app
+from .chip import Chip, ResetReason
+from .rom import LeaveLoader, Loader
+
+log = logging.getLogger(__name__)
+
+ROM_DATE = "ets Jul 29 2019 12:21:46"  # revision v3 ROM; v0/v1 print "ets Jun  8 2016 00:22:57"
+DOWNLOAD_BOOT = "boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))"
+FLASH_BOOT = "boot:0x13 (SPI_FAST_FLASH_BOOT)"
+INVALID_HEADER_LINES = 8  # per watchdog cycle, as public logs show
+INVALID_HEADER_PERIOD = 0.1  # seconds between lines: a rate limit, not a measured figure
+BOOT_RETRY_PERIOD = 0.5  # seconds before the bootloader's reset when nothing is bootable
+
+SPI_MODES = {0: "QIO", 1: "QOUT", 2: "DIO", 3: "DOUT"}
+CLOCK_DIVIDERS = {0xF: 1, 0x0: 2, 0x1: 3, 0x2: 4}  # 80, 40, 26, 20 MHz
+
+
+def power_up(chip: Chip, reason: ResetReason) -> None:
+    """Everything the chip does after a reset: the CPU thread's program."""
+    rom_banner(chip, reason)
+    if chip.download_strap:
+        chip.uart.print("waiting for download\r\n")
+        try:
+            Loader(chip).serve()
+        except LeaveLoader:
+            pass  # `run`: the ROM boots from flash without a reset (and without a new banner)
+    boot_from_flash(chip)
+
+
+def rom_banner(chip: Chip, reason: ResetReason) -> None:
+    chip.uart.baud = 115200  # the ROM talks at 115200 after any reset
+    strap = DOWNLOAD_BOOT if chip.download_strap else FLASH_BOOT
+    chip.uart.print(f"{ROM_DATE}\r\n\r\nrst:0x{reason.value:x} ({reason.name}),{strap}\r\n")
+
+
+def boot_from_flash(chip: Chip) -> None:
+    """The ROM's SPI boot: load the bootloader at 0x1000, then the second stage takes over."""
+    header = chip.flash.read(firmware.BOOTLOADER_OFFSET, 24)
+    if header[0] != firmware.IMAGE_MAGIC:
+        invalid_header_loop(chip, struct.unpack_from("<I", header)[0])
+    mode = SPI_MODES.get(header[2], "DIO")
+    divider = CLOCK_DIVIDERS.get(header[3] & 0xF, 2)
+    chip.uart.print(
+        "configsip: 0, SPIWP:0xee\r\n"
+        "clk_drv:0x00,q_drv:0x00,d_drv:0x00,cs0_drv:0x00,hd_drv:0x00,wp_drv:0x00\r\n"
+        f"mode:{mode}, clock div:{divider}\r\n"
+    )
+    offset = firmware.BOOTLOADER_OFFSET + 24
+    for _ in range(header[1]):
+        load_addr, length = struct.unpack("<II", chip.flash.read(offset, 8))
+        chip.uart.print(f"load:0x{load_addr:08x},len:{length}\r\n")
+        offset += 8 + length
+    chip.uart.print(f"entry 0x{struct.unpack_from('<I', header, 4)[0]:08x}\r\n")
+    second_stage(chip)
+
+
+def invalid_header_loop(chip: Chip, word: int) -> None:
+    """No bootloader: the ROM complains until the RTC watchdog resets the chip."""
+    for _ in range(INVALID_HEADER_LINES):
+        chip.uart.print(f"invalid header: 0x{word:08x}\r\n")
+        chip.sleep(INVALID_HEADER_PERIOD)
+    chip.software_reset(ResetReason.RTCWDT_RTC_RESET)
+
+
+def second_stage(chip: Chip) -> None:
+    """The silent 2.0.x bootloader: find a valid app and start it, or reset and retry."""
+    try:
+        table = PartitionTable.from_bytes(
+            chip.flash.read(firmware.PARTITION_TABLE_OFFSET, 0xC00), firmware.PARTITION_TABLE_OFFSET
+        )
+    except FirmwareFormatError as err:
+        log.info("bootloader: no valid partition table (%s)", err)
+        give_up(chip)
+        return
+    for partition in boot_candidates(chip, table):
+        image_bytes = chip.flash.read(partition.offset, partition.size)
+        try:
+            image = firmware.parse_image(image_bytes, base=partition.offset)
+        except FirmwareFormatError as err:
+            log.info("bootloader: %s is not bootable (%s)", partition.name, err)
+            continue
+        log.info("bootloader: starting %s at 0x%x", partition.name, partition.offset)
+        app.run(chip, partition, image)
+        return
+    log.info("bootloader: no bootable app partition")
+    give_up(chip)
+
+
+def boot_candidates(chip: Chip, table: PartitionTable) -> list[firmware.Partition]:
+    """The slot otadata selects first, then the other app slots, like ESP-IDF's fallback."""
+    slots = list(table.ota_slots)
+    factory = [p for p in table.partitions if p.type == 0 and p.subtype == 0x00]
+    otadata = table.otadata
+    chosen = None
+    if otadata is not None and slots:
+        chosen = firmware.active_ota_slot(chip.flash.read(otadata.offset, 2 * firmware.OTADATA_SECTOR), len(slots))
+    if chosen is None:
+        return factory + slots
+    return [slots[chosen]] + [s for i, s in enumerate(slots) if i != chosen][::-1] + factory
+
+
+def give_up(chip: Chip) -> None:
+    """bootloader_reset(): a software system reset, after which the ROM boots again."""
+    chip.sleep(BOOT_RETRY_PERIOD)
+    chip.software_reset(ResetReason.SW_RESET)

@@ -1,0 +1,404 @@
+"""The silicon of the virtual ESP32-D0WD-V3: flash, eFuses, SPI controller, UART, reset pins.
+
+Everything here is hardware with no opinion about what runs on it. The ROM (rom.py) and the
+boot path (boot.py) are the software; they reach the hardware through `Chip`.
+
+Execution model: one CPU thread runs whatever the chip is executing (ROM loader, bootloader,
+app). Transports run in their own threads and only touch the UART and the reset pins. When EN
+is pulled low, or software restarts the chip, every blocking call of the CPU thread
+(`Uart.read`, `Chip.sleep`) raises `ChipReset`, which unwinds the running program like a real
+reset discards the CPU state.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import mmap
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+FLASH_SIZE = 4 * 1024 * 1024
+SECTOR_SIZE = 0x1000
+# GigaDevice GD25Q32: manufacturer 0xC8, type 0x40, capacity 0x16 (4 MB), as RDID returns it.
+FLASH_JEDEC_ID = 0x1640C8
+
+
+class ResetReason(enum.IntEnum):
+    """The `rst:0x..` values the ROM prints (reset reasons of the classic ESP32)."""
+
+    POWERON_RESET = 0x1
+    SW_RESET = 0x3
+    SW_CPU_RESET = 0xC
+    RTCWDT_RTC_RESET = 0x10
+
+
+class ChipReset(Exception):
+    """Unwinds the CPU thread: the chip was reset while code was running."""
+
+    def __init__(self, reason: ResetReason) -> None:
+        super().__init__(reason.name)
+        self.reason = reason
+
+
+class ChipStopped(Exception):
+    """The twin process is shutting down: the CPU thread ends."""
+
+
+class Flash:
+    """SPI NOR flash backed by a file, so its contents survive a restart of the twin.
+
+    NOR semantics: erasing sets a whole 4 KB sector to 0xFF, programming can only clear bits
+    (new = old AND data). Writing 0xFF padding therefore never changes anything, exactly as on
+    the chip. The file is memory-mapped: a write lands in the page cache at once and survives
+    even a killed twin; `flush()` forces it to disk.
+    """
+
+    def __init__(self, path: Path, size: int = FLASH_SIZE) -> None:
+        self.path = Path(path)
+        self.size = size
+        fresh = not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            current = os.fstat(fd).st_size
+            if current != size:
+                if not fresh and current > 0:
+                    raise ValueError(f"flash file {self.path} holds {current} bytes, expected {size}")
+                os.ftruncate(fd, size)
+                fresh = True
+            self._map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        if fresh:  # a new chip comes with its flash erased
+            self._map[:] = b"\xff" * size
+
+    def _check(self, addr: int, length: int) -> None:
+        if addr < 0 or length < 0 or addr + length > self.size:
+            raise ValueError(f"flash access 0x{addr:x}+0x{length:x} is outside the {self.size >> 20} MB chip")
+
+    def read(self, addr: int, length: int) -> bytes:
+        self._check(addr, length)
+        return self._map[addr : addr + length]
+
+    def erase(self, addr: int, length: int) -> None:
+        """Erase every sector that [addr, addr+length) touches."""
+        self._check(addr, length)
+        start = addr - addr % SECTOR_SIZE
+        end = -(-(addr + length) // SECTOR_SIZE) * SECTOR_SIZE
+        self._map[start:end] = b"\xff" * (end - start)
+
+    def program(self, addr: int, data: bytes) -> None:
+        """Program bytes: each bit can only go from 1 to 0."""
+        self._check(addr, len(data))
+        old = int.from_bytes(self._map[addr : addr + len(data)], "little")
+        new = old & int.from_bytes(data, "little")
+        self._map[addr : addr + len(data)] = new.to_bytes(len(data), "little")
+
+    def flush(self) -> None:
+        self._map.flush()
+
+    def close(self) -> None:
+        if not self._map.closed:
+            self._map.flush()
+            self._map.close()
+
+
+def mac_crc8(mac: bytes) -> int:
+    """The CRC the ESP32 stores beside its factory MAC in eFuse (reflected CRC-8, poly 0x8C)."""
+    crc = 0
+    for byte in mac:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8C if crc & 1 else crc >> 1
+    return crc
+
+
+def parse_mac(text: str) -> bytes:
+    """'24:6f:28:7a:d8:84' -> 6 bytes; ValueError naming the problem otherwise."""
+    parts = text.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        raise ValueError(f"MAC {text!r} is not six colon-separated hex bytes")
+    try:
+        return bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raise ValueError(f"MAC {text!r} is not six colon-separated hex bytes") from None
+
+
+DEFAULT_MAC = "24:6f:28:7a:d8:84"
+
+
+@dataclass(frozen=True)
+class EFuses:
+    """eFuse block 0 of a real ESP32-D0WD-V3 (rev v3.0), with a configurable factory MAC.
+
+    Word values come from a real chip's dump in the esptool docs; words 1 and 2 carry the MAC
+    and its CRC-8, which espefuse checks.
+    """
+
+    mac: bytes
+
+    @property
+    def words(self) -> tuple[int, ...]:
+        m = self.mac
+        word1 = m[2] << 24 | m[3] << 16 | m[4] << 8 | m[5]
+        word2 = mac_crc8(m) << 16 | m[0] << 8 | m[1]
+        return (0x00000000, word1, word2, 0x0000A200, 0x00000333, 0x00100000, 0x00000004)
+
+
+class SpiController:
+    """SPI1, the controller esptool drives to send raw commands to the flash chip.
+
+    esptool writes USER/USER1/USER2/ADDR/length registers, then sets bit 18 of CMD; the
+    command executes at once, its reply lands in W0 and the bit clears.
+    """
+
+    BASE = 0x3FF42000
+    CMD, ADDR, USER, USER1, USER2, MOSI_DLEN, MISO_DLEN, W0 = 0x00, 0x04, 0x1C, 0x20, 0x24, 0x28, 0x2C, 0x80
+    USR_BIT = 1 << 18
+
+    def __init__(self) -> None:
+        self.regs: dict[int, int] = {}
+
+    def read(self, offset: int) -> int:
+        return self.regs.get(offset, 0)
+
+    def write(self, offset: int, value: int) -> None:
+        self.regs[offset] = value
+        if offset == self.CMD and value & self.USR_BIT:
+            self.regs[self.W0] = self._execute()
+            self.regs[self.CMD] = value & ~self.USR_BIT
+
+    def _execute(self) -> int:
+        user = self.read(self.USER)
+        opcode = self.read(self.USER2) & 0xFF
+        addr_bits = (self.read(self.USER1) >> 26) + 1
+        addr = self.read(self.ADDR) >> (32 - addr_bits) if user & (1 << 30) else 0
+        miso_bits = self.read(self.MISO_DLEN) + 1 if user & (1 << 28) else 0
+        if opcode == 0x9F:  # RDID
+            reply = FLASH_JEDEC_ID
+        elif opcode == 0x5A:  # RDSFDP: "SFDP" signature at 0, the vendor byte at 0x10
+            reply = int.from_bytes(b"SFDP", "little") if addr == 0 else FLASH_JEDEC_ID & 0xFF
+        else:  # status registers read 0; write-enable, reset and friends return nothing
+            reply = 0
+        return reply & ((1 << miso_bits) - 1) if miso_bits else 0
+
+
+class ResetCircuit:
+    """The two-transistor auto-reset circuit of a dev board: DTR and RTS drive EN and IO0.
+
+    (DTR, RTS) = (0, 1) pulls EN low (chip held in reset); (1, 0) pulls IO0 low; (0, 0) releases
+    both. (1, 1) drives neither, and the RC network on EN keeps it where it was: that "hold" is
+    what lets esptool's one-line-at-a-time resets over RFC2217 still land in download mode.
+    """
+
+    def __init__(self, on_change: Callable[[bool, bool], None]) -> None:
+        self._on_change = on_change
+        self.dtr = False
+        self.rts = False
+        self.en_low = False
+        self.io0_low = False
+
+    def set_lines(self, dtr: bool | None = None, rts: bool | None = None) -> None:
+        self.dtr = self.dtr if dtr is None else dtr
+        self.rts = self.rts if rts is None else rts
+        if (self.dtr, self.rts) != (True, True):
+            self.en_low = not self.dtr and self.rts
+        self.io0_low = self.dtr and not self.rts
+        self._on_change(self.en_low, self.io0_low)
+
+
+class Uart:
+    """UART0 as the CPU sees it: a receive FIFO filled by the transport, a transmit line.
+
+    With `pacing` on, bytes take the time they take on a wire at the current baud rate (10 bits a
+    byte) in both directions; off, the line is as fast as the host machine.
+    """
+
+    def __init__(self, chip: Chip, pacing: bool = False) -> None:
+        self._chip = chip
+        self._rx = bytearray()
+        self._sink: Callable[[bytes], None] | None = None
+        self._sink_lock = threading.Lock()
+        self.pacing = pacing
+        self.baud = 115200
+        self._tx_busy_until = 0.0
+        self._rx_busy_until = 0.0
+
+    def connect(self, sink: Callable[[bytes], None] | None) -> None:
+        """Attach (or detach, with None) whatever listens on the TX line."""
+        with self._sink_lock:
+            self._sink = sink
+
+    def _pace(self, busy_until: float, nbytes: int) -> float:
+        start = max(time.monotonic(), busy_until)
+        return start + nbytes * 10 / self.baud
+
+    # --- host side (transport threads) ---
+    def feed(self, data: bytes) -> None:
+        """Bytes arriving from the host; lost while the chip is held in reset."""
+        if self.pacing:
+            self._rx_busy_until = self._pace(self._rx_busy_until, len(data))
+            time.sleep(max(0.0, self._rx_busy_until - time.monotonic()))
+        with self._chip.cond:
+            if self._chip.in_reset:
+                return
+            self._rx += data
+            self._chip.cond.notify_all()
+
+    def discard_input(self) -> None:
+        with self._chip.cond:
+            self._rx.clear()
+
+    # --- CPU side ---
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        """Whatever is in the FIFO (at least one byte); b'' on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._chip.cond:
+            while not self._rx:
+                self._chip.check_reset()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return b""
+                self._chip.cond.wait(remaining)
+            self._chip.check_reset()
+            data = bytes(self._rx[:max_bytes])
+            del self._rx[:max_bytes]
+            return data
+
+    def write(self, data: bytes) -> None:
+        self._chip.check_reset()
+        if self.pacing:
+            self._tx_busy_until = self._pace(self._tx_busy_until, len(data))
+            self._chip.sleep(self._tx_busy_until - time.monotonic())
+        with self._sink_lock:
+            sink = self._sink
+        if sink is not None:
+            sink(data)
+
+    def print(self, text: str) -> None:
+        """Serial.print: text as the chip sends it (callers include the \\r\\n)."""
+        self.write(text.encode())
+
+    @property
+    def clkdiv(self) -> int:
+        """UART0_CLKDIV as esptool reads it to estimate the crystal (40 MHz reference clock)."""
+        return round(40_000_000 / self.baud) & 0xFFFFF
+
+
+class Chip:
+    """The ESP32-D0WD-V3: its parts, its registers, and the reset and strapping logic."""
+
+    ROM_MAGIC_ADDR = 0x40001000
+    ROM_MAGIC = 0x00F01D83
+    EFUSE_BASE = 0x3FF5A000
+    UART0_CLKDIV = 0x3FF40014
+    APB_CTRL_DATE = 0x3FF6607C
+    RTC_CALI = 0x3FF5F06C
+    GPIO_STRAP = 0x3FF44038
+
+    def __init__(self, flash: Flash, efuses: EFuses, pacing: bool = False) -> None:
+        self.flash = flash
+        self.efuses = efuses
+        self.spi = SpiController()
+        self.cond = threading.Condition()
+        self.uart = Uart(self, pacing=pacing)
+        self.pins = ResetCircuit(self._pins_changed)
+        self.in_reset = False
+        self.download_strap = False  # IO0 level latched when EN was last released
+        self._pending: ResetReason | None = None
+        self._stopping = False
+        self.boot_count = 0
+
+    # --- registers -------------------------------------------------------------------
+    def read_reg(self, addr: int) -> int:
+        """Registers esptool reads; everything unknown reads 0, and a read never fails."""
+        if addr == self.ROM_MAGIC_ADDR:
+            return self.ROM_MAGIC
+        if self.EFUSE_BASE <= addr < self.EFUSE_BASE + 4 * len(self.efuses.words):
+            return self.efuses.words[(addr - self.EFUSE_BASE) // 4]
+        if SpiController.BASE <= addr < SpiController.BASE + 0x100:
+            return self.spi.read(addr - SpiController.BASE)
+        fixed = {
+            self.UART0_CLKDIV: self.uart.clkdiv,
+            self.APB_CTRL_DATE: 0x96042000,
+            self.RTC_CALI: 2008 << 7,
+            self.GPIO_STRAP: 0x03 if self.download_strap else 0x13,
+        }
+        return fixed.get(addr, 0)
+
+    def write_reg(self, addr: int, value: int, mask: int = 0xFFFFFFFF) -> None:
+        if SpiController.BASE <= addr < SpiController.BASE + 0x100:
+            offset = addr - SpiController.BASE
+            self.spi.write(offset, (self.spi.read(offset) & ~mask) | (value & mask))
+
+    # --- reset and execution ----------------------------------------------------------
+    def _pins_changed(self, en_low: bool, io0_low: bool) -> None:
+        with self.cond:
+            if en_low and not self.in_reset:
+                self.in_reset = True
+                self._pending = ResetReason.POWERON_RESET  # EN reset reads as power-on
+                log.info("EN low: chip held in reset")
+            elif not en_low and self.in_reset:
+                self.in_reset = False
+                self.download_strap = io0_low
+                self.uart.discard_input()  # whatever arrived before the reset is gone
+                log.info("EN released with IO0 %s", "low (download)" if io0_low else "high (flash boot)")
+            self.cond.notify_all()
+
+    def check_reset(self) -> None:
+        """Raise if the running program must stop: reset pending or twin shutting down."""
+        if self._stopping:
+            raise ChipStopped()
+        if self._pending is not None:
+            raise ChipReset(self._pending)
+
+    def sleep(self, seconds: float) -> None:
+        """delay(): interrupted by a reset like everything the CPU does."""
+        deadline = time.monotonic() + seconds
+        with self.cond:
+            while True:
+                self.check_reset()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self.cond.wait(remaining)
+
+    def software_reset(self, reason: ResetReason = ResetReason.SW_CPU_RESET) -> None:
+        """esp_restart() and friends: a reset that keeps the latched strapping pins."""
+        with self.cond:
+            self._pending = reason
+        raise ChipReset(reason)
+
+    def run(self, firmware: Callable[[Chip, ResetReason], None]) -> None:
+        """The CPU thread: run `firmware` after every reset until the twin stops."""
+        reason = ResetReason.POWERON_RESET
+        while True:
+            with self.cond:
+                while self.in_reset and not self._stopping:
+                    self.cond.wait()
+                if self._stopping:
+                    return
+                reason = self._pending or reason
+                self._pending = None
+            self.boot_count += 1
+            try:
+                firmware(self, reason)
+                # The program returned: a real CPU would spin forever; wait for the next reset.
+                with self.cond:
+                    while self._pending is None and not self._stopping:
+                        self.cond.wait()
+            except ChipReset:
+                pass
+            except ChipStopped:
+                return
+
+    def stop(self) -> None:
+        with self.cond:
+            self._stopping = True
+            self.cond.notify_all()

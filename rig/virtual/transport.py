@@ -1,0 +1,191 @@
+"""How the host reaches the twin's UART0: an RFC2217 server, or a pseudo-terminal.
+
+RFC2217 is the default because it carries DTR and RTS, so esptool's resets travel to the
+reset circuit as they would through a USB bridge (pyserial's `PortManager` does the telnet
+side; `_SerialLines` is the duck-typed "serial port" it drives). One client at a time, like a
+real port. A pty carries bytes only: DTR/RTS ioctls fail on it, so the twin behind a pty starts
+in download mode and resets cannot be modelled (shared/reference/esptool-rom-protocol.md, 15).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import threading
+import tty
+from pathlib import Path
+
+import serial.rfc2217
+
+from .chip import Chip
+
+log = logging.getLogger(__name__)
+
+
+class _SerialLines:
+    """What PortManager believes is the serial port: line changes go to the reset circuit."""
+
+    bytesize, parity, stopbits, xonxoff, rtscts, break_condition = 8, "N", 1, False, False, False
+    cts = dsr = ri = cd = False
+
+    def __init__(self, chip: Chip) -> None:
+        self._chip = chip
+        self._baudrate = 115200
+
+    @property
+    def baudrate(self) -> int:
+        return self._baudrate
+
+    @baudrate.setter
+    def baudrate(self, value: int) -> None:
+        self._baudrate = value  # the host's side of the line; the chip keeps its own divider
+
+    @property
+    def dtr(self) -> bool:
+        return self._chip.pins.dtr
+
+    @dtr.setter
+    def dtr(self, level: bool) -> None:
+        self._chip.pins.set_lines(dtr=level)
+
+    @property
+    def rts(self) -> bool:
+        return self._chip.pins.rts
+
+    @rts.setter
+    def rts(self, level: bool) -> None:
+        self._chip.pins.set_lines(rts=level)
+
+    def reset_input_buffer(self) -> None:
+        pass  # device bytes go straight to the socket: nothing is queued on our side
+
+    def reset_output_buffer(self) -> None:
+        self._chip.uart.discard_input()  # host bytes not yet taken by the chip
+
+
+class _Connection:
+    """A socket with the thread-safe write() PortManager wants."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            self.sock.sendall(data)
+
+
+class Rfc2217Server:
+    """Serves the chip's UART on 127.0.0.1:port as rfc2217://; port 0 picks a free one."""
+
+    def __init__(self, chip: Chip, port: int, host: str = "127.0.0.1") -> None:
+        self.chip = chip
+        self._listener = socket.create_server((host, port))
+        self.host, self.port = self._listener.getsockname()[:2]
+        self._busy = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"rfc2217://{self.host}:{self.port}"
+
+    def serve_forever(self) -> None:
+        while True:
+            try:
+                sock, peer = self._listener.accept()
+            except OSError:
+                return  # closed
+            if not self._busy.acquire(blocking=False):
+                log.info("refusing %s: the port is in use", peer)
+                sock.close()
+                continue
+            threading.Thread(target=self._serve_client, args=(sock, peer), daemon=True).start()
+
+    def _serve_client(self, sock: socket.socket, peer: tuple) -> None:
+        log.info("client %s connected", peer)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection = _Connection(sock)
+        manager = serial.rfc2217.PortManager(_SerialLines(self.chip), connection)
+
+        def to_host(data: bytes) -> None:
+            try:
+                connection.write(b"".join(manager.escape(data)))
+            except OSError:
+                pass  # the client went away; the UART keeps talking to nobody
+
+        self.chip.uart.connect(to_host)
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                payload = b"".join(manager.filter(data))
+                if payload:
+                    self.chip.uart.feed(payload)
+        except OSError:
+            pass
+        finally:
+            self.chip.uart.connect(None)
+            sock.close()
+            # Closing a port drops DTR and RTS (HUPCL); EN and IO0 are released.
+            self.chip.pins.set_lines(dtr=False, rts=False)
+            self._busy.release()
+            log.info("client %s disconnected", peer)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+class PtyServer:
+    """Serves the chip's UART on a pseudo-terminal, with a stable symlink to its slave side."""
+
+    def __init__(self, chip: Chip, link: Path) -> None:
+        self.chip = chip
+        self.link = Path(link)
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # no echo, no CR/LF translation: bytes pass untouched
+        os.set_blocking(self._master, False)
+        self.device = os.ttyname(self._slave)
+        if self.link.is_symlink() or self.link.exists():
+            self.link.unlink()
+        self.link.symlink_to(self.device)
+        self._closed = False
+        chip.uart.connect(self._to_host)
+
+    @property
+    def url(self) -> str:
+        return str(self.link)
+
+    def _to_host(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._master, view) :]
+            except BlockingIOError:
+                # Nobody reads the other side and its buffer is full: a UART with no
+                # listener loses the bytes.
+                return
+            except OSError:
+                return
+
+    def serve_forever(self) -> None:
+        while not self._closed:
+            try:
+                ready, _, _ = select.select([self._master], [], [], 0.5)
+                if ready:
+                    self.chip.uart.feed(os.read(self._master, 65536))
+            except BlockingIOError:
+                continue
+            except OSError:
+                if self._closed:
+                    return
+                raise
+
+    def close(self) -> None:
+        self._closed = True
+        self.chip.uart.connect(None)
+        if self.link.is_symlink():
+            self.link.unlink()
+        os.close(self._master)
+        os.close(self._slave)
