@@ -1,0 +1,58 @@
+"""What the twin prints after a reset: the ROM banner, then the flashed app or the ROM's complaint.
+
+Each test flashes with the real esptool, then reads the UART through the same RFC2217 port a
+serial monitor would use, resetting the chip through RTS as esptool's hard reset does.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import serial
+
+from .conftest import esptool, flash_args, read_until, reset_and_read
+
+pytestmark = pytest.mark.virtual
+
+BANNER = b"ets Jul 29 2019 12:21:46\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def flashed_board(rfc_board, artifacts):
+    done = esptool(rfc_board.port, "write-flash", *flash_args(artifacts))
+    assert done.returncode == 0, done.stdout
+    assert "Hard resetting via RTS pin..." in done.stdout
+    return rfc_board
+
+
+def test_hard_reset_boots_the_flashed_app_and_prints_its_version(flashed_board, artifacts) -> None:
+    seen = reset_and_read(flashed_board.port, f"Firmware version {artifacts.version}\r\n".encode())
+    assert seen.startswith(BANNER + b"rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n")
+    # The ROM lists the bootloader's segments as it loads them: they come from flash.
+    loads = re.findall(rb"load:0x([0-9a-f]{8}),len:(\d+)\r\n", seen)
+    assert [(int(a, 16), int(n)) for a, n in loads] == [(0x3FFF0030, 0x4A0), (0x40078000, 0x33B0), (0x40080400, 0xBD4)]
+    assert b"mode:DIO, clock div:2\r\n" in seen and b"entry 0x400805e4\r\n" in seen
+    assert seen.endswith(f"Firmware version {artifacts.version}\r\n".encode())
+
+
+def test_io0_low_at_reset_enters_download_mode_silently(flashed_board) -> None:
+    with serial.serial_for_url(flashed_board.port, baudrate=115200, timeout=0.2) as line:
+        line.dtr = False
+        line.rts = True  # EN low
+        line.dtr = True  # (1,1): EN held low by the RC network
+        line.rts = False  # (1,0): EN released while IO0 is low
+        seen = read_until(line, b"waiting for download\r\n", 5)
+        assert seen == BANNER + b"rst:0x1 (POWERON_RESET),boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))\r\nwaiting for download\r\n"
+        line.dtr = False
+        assert line.read(256) == b"", "the loader must stay silent"
+
+
+def test_after_erase_flash_the_rom_loops_on_an_invalid_header(flashed_board) -> None:
+    done = esptool(flashed_board.port, "erase-flash")
+    assert done.returncode == 0, done.stdout
+    seen = reset_and_read(flashed_board.port, b"rst:0x10 (RTCWDT_RTC_RESET)", timeout=10)
+    first, _, _ = seen.partition(b"rst:0x10")
+    assert first.startswith(BANNER + b"rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n")
+    assert first.count(b"invalid header: 0xffffffff\r\n") == 8
+    assert b"Firmware version" not in seen and b"load:" not in seen
