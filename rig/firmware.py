@@ -130,20 +130,21 @@ class Segment:
         return f"Segment(load_addr=0x{self.load_addr:08x}, {len(self.data)} bytes)"
 
 
-def _xor(data: bytes) -> int:
-    """XOR of all bytes: fold the data, read as one integer, in halves down to one byte."""
+def xor_checksum(data: bytes, seed: int = _CHECKSUM_SEED) -> int:
+    """The ESP checksum: `seed` (0xEF) XOR every byte. Images and the serial loader's data
+    blocks both use it. Folds the data, read as one integer, in halves down to one byte."""
     value, width = int.from_bytes(data, "little"), len(data)
     while width > 1:
         width = (width + 1) // 2
         value = (value >> (8 * width)) ^ (value & ((1 << (8 * width)) - 1))
-    return value
+    return seed ^ value
 
 
 def _checksum(segments: tuple[Segment, ...]) -> int:
     """The image checksum: 0xEF XOR every byte of segment data (not headers or padding)."""
     result = _CHECKSUM_SEED
     for segment in segments:
-        result ^= _xor(segment.data)
+        result = xor_checksum(segment.data, result)
     return result
 
 

@@ -17,6 +17,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from ..firmware import xor_checksum
 from .chip import SECTOR_SIZE, Chip, ResetReason
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ class LoaderError(Exception):
         super().__init__(why)
         self.rom = rom
         self.stub = stub
+
+
+class LeaveLoader(Exception):
+    """The loader hands the CPU to the flash boot path without a reset."""
 
 
 def invalid_message(why: str) -> LoaderError:
@@ -369,20 +374,3 @@ class Loader:
 
     def _run_user_code(self, op: int, data: bytes, checksum: int) -> None:
         raise LeaveLoader()  # no reply: the stub jumps to the app
-
-
-class LeaveLoader(Exception):
-    """The loader hands the CPU to the flash boot path without a reset."""
-
-
-def xor_checksum(data: bytes) -> int:
-    """The loader's block checksum: 0xEF XOR every byte."""
-    value = 0xEF
-    # XOR of all bytes, 8 at a time: fold a big integer instead of a slow Python loop.
-    folded = int.from_bytes(data, "little")
-    width = len(data)
-    while width > 1:
-        half = (width + 1) // 2
-        folded = (folded ^ (folded >> (8 * half))) & ((1 << (8 * half)) - 1)
-        width = half
-    return value ^ (folded & 0xFF)
