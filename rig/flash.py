@@ -45,10 +45,11 @@ _DIAGNOSES = [
      "no sync: the board on {port} did not answer esptool (is it powered, on this port, and able to enter download mode?)"),
     (r"This chip is (\S+), not (\S+)|doesn't appear to be an? (\S+)",
      "wrong chip: the board on {port} is not the {chip} esptool was told to expect"),
+    # esptool says "the port is busy or doesn't exist" for both: the OS error decides.
+    (r"Connection refused|No such file or directory|Name or service not known",
+     "port not found: nothing answers at {port}"),
     (r"Could not exclusively lock port|Resource temporarily unavailable|port is busy|Device or resource busy",
      "port busy: another program holds {port}"),
-    (r"Connection refused|could not open port|No such file or directory|Could not open",
-     "port not found: nothing answers at {port}"),
     (r"MD5 of file does not match data in flash|Verification failed",
      "verify failed: flash on {port} does not hold what was written"),
     (r"will not fit in",

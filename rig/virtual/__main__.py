@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     cpu.start()
     mac = ":".join(f"{b:02x}" for b in args.mac)
     print(f"virtual ESP32 {mac} listening on {server.url}", flush=True)
-    stop.wait()
+    while not stop.wait(0.2):  # a bare wait() can sleep through the signal handler
+        pass
     chip.stop()
     server.close()
     cpu.join(timeout=2)

@@ -16,6 +16,7 @@ import enum
 import logging
 import mmap
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -89,6 +90,8 @@ class Flash:
     def erase(self, addr: int, length: int) -> None:
         """Erase every sector that [addr, addr+length) touches."""
         self._check(addr, length)
+        if length == 0:
+            return
         start = addr - addr % SECTOR_SIZE
         end = -(-(addr + length) // SECTOR_SIZE) * SECTOR_SIZE
         self._map[start:end] = b"\xff" * (end - start)
@@ -121,13 +124,9 @@ def mac_crc8(mac: bytes) -> int:
 
 def parse_mac(text: str) -> bytes:
     """'24:6f:28:7a:d8:84' -> 6 bytes; ValueError naming the problem otherwise."""
-    parts = text.split(":")
-    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+    if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", text):
         raise ValueError(f"MAC {text!r} is not six colon-separated hex bytes")
-    try:
-        return bytes(int(p, 16) for p in parts)
-    except ValueError:
-        raise ValueError(f"MAC {text!r} is not six colon-separated hex bytes") from None
+    return bytes.fromhex(text.replace(":", ""))
 
 
 DEFAULT_MAC = "24:6f:28:7a:d8:84"

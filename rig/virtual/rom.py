@@ -204,6 +204,9 @@ class Loader:
             except struct.error:
                 log.info("request 0x%02x: malformed parameters (%d bytes)", op, len(data))
                 self._send(op, error=invalid_message("malformed parameters"))
+            except ValueError as err:  # a flash access outside the chip
+                log.info("request 0x%02x refused: %s", op, err)
+                self._send(op, error=LoaderError(0x01, 0xC0, str(err)))
 
     # --- basic commands ----------------------------------------------------------------
     def _ok(self, op: int, data: bytes, checksum: int) -> None:

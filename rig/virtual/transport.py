@@ -104,18 +104,18 @@ class Rfc2217Server:
 
     def _serve_client(self, sock: socket.socket, peer: tuple) -> None:
         log.info("client %s connected", peer)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        connection = _Connection(sock)
-        manager = serial.rfc2217.PortManager(_SerialLines(self.chip), connection)
-
-        def to_host(data: bytes) -> None:
-            try:
-                connection.write(b"".join(manager.escape(data)))
-            except OSError:
-                pass  # the client went away; the UART keeps talking to nobody
-
-        self.chip.uart.connect(to_host)
         try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = _Connection(sock)
+            manager = serial.rfc2217.PortManager(_SerialLines(self.chip), connection)
+
+            def to_host(data: bytes) -> None:
+                try:
+                    connection.write(b"".join(manager.escape(data)))
+                except OSError:
+                    pass  # the client went away; the UART keeps talking to nobody
+
+            self.chip.uart.connect(to_host)
             while True:
                 data = sock.recv(65536)
                 if not data:
