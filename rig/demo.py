@@ -30,6 +30,7 @@ def watch_boot(port: str, until: bytes, log: Path, timeout: float = 10.0) -> byt
         line.dtr = False
         line.rts = True
         time.sleep(0.1)
+        line.reset_input_buffer()  # what the chip said before this reset is not this boot
         line.rts = False
         deadline = time.monotonic() + timeout
         while until not in seen and time.monotonic() < deadline:

@@ -29,6 +29,7 @@ def reset_and_read(port: str, until: bytes, timeout: float = 10.0) -> bytes:
         line.dtr = False
         line.rts = True  # EN low: chip in reset
         time.sleep(0.1)
+        line.reset_input_buffer()  # what the chip said before this reset is not this boot
         line.rts = False  # EN released with IO0 high: boot from flash
         return read_until(line, until, timeout)
 
