@@ -15,6 +15,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
+
+import serial
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +92,28 @@ class VirtualBoard:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_until(line: serial.SerialBase, until: bytes, timeout: float, record: BinaryIO | None = None) -> bytes:
+    """Read the UART until `until` shows or `timeout` passes; copy every chunk to `record`."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while until not in seen and time.monotonic() < deadline:
+        chunk = line.read(4096)
+        if record is not None and chunk:
+            record.write(chunk)
+            record.flush()
+        seen += chunk
+    return seen
+
+
+def reset_and_read(port: str, until: bytes, timeout: float = 10.0, record: BinaryIO | None = None) -> bytes:
+    """Pulse EN through RTS as esptool's hard reset does (DTR low, so IO0 stays high and the
+    chip boots from flash), then read its UART until `until` shows."""
+    with serial.serial_for_url(port, baudrate=115200, timeout=0.2) as line:
+        line.dtr = False
+        line.rts = True  # EN low: chip in reset
+        time.sleep(0.1)
+        line.reset_input_buffer()  # what the chip said before this reset is not this boot
+        line.rts = False  # EN released with IO0 high: boot from flash
+        return read_until(line, until, timeout, record)

@@ -14,31 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-import serial
-
-from .board import VirtualBoard
+from .board import VirtualBoard, reset_and_read
 from .build import VirtualBuilder
 from .flash import Esptool, FlashError
 
 VERSION = "0.1"
-
-
-def watch_boot(port: str, until: bytes, log: Path, timeout: float = 10.0) -> bytes:
-    """Reset through RTS (EN low, then released with IO0 high) and record the UART."""
-    seen = b""
-    with serial.serial_for_url(port, baudrate=115200, timeout=0.2) as line, open(log, "wb") as out:
-        line.dtr = False
-        line.rts = True
-        time.sleep(0.1)
-        line.reset_input_buffer()  # what the chip said before this reset is not this boot
-        line.rts = False
-        deadline = time.monotonic() + timeout
-        while until not in seen and time.monotonic() < deadline:
-            chunk = line.read(4096)
-            out.write(chunk)
-            out.flush()
-            seen += chunk
-    return seen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         (out / "esptool.log").write_text(output)
         print(f"3. esptool wrote {len(artifacts.flash_files())} files: {output.count('Hash of data verified.')} hashes verified")
         expected = f"Firmware version {VERSION}\r\n".encode()
-        boot = watch_boot(board.port, expected, out / "serial.log")
+        with open(out / "serial.log", "wb") as serial_log:
+            boot = reset_and_read(board.port, expected, record=serial_log)
         print("4. reset through RTS; the board printed:")
         for line in boot.decode(errors="replace").splitlines():
             print(f"   | {line}")

@@ -252,7 +252,7 @@ def test_reset_circuit_truth_table(before, lines, en_low: bool, io0_low: bool) -
 RFC2217_OPEN_AND_CLASSIC = [("dtr", 1), ("rts", 1), ("dtr", 0), ("rts", 1), ("dtr", 0),
                             ("dtr", 1), ("rts", 0), ("dtr", 1), ("dtr", 0)]
 HARD_RESET = [("rts", 1), ("dtr", 0), ("rts", 0), ("dtr", 0)]
-CONFTEST_RESET = [("dtr", 0), ("rts", 1), ("rts", 0)]  # reset_and_read() in tests/virtual
+CONFTEST_RESET = [("dtr", 0), ("rts", 1), ("rts", 0)]  # rig.board.reset_and_read()
 UNIX_TIGHT = [((0, 0),), ((1, 1),), ((0, 1),), ((1, 0),), ((0, 0),)]  # both lines per ioctl
 
 

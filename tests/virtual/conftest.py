@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import serial
 
 from rig.board import VirtualBoard
 from rig.build import Artifacts, VirtualBuilder
@@ -21,25 +19,6 @@ def esptool(port: str, *args: str, before: str = "default-reset", after: str = "
     """The esptool CLI exactly as a user runs it; stdout and stderr merged."""
     argv = [sys.executable, "-m", "esptool", "--port", port, "--before", before, "--after", after, *args]
     return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
-
-
-def reset_and_read(port: str, until: bytes, timeout: float = 10.0) -> bytes:
-    """Pulse EN through RTS like esptool's hard reset, then read the UART until `until` shows."""
-    with serial.serial_for_url(port, baudrate=115200, timeout=0.2) as line:
-        line.dtr = False
-        line.rts = True  # EN low: chip in reset
-        time.sleep(0.1)
-        line.reset_input_buffer()  # what the chip said before this reset is not this boot
-        line.rts = False  # EN released with IO0 high: boot from flash
-        return read_until(line, until, timeout)
-
-
-def read_until(line: serial.SerialBase, until: bytes, timeout: float) -> bytes:
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while until not in seen and time.monotonic() < deadline:
-        seen += line.read(4096)
-    return seen
 
 
 @pytest.fixture(scope="session")

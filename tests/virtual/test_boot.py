@@ -11,7 +11,9 @@ import re
 import pytest
 import serial
 
-from .conftest import esptool, flash_args, read_until, reset_and_read
+from rig.board import read_until, reset_and_read
+
+from .conftest import esptool, flash_args
 
 pytestmark = pytest.mark.virtual
 

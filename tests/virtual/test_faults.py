@@ -173,21 +173,28 @@ def test_noise_before_sync_is_ignored(pty_board, noise: bytes) -> None:
 # --- killed esptool runs ------------------------------------------------------------------------
 
 
+def output_until(proc: subprocess.Popen, marker: bytes, timeout: float) -> bytes:
+    """What a process printed until `marker` shows, it closes its output, or `timeout` passes."""
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen and time.monotonic() < deadline:
+        if select.select([proc.stdout], [], [], 0.05)[0]:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
 def kill_mid_write(port: str, image: Path, *, before: str, after: str, timeout: float) -> str:
     """Start `write-flash --no-compress 0x100000 image`, SIGKILL it once it is writing."""
     argv = [sys.executable, "-m", "esptool", "--port", port, "--before", before, "--after", after,
             "write-flash", "--no-compress", "0x100000", str(image)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
-    seen = b""
-    deadline = time.monotonic() + timeout
     try:
-        while b"Writing at" not in seen and time.monotonic() < deadline:
-            if select.select([proc.stdout], [], [], 0.05)[0]:
-                chunk = os.read(proc.stdout.fileno(), 65536)
-                if not chunk:
-                    break
-                seen += chunk
+        seen = output_until(proc, b"Writing at", timeout)
     finally:
         proc.kill()
         proc.wait()
@@ -347,16 +354,7 @@ def test_wrong_size_flash_file_is_refused(tmp_path: Path) -> None:
 
 
 def first_line(proc: subprocess.Popen, timeout: float = 10.0) -> str:
-    assert proc.stdout is not None
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while b"\n" not in seen and time.monotonic() < deadline:
-        if select.select([proc.stdout], [], [], 0.05)[0]:
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                break
-            seen += chunk
-    return seen.decode()
+    return output_until(proc, b"\n", timeout).decode()
 
 
 @pytest.mark.parametrize("transport", ["pty", "rfc2217"])
