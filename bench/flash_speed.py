@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rig.board import VirtualBoard  # noqa: E402
-from rig.build import VirtualBuilder  # noqa: E402
+from rig.build import SketchConfig, VirtualBuilder  # noqa: E402
 
 
 def write_once(transport: str, pacing: bool, app: Path, baud: int, workdir: Path) -> tuple[float, float]:
@@ -47,7 +47,7 @@ def main() -> int:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="rig-bench-") as tmp:
-        app = VirtualBuilder(Path(tmp) / "fw").build("1.0", size=args.size).app
+        app = VirtualBuilder(Path(tmp) / "fw").build(SketchConfig.without_server("1.0"), size=args.size).app
         size_kb = app.stat().st_size / 1024
         print(f"app: {app.stat().st_size} bytes; esptool write-flash --baud {args.baud} (stub, compressed)")
         print(f"{'transport':<10} {'line':<14} {'wall s':>7} {'KB/s':>7} {'write s':>8} {'KB/s':>7}")

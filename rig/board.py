@@ -1,8 +1,15 @@
-"""Boards a test holds: for now the virtual ESP32, started as its own process.
+"""Boards a test holds: a port URL to flash and watch, and a way to reset the chip.
 
-`VirtualBoard` runs `python -m rig.virtual` like a board on a cable: it outlives a crashed
-test, keeps its flash in a file, and is reached through a port URL (rfc2217:// by default, so
-DTR/RTS resets travel as through a USB bridge, or a pty path).
+Two ways to reset an ESP32, as on real benches:
+- through the USB bridge's DTR/RTS and the dev board's auto-reset circuit (a local port or an
+  rfc2217:// port): esptool resets the chip itself (`--before default-reset`), and a reset to
+  run the firmware pulses RTS on the open port, as esptool's hard reset does;
+- through wires: EN and IO0 driven directly by the host (relays, GPIOs). esptool then runs with
+  `--before no-reset --after no-reset`, and the rig moves the pins itself.
+
+`VirtualBoard` runs the twin (`python -m rig.virtual`) as its own process, like a board on a
+cable: over RFC2217 it resets through DTR/RTS; over a pty (the fast default in tests, since
+esptool over any RFC2217 port is slow) its EN and IO0 are wired to the process's stdin.
 """
 
 from __future__ import annotations
@@ -21,16 +28,64 @@ import serial
 
 log = logging.getLogger(__name__)
 
+BAUD = 115200
+RESET_PULSE = 0.1  # seconds EN is held low
+
 
 class BoardError(RuntimeError):
     """The board could not be started or reached; one sentence."""
 
 
-class VirtualBoard:
+class SerialBoard:
+    """A board behind a serial port URL (/dev/ttyUSB0, rfc2217://host:port) with the usual
+    DTR/RTS auto-reset circuit."""
+
+    esptool_reset = ("default-reset", "hard-reset")  # esptool's --before, --after
+    start_seconds = 0.0  # how long the board took to come up (a twin's process start)
+
+    def __init__(self, port: str) -> None:
+        self.port = port
+
+    def open(self, timeout: float = 0.1) -> serial.SerialBase:
+        """The port at the ROM's and the sketch's 115200 baud, lines released (chip running)."""
+        try:
+            line = serial.serial_for_url(self.port, baudrate=BAUD, timeout=timeout, do_not_open=True)
+            line.dtr = False
+            line.rts = False
+            line.open()
+        except (serial.SerialException, OSError, ValueError) as err:
+            raise BoardError(f"cannot open the board's port {self.port}: {err}") from err
+        return line
+
+    def enter_bootloader(self) -> None:
+        """Nothing to do: esptool's default reset puts the chip in download mode."""
+
+    def reset(self, line: serial.SerialBase, discard_pending: bool = False) -> None:
+        """Boot the firmware: pulse EN through RTS with IO0 high (DTR low), as esptool's hard
+        reset does. With `discard_pending`, bytes the chip sent before the reset are dropped
+        (only before a monitor reads the port: a monitor must see everything)."""
+        line.dtr = False
+        line.rts = True
+        time.sleep(RESET_PULSE)
+        if discard_pending:
+            line.reset_input_buffer()
+        line.rts = False
+
+    def close(self) -> None:
+        """A physical board outlives the test."""
+
+    def __enter__(self) -> "SerialBoard":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VirtualBoard(SerialBoard):
     """A twin process. Use as a context manager, or call `close()`.
 
-    `transport` is "rfc2217" (a free port on 127.0.0.1) or "pty" (a symlink in `workdir`).
-    The twin's own log goes to `workdir/twin.log`.
+    `transport` is "rfc2217" (a free port on 127.0.0.1, DTR/RTS reset) or "pty" (a symlink in
+    `workdir`, EN/IO0 wired to the twin's stdin). The twin's own log goes to `workdir/twin.log`.
     """
 
     def __init__(self, workdir: Path, *, transport: str = "rfc2217", mac: str | None = None,
@@ -44,16 +99,19 @@ class VirtualBoard:
             argv += ["--rfc2217", "0"]
         elif transport == "pty":
             argv += ["--pty", str(self.workdir / "ttyESP32")]
+            self.esptool_reset = ("no-reset", "no-reset")
         else:
             raise ValueError(f"unknown transport {transport!r}: use 'rfc2217' or 'pty'")
         if mac:
             argv += ["--mac", mac]
+        started = time.monotonic()
         env = {"RIG_UART_PACING": "1"} if pacing else {}
         self.log_path = self.workdir / "twin.log"
         self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log,
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
                                         env={**os.environ, "RIG_VIRTUAL_LOG": "INFO", **env})
-        self.port = self._await_listening(start_timeout)
+        super().__init__(self._await_listening(start_timeout))
+        self.start_seconds = time.monotonic() - started
         log.info("virtual board on %s (pid %d)", self.port, self.process.pid)
 
     def _await_listening(self, timeout: float) -> str:
@@ -71,6 +129,39 @@ class VirtualBoard:
         return match.group(1).decode()
 
     @property
+    def wired(self) -> bool:
+        return self.transport == "pty"
+
+    def wire(self, *commands: str) -> None:
+        """Move the wired pins (`EN 0`, `IO0 1`, ...); each returns once the twin applied it."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        for command in commands:
+            try:
+                self.process.stdin.write(command.encode() + b"\n")
+                self.process.stdin.flush()
+                answer = self.process.stdout.readline().decode().strip()
+            except OSError as err:
+                raise BoardError(f"the virtual ESP32 is gone (see {self.log_path}): {err}") from err
+            if answer != "ok":
+                raise BoardError(f"the virtual ESP32 refused {command!r}: {answer or 'no answer, it has exited'}")
+
+    def enter_bootloader(self) -> None:
+        if self.wired:
+            self.wire("IO0 0", "EN 0")
+            time.sleep(RESET_PULSE)
+            self.wire("EN 1")
+
+    def reset(self, line: serial.SerialBase, discard_pending: bool = False) -> None:
+        if not self.wired:
+            super().reset(line, discard_pending)
+            return
+        self.wire("IO0 1", "EN 0")
+        time.sleep(RESET_PULSE)
+        if discard_pending:
+            line.reset_input_buffer()
+        self.wire("EN 1")
+
+    @property
     def alive(self) -> bool:
         return self.process.poll() is None
 
@@ -83,15 +174,13 @@ class VirtualBoard:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process.stdout:
-            self.process.stdout.close()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
         self._log.close()
-
-    def __enter__(self) -> "VirtualBoard":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def read_until(line: serial.SerialBase, until: bytes, timeout: float, record: BinaryIO | None = None) -> bytes:
@@ -107,13 +196,8 @@ def read_until(line: serial.SerialBase, until: bytes, timeout: float, record: Bi
     return seen
 
 
-def reset_and_read(port: str, until: bytes, timeout: float = 10.0, record: BinaryIO | None = None) -> bytes:
-    """Pulse EN through RTS as esptool's hard reset does (DTR low, so IO0 stays high and the
-    chip boots from flash), then read its UART until `until` shows."""
-    with serial.serial_for_url(port, baudrate=115200, timeout=0.2) as line:
-        line.dtr = False
-        line.rts = True  # EN low: chip in reset
-        time.sleep(0.1)
-        line.reset_input_buffer()  # what the chip said before this reset is not this boot
-        line.rts = False  # EN released with IO0 high: boot from flash
+def reset_and_read(board: SerialBoard, until: bytes, timeout: float = 10.0, record: BinaryIO | None = None) -> bytes:
+    """Reset the board into its firmware, then read its UART until `until` shows."""
+    with board.open(timeout=0.2) as line:
+        board.reset(line, discard_pending=True)
         return read_until(line, until, timeout, record)

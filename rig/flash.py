@@ -72,6 +72,7 @@ class Esptool:
         self.before = before
         self.after = after
         self.timeout = timeout
+        self.last_output = ""  # everything the last command printed
 
     def run(self, *command: str, after: str | None = None, stub: bool = True) -> str:
         """Run one esptool command; return its output or raise FlashError."""
@@ -89,6 +90,7 @@ class Esptool:
             output = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
             raise FlashError(f"timeout: esptool {command[0]} on {self.port} did not finish in {self.timeout:.0f} s", output) from None
         output = done.stdout + done.stderr
+        self.last_output = output
         log.debug("esptool output:\n%s", output)
         if done.returncode != 0:
             raise FlashError(self._diagnose(output, command[0]), output)

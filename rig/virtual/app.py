@@ -1,24 +1,115 @@
-"""The app the second stage starts: the behaviour of sketches/ota_https on the twin.
+"""The app the second stage starts: sketches/ota_https, run from the configuration built into
+the image it boots.
 
-For now it does what the reference sketch does first: print `Firmware version <version>`,
-with the version read from the app descriptor of the image in flash, then it idles. The OTA
-flow (Wi-Fi, NTP, TLS, HTTPUpdate) builds on this.
+The sketch's flow (its comment block is the specification, rig/protocol.py the lines):
+setup() prints the version, joins Wi-Fi, waits for NTP time and says whether it checks
+certificate dates; loop() checks for an update every 10 s: with the date check on it connects
+first and reads the server certificate's dates against NTP time, then runs httpUpdate on the
+same connection with rebootOnUpdate(false), prints the core's result and restarts after
+HTTP_UPDATE_OK. The twin's network is the host's loopback: every hostname resolves to
+127.0.0.1, Wi-Fi is joined at once and NTP time is the host's clock.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from urllib.parse import urlsplit
 
-from ..firmware import Image, Partition
+from ..build import SketchConfig
+from ..firmware import Image, Partition, PartitionTable
+from . import profiles
+from .arduino import Core
 from .chip import Chip
+from .httpupdate import FAILED, OK, HttpUpdate, RunningApp
+from .secure_client import SecureClient
 
 log = logging.getLogger(__name__)
 
+CHECK_INTERVAL = 10  # seconds between update checks, as in the seed sketch
+DEVICE_IP = "127.0.0.1"
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
-def run(chip: Chip, partition: Partition, image: Image) -> None:
+
+def run(chip: Chip, table: PartitionTable, partition: Partition, image: Image) -> None:
     descriptor = image.descriptor
     version = descriptor.version if descriptor else ""
-    log.info("app %r version %r running from %s", descriptor and descriptor.project_name, version, partition.name)
-    chip.uart.print(f"Firmware version {version}\r\n")
+    try:
+        config = SketchConfig.from_rodata(image.rodata)
+    except ValueError as err:
+        log.info("app %s from %s: %s; it only prints its version", version, partition.name, err)
+        chip.uart.print(f"Firmware version {version}\r\n")
+        while True:
+            chip.sleep(3600)
+    profile = profiles.for_idf_version(descriptor.idf_version if descriptor else "")
+    log.info("app %s (%s) running from %s", config.version, profile.name, partition.name)
+    core = Core(chip, profile, config.debug_level)
+    setup(core, config)
+    running = RunningApp(table, partition, image, chip.flash.read(partition.offset, image.length))
+    http_update = HttpUpdate(core, running, chip_size=chip.flash.size)
     while True:
-        chip.sleep(3600)
+        check_for_update(core, config, http_update)
+        core.report("retry", seconds=CHECK_INTERVAL)
+        core.delay(CHECK_INTERVAL)
+
+
+def setup(core: Core, config: SketchConfig) -> None:
+    core.report("firmware_version", version=config.version)
+    core.report("wifi_connecting", ssid=config.wifi_ssid)
+    core.report("wifi_connected", ip=DEVICE_IP)
+    core.report("ntp_waiting", server=config.ntp_server)
+    core.report("ntp_synced", time=utc_now().strftime(TIME_FORMAT))
+    if not config.check_dates:
+        core.report("date_check_off")
+
+
+def check_for_update(core: Core, config: SketchConfig, http_update: HttpUpdate) -> None:
+    core.report("update_checking", url=config.update_url)
+    client = SecureClient(core, config.ca_bundle)
+    if config.check_dates and not dates_acceptable(core, config, client):
+        return
+    result = http_update.update(client, config.update_url, config.version)
+    if result == FAILED:
+        report_failure(core, client, http_update.last_error, http_update.last_error_string)
+    elif result == OK:
+        core.report("update_ok")
+        core.report("restarting")
+        core.restart()
+    else:
+        core.report("no_updates")
+
+
+def dates_acceptable(core: Core, config: SketchConfig, client: SecureClient) -> bool:
+    """The sketch's own check, which the stock stack never makes: connect, compare the server
+    certificate's validity with NTP time, and keep the connection for httpUpdate to reuse."""
+    parts = urlsplit(config.update_url)
+    if not client.connect(parts.hostname or "", parts.port or 443, timeout=5.0):
+        report_failure(core, client, -1, "HTTP error: connection refused")
+        return False
+    certificate = client.peer_certificate
+    now = utc_now()
+    not_before, not_after = utc(certificate.not_before), utc(certificate.not_after)
+    if now > not_after:
+        core.report("cert_expired", not_after=not_after.strftime(TIME_FORMAT))
+    elif now < not_before:
+        core.report("cert_not_yet_valid", not_before=not_before.strftime(TIME_FORMAT))
+    else:
+        core.report("cert_dates_ok", not_before=not_before.strftime(TIME_FORMAT),
+                    not_after=not_after.strftime(TIME_FORMAT))
+        return True
+    client.stop()
+    return False
+
+
+def report_failure(core: Core, client: SecureClient, code: int, text: str) -> None:
+    core.report("update_failed", code=code, text=text)
+    if client.last_error < 0:
+        core.report("tls_error", code=client.last_error, text=client.last_error_text)
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+def utc(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)

@@ -98,7 +98,7 @@ def second_stage(chip: Chip) -> None:
             log.info("bootloader: %s is not bootable (%s)", partition.name, err)
             continue
         log.info("bootloader: starting %s at 0x%x", partition.name, partition.offset)
-        app.run(chip, partition, image)
+        app.run(chip, table, partition, image)
         return
     log.info("bootloader: no bootable app partition")
     give_up(chip)

@@ -211,6 +211,13 @@ class ResetCircuit:
         self.io0_low = self.dtr and not self.rts
         self._on_change(self.en_low, self.io0_low)
 
+    def drive(self, en_low: bool | None = None, io0_low: bool | None = None) -> None:
+        """EN and IO0 driven directly, as on a board whose pins are wired to the test host's
+        GPIOs or relays instead of to a USB bridge's DTR/RTS."""
+        self.en_low = self.en_low if en_low is None else en_low
+        self.io0_low = self.io0_low if io0_low is None else io0_low
+        self._on_change(self.en_low, self.io0_low)
+
 
 class Uart:
     """UART0 as the CPU sees it: a receive FIFO filled by the transport, a transmit line.

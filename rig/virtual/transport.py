@@ -16,6 +16,7 @@ import socket
 import threading
 import tty
 from pathlib import Path
+from typing import TextIO
 
 import serial.rfc2217
 
@@ -189,3 +190,32 @@ class PtyServer:
             self.link.unlink()
         os.close(self._master)
         os.close(self._slave)
+
+
+class Wires:
+    """EN and IO0 wired to the host, for a pty twin (a pty has no modem lines): like a board
+    whose pins hang on relays or GPIOs of the test host (labgrid's DigitalOutput).
+
+    Reads commands from a text stream, one a line: `EN 0` holds the chip in reset, `EN 1`
+    releases it (the ROM latches IO0 then), `IO0 0` / `IO0 1` drive the boot-mode pin. Each
+    command is answered with one line, `ok` or `error: <why>`, once the pin has moved.
+    """
+
+    PINS = {"EN": "en_low", "IO0": "io0_low"}
+
+    def __init__(self, chip: Chip, commands: TextIO, answers: TextIO) -> None:
+        self.chip = chip
+        self.commands = commands
+        self.answers = answers
+
+    def serve_forever(self) -> None:
+        for command in self.commands:
+            self.answers.write(self.apply(command) + "\n")
+            self.answers.flush()
+
+    def apply(self, command: str) -> str:
+        words = command.split()
+        if len(words) != 2 or words[0] not in self.PINS or words[1] not in ("0", "1"):
+            return f"error: {command.strip()!r} is not one of EN 0, EN 1, IO0 0, IO0 1"
+        self.chip.pins.drive(**{self.PINS[words[0]]: words[1] == "0"})
+        return "ok"

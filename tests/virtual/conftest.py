@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rig.board import VirtualBoard
-from rig.build import Artifacts, VirtualBuilder
+from rig.build import Artifacts, SketchConfig, VirtualBuilder
 
 TWIN_MAC = "24:6f:28:12:34:56"
 
@@ -23,7 +23,7 @@ def esptool(port: str, *args: str, before: str = "default-reset", after: str = "
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
-    return VirtualBuilder(tmp_path_factory.mktemp("firmware")).build("0.1")
+    return VirtualBuilder(tmp_path_factory.mktemp("firmware")).build(SketchConfig.without_server("0.1"))
 
 
 @pytest.fixture(scope="module")

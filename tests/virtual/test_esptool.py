@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rig import firmware
-from rig.build import VirtualBuilder
+from rig.build import SketchConfig, VirtualBuilder
 
 from .conftest import TWIN_MAC, esptool, flash_args, flash_image
 
@@ -70,7 +70,7 @@ WRITE_VARIANTS = {  # (global options, write-flash options)
 @pytest.mark.parametrize("variant", WRITE_VARIANTS)
 def test_write_flash_of_a_full_artifact_set(board, variant: str, tmp_path: Path) -> None:
     # Each variant writes its own version, so the flash really changes under every write.
-    artifacts = VirtualBuilder(tmp_path).build(f"9.{list(WRITE_VARIANTS).index(variant)}")
+    artifacts = VirtualBuilder(tmp_path).build(SketchConfig.without_server(f"9.{list(WRITE_VARIANTS).index(variant)}"))
     global_args, write_args = WRITE_VARIANTS[variant]
     out = run_ok(board, *global_args, "write-flash", *write_args, *flash_args(artifacts))
     assert out.count("Hash of data verified.") == 4

@@ -1,0 +1,359 @@
+"""The serial monitor: follows a board's port in the background, keeps every raw line in a log
+file as it arrives, and turns the lines it knows (rig/protocol.py) into timestamped events that
+tests wait for.
+
+Waiting works like pexpect. The monitor holds one cursor over the lines received. `expect`,
+`expect_sequence` and `expect_raw` search from the cursor and move it past the line they matched.
+`not_matching` looks from the cursor without moving it. A wait that fails raises
+`ExpectTimeout`, an AssertionError, so pytest shows it as a test failure. Its message names what
+was awaited and shows the last lines the port sent.
+
+    monitor = Monitor(board_port, tmp_path / "serial.log").start()
+    monitor.expect("update_checking", timeout=30)
+    monitor.expect("update_failed", timeout=30, code=-1)
+    monitor.not_matching("update_ok", within=2)
+    monitor.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from . import protocol
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 4096  # bytes; a longer run without a newline is cut into pieces of this size
+TAIL = 15  # lines quoted in a failure message
+READ_SIZE = 4096
+
+FieldValue = Any  # compared as str(); a compiled re.Pattern is searched instead
+Expected = str | tuple[str, dict[str, FieldValue]]
+
+
+class ExpectTimeout(AssertionError):
+    """A wait that did not see what it waited for: time ran out, the port failed, or the
+    monitor was stopped."""
+
+
+class UnexpectedEvent(AssertionError):
+    """`not_matching` saw the event it was told must not come."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A line the protocol table knows: its name and fields, the raw text, `t` from
+    time.monotonic() when the line ended, and `elapsed` seconds since the monitor started."""
+
+    name: str
+    fields: dict[str, str]
+    raw: str
+    t: float
+    elapsed: float
+    index: int  # position of the line in Monitor.lines
+
+    def matches(self, name: str, fields: dict[str, FieldValue]) -> bool:
+        return self.name == name and all(_field_matches(self.fields.get(key), value) for key, value in fields.items())
+
+
+@dataclass(frozen=True)
+class Received:
+    """One raw line (without its line ending) and the event it became, if any."""
+
+    text: str
+    t: float
+    elapsed: float
+    event: Event | None = None
+
+
+def _field_matches(actual: str | None, expected: FieldValue) -> bool:
+    if actual is None:
+        return False
+    if isinstance(expected, re.Pattern):
+        return expected.search(actual) is not None
+    return actual == str(expected)
+
+
+def describe(name: str, fields: dict[str, FieldValue]) -> str:
+    """'update_failed (code=-1)': an event name and the fields a wait asks for."""
+    if not fields:
+        return repr(name)
+    shown = ", ".join(
+        f"{key}={value.pattern!r}" if isinstance(value, re.Pattern) else f"{key}={str(value)!r}"
+        for key, value in fields.items()
+    )
+    return f"{name!r} ({shown})"
+
+
+class Monitor:
+    """Follows `port`, an open pyserial port (serial.Serial, or an rfc2217 one) with a short read
+    timeout. Writes each raw line to `log_path` as it arrives, flushed line by line, and turns
+    the lines `table` knows into `Event`s."""
+
+    def __init__(self, port: Any, log_path: Path, table: Sequence[protocol.Line] = protocol.LINES) -> None:
+        self.port = port
+        self.log_path = Path(log_path)
+        self.table = tuple(table)
+        self.started_at = time.monotonic()
+        self._received: list[Received] = []
+        self._cursor = 0
+        self._bytes = 0
+        self._error: str | None = None
+        self._stopping = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._done = False
+        self._changed = threading.Condition()
+        self._buffer = bytearray()
+        self._overlong = False
+        self._names = {line.name for line in self.table}
+        self._log: Any = None
+        self._thread: threading.Thread | None = None
+
+    # --- running -------------------------------------------------------------------------
+
+    def start(self) -> "Monitor":
+        if self._thread is not None or self._stopping.is_set():
+            raise RuntimeError("a Monitor runs once: it is running or was stopped")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("a", encoding="utf-8", newline="\n")
+        self.started_at = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=f"monitor {self.log_path.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop reading and wake every waiter. A partial last line is kept and logged.
+        The port stays open: it belongs to the board. Safe to call twice, from any thread."""
+        with self._stop_lock:
+            thread = self._thread
+            if thread is None:
+                return
+            self._stopping.set()
+            thread.join(min(timeout, 0.5))  # the port's short read timeout ends the loop
+            cancel = getattr(self.port, "cancel_read", None)
+            if thread.is_alive() and cancel is not None:  # a port opened without a read timeout
+                try:
+                    cancel()
+                except Exception:  # a closed or foreign port: nothing more to wake
+                    pass
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("monitor thread for %s did not stop within %.1f s", self.log_path, timeout)
+                return
+            self._thread = None
+            if self._buffer:
+                self._add_line(bytes(self._buffer), classify=not self._overlong)
+                self._buffer.clear()
+            self._log.close()
+            with self._changed:
+                self._done = True
+                self._changed.notify_all()
+
+    def __enter__(self) -> "Monitor":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                data = self.port.read(max(1, min(self.port.in_waiting, READ_SIZE)))
+                if data:
+                    self._feed(data)
+        except Exception as err:  # SerialException, OSError, a port closed under us: all end reading
+            if not self._stopping.is_set():
+                self._fail(f"{type(err).__name__}: {err}")
+        finally:
+            with self._changed:
+                self._done = True
+                self._changed.notify_all()
+
+    def _fail(self, reason: str) -> None:
+        log.warning("serial port of %s failed: %s", self.log_path.name, reason)
+        with self._changed:
+            self._error = reason
+            self._changed.notify_all()
+
+    def _feed(self, data: bytes) -> None:
+        self._bytes += len(data)
+        self._buffer += data
+        while True:
+            end = self._buffer.find(b"\n", 0, MAX_LINE + 1)
+            if end >= 0:
+                self._add_line(bytes(self._buffer[:end]), classify=not self._overlong)
+                del self._buffer[: end + 1]
+                self._overlong = False
+            elif len(self._buffer) > MAX_LINE:
+                # An overlong line is no protocol line, but its bytes still go to the log,
+                # in pieces of MAX_LINE.
+                self._add_line(bytes(self._buffer[:MAX_LINE]), classify=False)
+                del self._buffer[:MAX_LINE]
+                self._overlong = True
+            else:
+                return
+
+    def _add_line(self, raw: bytes, classify: bool = True) -> None:
+        text = raw.rstrip(b"\r").decode("utf-8", errors="backslashreplace")
+        self._log.write(text + "\n")
+        self._log.flush()
+        now = time.monotonic()
+        elapsed = now - self.started_at
+        event = None
+        with self._changed:
+            index = len(self._received)
+            found = _classify(self.table, text) if classify else None
+            if found is not None:
+                line, values = found
+                event = Event(line.name, values, text, now, elapsed, index)
+            self._received.append(Received(text, now, elapsed, event))
+            self._changed.notify_all()
+
+    # --- what arrived --------------------------------------------------------------------
+
+    @property
+    def lines(self) -> list[str]:
+        """Every raw line so far, without line endings."""
+        with self._changed:
+            return [item.text for item in self._received]
+
+    @property
+    def events(self) -> list[Event]:
+        """Every event so far, cursor or not."""
+        with self._changed:
+            return [item.event for item in self._received if item.event is not None]
+
+    @property
+    def error(self) -> str | None:
+        """Why the port stopped being readable, if it did."""
+        return self._error
+
+    @property
+    def cursor(self) -> int:
+        """Index in `lines` from which the next wait searches."""
+        return self._cursor
+
+    @cursor.setter
+    def cursor(self, position: int) -> None:
+        with self._changed:
+            if not 0 <= position <= len(self._received):
+                raise ValueError(f"cursor {position} is outside 0..{len(self._received)}")
+            self._cursor = position
+
+    def mark(self) -> int:
+        """The position after the last line received so far. Set `cursor` to it to ignore
+        everything before, or pass it to `events_since`."""
+        with self._changed:
+            return len(self._received)
+
+    def events_since(self, position: int | None = None) -> list[Event]:
+        with self._changed:
+            start = self._cursor if position is None else position
+            return [item.event for item in self._received[start:] if item.event is not None]
+
+    # --- waiting -------------------------------------------------------------------------
+
+    def expect(self, name: str, timeout: float, **fields: FieldValue) -> Event:
+        """The next event called `name` whose fields equal `fields`. The cursor moves past it."""
+        self._check_name(name)
+        received = self._wait(lambda item: item.event is not None and item.event.matches(name, fields),
+                              time.monotonic() + timeout, f"event {describe(name, fields)}", timeout)
+        assert received.event is not None
+        return received.event
+
+    def expect_sequence(self, expected: Iterable[Expected], timeout: float) -> list[Event]:
+        """Each event in order (a name, or a (name, fields) pair), all within `timeout`."""
+        steps = [(item, {}) if isinstance(item, str) else (item[0], dict(item[1])) for item in expected]
+        deadline = time.monotonic() + timeout
+        found: list[Event] = []
+        for number, (name, fields) in enumerate(steps, 1):
+            self._check_name(name)
+            what = f"event {describe(name, fields)} (step {number} of {len(steps)}"
+            what += f", after {', '.join(event.name for event in found)})" if found else ")"
+            received = self._wait(lambda item: item.event is not None and item.event.matches(name, fields),
+                                  deadline, what, timeout)
+            assert received.event is not None
+            found.append(received.event)
+        return found
+
+    def expect_raw(self, pattern: str | re.Pattern[str], timeout: float) -> re.Match[str]:
+        """The next raw line `pattern` matches (re.search), for lines outside the table.
+        The cursor moves past it."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        received = self._wait(lambda item: regex.search(item.text) is not None, time.monotonic() + timeout,
+                              f"a line matching {regex.pattern!r}", timeout)
+        match = regex.search(received.text)
+        assert match is not None
+        return match
+
+    def not_matching(self, name: str, within: float = 0.0, **fields: FieldValue) -> None:
+        """Wait `within` seconds (0: not at all), then fail if an event called `name` with
+        `fields` has arrived since the cursor. Fails as soon as one arrives. The cursor stays."""
+        self._check_name(name)
+        deadline = time.monotonic() + within
+        with self._changed:
+            while True:
+                for item in self._received[self._cursor :]:
+                    if item.event is not None and item.event.matches(name, fields):
+                        raise UnexpectedEvent(
+                            f"event {describe(name, fields)} came, and it must not: {item.text!r} at "
+                            f"{item.elapsed:.3f} s; {self._tail()}"
+                        )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                if self._done:  # the rest of the watch cannot happen: no evidence of absence
+                    reason = f"the serial port failed ({self._error})" if self._error else "the monitor stopped"
+                    raise ExpectTimeout(
+                        f"Watching that event {describe(name, fields)} does not come for {within:g} s, "
+                        f"{reason} {within - left:.3f} s into it; {self._tail()}"
+                    )
+                self._changed.wait(left)
+
+    def _check_name(self, name: str) -> None:
+        if name not in self._names:  # a typo, not a timeout
+            raise KeyError(f"no protocol line named {name!r}")
+
+    def _wait(self, wanted: Callable[[Received], bool], deadline: float, what: str, timeout: float) -> Received:
+        with self._changed:
+            position = self._cursor
+            while True:
+                while position < len(self._received):
+                    item = self._received[position]
+                    position += 1
+                    if wanted(item):
+                        self._cursor = position
+                        return item
+                if self._error is not None:
+                    raise ExpectTimeout(f"Waiting for {what}, the serial port failed ({self._error}); {self._tail()}")
+                if self._done:
+                    raise ExpectTimeout(f"Waiting for {what}, the monitor stopped; {self._tail()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ExpectTimeout(f"{what} did not come within {timeout:g} s; {self._tail()}")
+                self._changed.wait(left)
+
+    def _tail(self) -> str:
+        if not self._bytes:
+            return "no bytes at all came from the port"
+        recent = self._received[-TAIL:]
+        shown = "\n".join(f"  [{item.elapsed:8.3f}] {item.text}" for item in recent)
+        partial = f"\n  (unfinished line: {bytes(self._buffer[-200:])!r})" if self._buffer else ""
+        return f"the last {len(recent)} lines received:\n{shown}{partial}"
+
+
+def _classify(table: Sequence[protocol.Line], text: str) -> tuple[protocol.Line, dict[str, str]] | None:
+    """protocol.classify for a custom table (the same first-match rule)."""
+    if table is protocol.LINES:
+        return protocol.classify(text)
+    for entry in table:
+        values = entry.parse(text)
+        if values is not None:
+            return entry, values
+    return None

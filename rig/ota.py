@@ -1,0 +1,148 @@
+"""One OTA scenario's parts, wired together: certificates, the update server, builds, the board,
+esptool and the serial monitor, all writing their records into the scenario's folder.
+
+    scenario = OtaScenario(folder, board, pki, builder, profile)
+    listener = scenario.listen(pki.dns())                # an HTTPS listener with that certificate
+    old = scenario.build("0.1", listener)                # the sketch, pointed at that listener
+    scenario.offer(scenario.build("0.2", listener))      # what /update hands out
+    monitor = scenario.start(old)                        # esptool writes it, the board boots it
+    monitor.expect("update_ok", timeout=10)
+
+The folder keeps everything a reader needs afterwards: serial.log (every UART line as it
+arrived), server.jsonl (every connection the server saw), esptool.log, and for the virtual
+board twin.log and flash.bin.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .board import SerialBoard
+from .build import Artifacts, SketchConfig, VirtualBuilder
+from .certs import Pki, ServerCert
+from .flash import Esptool, FlashError
+from .monitor import Monitor
+from .server import Listener, ServerLog, UpdateServer
+
+log = logging.getLogger(__name__)
+
+
+class OtaScenario:
+    """The rig around one device for one test. Close it (or use it as a context manager) to
+    stop the monitor, the server and a virtual board, keeping every record."""
+
+    def __init__(self, folder: Path, board: SerialBoard, pki: Pki, builder: VirtualBuilder, profile: str) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.board = board
+        self.pki = pki
+        self.builder = builder
+        self.profile = profile
+        self.timings: dict[str, float] = defaultdict(float)  # seconds the rig itself spent, by step
+        with self._timed("server"):
+            self.server = UpdateServer(self.folder / "firmware", self.folder / "server.jsonl")
+            self.server.start()
+        self.monitor: Monitor | None = None
+        self._line = None
+
+    @contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[step] += time.monotonic() - started
+
+    # --- the server side --------------------------------------------------------------
+    def listen(self, cert: ServerCert, name: str | None = None) -> Listener:
+        """An HTTPS listener presenting `cert` (named after it unless `name` says otherwise)."""
+        with self._timed("server"):
+            return self.server.add_listener(name or cert.name, cert)
+
+    def offer(self, artifacts: Artifacts) -> None:
+        self.server.offer(artifacts.version, artifacts.app)
+
+    @property
+    def server_log(self) -> ServerLog:
+        """The server's record, once the connections in flight have closed and been written."""
+        self.server.wait_idle()
+        return self.server.log
+
+    # --- the device side --------------------------------------------------------------
+    def build(self, version: str, listener: Listener | None = None, *, url: str | None = None,
+              ca_bundle: str | None = None, **config: object) -> Artifacts:
+        """The reference sketch at `version`, checking `listener`'s /update (or `url`) and
+        trusting the main CA (or `ca_bundle`)."""
+        if url is None:
+            assert listener is not None, "build() needs a listener or a url"
+            url = self.server.url(listener.name)
+        sketch = SketchConfig(version=version, update_url=url,
+                              ca_bundle=self.pki.authority().pem if ca_bundle is None else ca_bundle,
+                              profile=self.profile, **config)  # type: ignore[arg-type]
+        with self._timed("build"):
+            return self.builder.build(sketch)
+
+    def flash(self, artifacts: Artifacts) -> str:
+        """Write the artifact set with esptool, as a user would; esptool.log keeps its output."""
+        with self._timed("flash"):
+            return self._esptool(lambda tool: tool.write(artifacts.flash_files()))
+
+    def start(self, artifacts: Artifacts) -> Monitor:
+        """Flash `artifacts`, open the port, reset the board into them and follow its UART."""
+        self.flash(artifacts)
+        self._line = self.board.open()
+        self.board.reset(self._line, discard_pending=True)
+        self.monitor = Monitor(self._line, self.folder / "serial.log")
+        self.monitor.start()
+        return self.monitor
+
+    def reset(self) -> None:
+        """Press reset with the monitor running (everything the board says stays in the log)."""
+        assert self._line is not None, "start() the board first"
+        self.board.reset(self._line)
+
+    def read_flash(self, offset: int, size: int) -> bytes:
+        """Read flash back with esptool (the monitor stops: the port is esptool's now)."""
+        with self._timed("read-back"):
+            return self._esptool(lambda tool: tool.read(offset, size))
+
+    def _esptool(self, action):
+        """Run an esptool action on the board in download mode; esptool.log keeps its output."""
+        self._close_line()
+        self.board.enter_bootloader()
+        before, after = self.board.esptool_reset
+        tool = Esptool(self.board.port, before=before, after=after)
+        with (self.folder / "esptool.log").open("a") as record:
+            try:
+                result = action(tool)
+            except FlashError as err:
+                record.write(err.output)
+                raise
+            record.write(tool.last_output)
+        return result
+
+    def _close_line(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self._line is not None:
+            self._line.close()
+            self._line = None
+
+    def close(self) -> None:
+        self._close_line()
+        with self._timed("server"):
+            self.server.stop()
+        (self.folder / "timings.json").write_text(json.dumps(self.timings, indent=2))
+        self.board.close()
+
+    def __enter__(self) -> "OtaScenario":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

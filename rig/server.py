@@ -1,0 +1,510 @@
+"""The HTTPS update server a device under test polls, and the record it keeps of every connection.
+
+`UpdateServer` answers the request arduino-esp32's HTTPUpdate sends (reference section 2):
+
+* `GET /update` compares the device's `x-ESP32-version` with the offered firmware: an older
+  device gets 200 with the image, `Content-Length` and a lower-case hex `x-MD5`; a current or
+  newer one gets 304. A request without `x-ESP32-STA-MAC` or `x-ESP32-version` is not an
+  ESP32 updater and gets 403.
+* `GET /firmware/<name>.bin` serves a file from the firmware folder, as a static file server.
+* Anything else is 404.
+
+It listens on several ports at once, each with its own certificate (a listener), and runs its
+own asyncio loop in a daemon thread so that synchronous test code can drive it::
+
+    with UpdateServer(firmware_dir, tmp_path / "server.jsonl") as server:
+        server.add_listener("main", pki.dns())
+        server.offer("1.0.1", image)
+        url = server.url("main")        # https://ota.local:<port>/update
+        ...                             # the device updates
+        server.wait_idle()
+        assert server.log.downloads()[0].complete
+
+The record is one JSON line per connection (`ConnectionRecord`), appended when the
+connection closes: the TLS outcome, including the alert a client sends when it refuses the
+certificate, then every request with its headers exactly as received and how much of the
+body went out. asyncio swallows TLS handshake errors, so each connection is accepted as plain
+TCP and upgraded here with `loop.start_tls`; only then does aiohttp's request handler see it.
+"""
+
+import asyncio
+import datetime
+import hashlib
+import json
+import logging
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from rig.certs import ServerCert
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 4096
+OCTET_STREAM = "application/octet-stream"
+CLOSED = "closed"
+SHUTDOWN = "server shutdown"
+_ALERT_REASON = re.compile(r"(?:SSLV3|TLSV1|TLSV13)_ALERT_(?P<name>\w+)")
+
+
+def parse_version(text: str) -> tuple[tuple[int, int | str], ...]:
+    """A firmware version as a key that compares the way people read versions.
+
+    The dotted parts of a version compare left to right: numeric parts as integers, so
+    "0.10" > "0.9", other parts as text, and a text part after any number. Trailing zero
+    parts do not count, so "1.0" == "1.0.0"; otherwise a longer version is the newer one.
+    """
+    parts = [
+        (0, int(part)) if part.isascii() and part.isdecimal() else (1, part)
+        for part in text.strip().split(".")
+    ]
+    while parts and parts[-1] == (0, 0):
+        parts.pop()
+    return tuple(parts)
+
+
+def tls_alert(error: BaseException) -> str | None:
+    """The TLS alert a peer sent, by its RFC 8446 name, if `error` reports one.
+
+    OpenSSL names a received alert in its reason code, which Python keeps as `reason`:
+    TLSV1_ALERT_UNKNOWN_CA is `unknown_ca`, SSLV3_ALERT_BAD_CERTIFICATE `bad_certificate`.
+    Errors of this side's own (a timeout, a reset, garbage instead of a ClientHello) have none.
+    """
+    match = _ALERT_REASON.fullmatch(getattr(error, "reason", None) or "")
+    return match["name"].lower() if match else None
+
+
+@dataclass
+class RequestRecord:
+    """One HTTP request: what the client sent, what it was answered, how much body went out.
+
+    `headers` are (name, value) pairs in the order and case received. `bytes_sent` counts the
+    body bytes handed to the connection (headers not counted), so a client that drops
+    mid-body shows how far it got; `complete` is true once the whole response was written.
+    """
+
+    method: str
+    path: str
+    version: str
+    headers: list[tuple[str, str]]
+    status: int | None = None
+    content_length: int | None = None
+    bytes_sent: int = 0
+    complete: bool = False
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name`, matched regardless of case as HTTP does."""
+        return next((value for key, value in self.headers if key.lower() == name.lower()), None)
+
+
+@dataclass
+class TlsRecord:
+    """How the TLS handshake went: version and cipher if it succeeded, else the error text
+    and the alert the client sent (None when the failure was not a client's alert)."""
+
+    ok: bool
+    version: str | None = None
+    cipher: str | None = None
+    error: str | None = None
+    alert: str | None = None
+
+
+@dataclass
+class ConnectionRecord:
+    """One TCP connection to a listener, from accept to close.
+
+    `start` is ISO 8601 UTC, `duration` seconds; `sni` the server name the client asked for;
+    `ended` is "closed" or "server shutdown" for a connection still open when the server stopped.
+    """
+
+    listener: str
+    peer: str
+    start: str
+    duration: float | None = None
+    sni: str | None = None
+    tls: TlsRecord | None = None
+    requests: list[RequestRecord] = field(default_factory=list)
+    ended: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, line: str) -> "ConnectionRecord":
+        data = json.loads(line)
+        data["tls"] = TlsRecord(**data["tls"]) if data["tls"] else None
+        data["requests"] = [
+            RequestRecord(**{**request, "headers": [tuple(pair) for pair in request["headers"]]})
+            for request in data["requests"]
+        ]
+        return cls(**data)
+
+
+class ServerLog:
+    """Reads a server's record back: the connections closed so far, in the order they closed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def connections(self) -> list[ConnectionRecord]:
+        if not self.path.exists():
+            return []
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        return [ConnectionRecord.from_json(line) for line in lines if line.strip()]
+
+    def requests(self) -> list[RequestRecord]:
+        return [request for connection in self.connections() for request in connection.requests]
+
+    def downloads(self) -> list[RequestRecord]:
+        """Requests answered 200 with a body, complete or not."""
+        return [r for r in self.requests() if r.status == 200 and r.bytes_sent > 0]
+
+    def handshake_failures(self) -> list[ConnectionRecord]:
+        return [c for c in self.connections() if c.tls is not None and not c.tls.ok]
+
+
+@dataclass
+class Listener:
+    """A port the server listens on and the certificate it presents there.
+
+    The socket is bound when the listener is added, so `port` is known at once (port 0 picks
+    a free one). The certificate is loaded at each handshake: assigning `cert` changes what
+    the next connection sees, as when a server's certificate is renewed.
+    """
+
+    name: str
+    cert: ServerCert
+    port: int
+    sock: socket.socket = field(repr=False)
+    server: asyncio.Server | None = field(default=None, repr=False)
+
+
+@dataclass
+class Reply:
+    """What a route decided to answer; `_send` writes it and records how that went."""
+
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Offer:
+    """The firmware `/update` offers: its version and the image bytes."""
+
+    version: str
+    image: bytes
+
+
+class UpdateServer:
+    """An HTTPS update server on `host`, recording every connection to `record_path`.
+
+    `start()` and `stop()` (or a `with` block) run it in a background thread. `stop()`
+    records the connections still open, marked "server shutdown".
+    """
+
+    def __init__(
+        self,
+        firmware_dir: Path,
+        record_path: Path,
+        host: str = "127.0.0.1",
+        handshake_timeout: float = 30.0,
+    ) -> None:
+        self.firmware_dir = Path(firmware_dir)
+        self.record_path = Path(record_path)
+        self.host = host
+        self.handshake_timeout = handshake_timeout
+        self.listeners: dict[str, Listener] = {}
+        self._offer: Offer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._record_file: TextIO | None = None
+        self._open: set[_Connection] = set()
+        self._idle = threading.Condition()
+
+    @property
+    def log(self) -> ServerLog:
+        return ServerLog(self.record_path)
+
+    def add_listener(self, name: str, cert: ServerCert, port: int = 0) -> Listener:
+        """Listen on `port` (0: a free one) presenting `cert`; before or after `start()`."""
+        if name in self.listeners:
+            raise ValueError(f"listener {name!r} exists already")
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.create_server((self.host, port), family=family)
+        listener = Listener(name, cert, sock.getsockname()[1], sock)
+        self.listeners[name] = listener
+        if self._loop is not None:
+            self._call(self._serve(listener))
+        return listener
+
+    def url(self, listener_name: str, path: str = "/update") -> str:
+        """The URL a device uses to reach a listener: the certificate's host and the port."""
+        listener = self.listeners[listener_name]
+        return f"https://{_host_port(listener.cert.host, listener.port)}{path}"
+
+    def offer(self, version: str, image: Path) -> None:
+        """Offer the image at `image`, of firmware `version`, on `/update`."""
+        self._offer = Offer(version, Path(image).read_bytes())
+        log.info("offering %s (%d bytes) from %s", version, len(self._offer.image), image)
+
+    def start(self) -> "UpdateServer":
+        """Serve every listener from a new loop thread; a server starts once."""
+        if self._thread is not None:
+            raise RuntimeError("an UpdateServer starts once")
+        self.record_path.parent.mkdir(parents=True, exist_ok=True)
+        self._record_file = self.record_path.open("a", encoding="utf-8")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="update-server", daemon=True
+        )
+        self._thread.start()
+        self._call(self._setup())
+        return self
+
+    def stop(self) -> None:
+        """Stop listening, record and close the open connections, end the thread."""
+        if self._loop is None:
+            for listener in self.listeners.values():
+                listener.sock.close()
+            return
+        self._call(self._shutdown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+        self._loop = None
+
+    def wait_idle(self, timeout: float = 5.0) -> None:
+        """Wait until no connection is open, so the record holds every connection so far.
+
+        A connection counts once the server has accepted it: call this after the client
+        has at least begun its TLS handshake.
+        """
+        with self._idle:
+            if not self._idle.wait_for(lambda: not self._open, timeout):
+                raise TimeoutError(f"{len(self._open)} connection(s) still open after {timeout} s")
+
+    def __enter__(self) -> "UpdateServer":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # The loop thread's side.
+
+    def _call(self, coroutine: Awaitable, timeout: float = 10.0):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    async def _setup(self) -> None:
+        app = web.Application()
+        app.router.add_get("/update", self._route(self._update), allow_head=False)
+        app.router.add_get("/firmware/{name}", self._route(self._firmware), allow_head=False)
+        app.router.add_route("*", "/{path:.*}", self._route(lambda request: Reply(404)))
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await self._runner.setup()
+        for listener in self.listeners.values():
+            await self._serve(listener)
+
+    async def _serve(self, listener: Listener) -> None:
+        loop = asyncio.get_running_loop()
+        listener.server = await loop.create_server(
+            lambda: _Connection(self, listener), sock=listener.sock
+        )
+        log.info("listener %s on %s with certificate %s", listener.name,
+                 _host_port(self.host, listener.port), listener.cert.name)
+
+    async def _shutdown(self) -> None:
+        for listener in self.listeners.values():
+            listener.server.close()
+        for connection in list(self._open):
+            connection.shut_down()
+        await self._runner.cleanup()
+        self._record_file.close()
+
+    def _track(self, connection: "_Connection") -> None:
+        with self._idle:
+            self._open.add(connection)
+
+    def _record(self, connection: "_Connection") -> None:
+        """Append a finished connection's record and flush it."""
+        self._record_file.write(connection.record.to_json() + "\n")
+        self._record_file.flush()
+        with self._idle:
+            self._open.discard(connection)
+            self._idle.notify_all()
+
+    def _route(self, decide: Callable[[web.Request], Reply]):
+        """An aiohttp handler that records the request, asks `decide` for the reply and sends it."""
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            record = RequestRecord(
+                method=request.method,
+                path=request.raw_path,
+                version=f"HTTP/{request.version.major}.{request.version.minor}",
+                headers=[(name.decode("latin-1"), value.decode("latin-1"))
+                         for name, value in request.raw_headers],
+            )
+            connection: _Connection = request.transport.get_protocol()
+            connection.record.requests.append(record)
+            return await _send(request, record, decide(request))
+
+        return handle
+
+    def _update(self, request: web.Request) -> Reply:
+        mac = request.headers.get("x-ESP32-STA-MAC")
+        version = request.headers.get("x-ESP32-version")
+        if not mac or not version:
+            log.info("403 to %s: not an ESP32 updater (no STA MAC or version)", request.remote)
+            return Reply(403)
+        offer = self._offer
+        if offer is None or parse_version(version) >= parse_version(offer.version):
+            log.info("304 to %s at %s: offered %s", mac, version, offer.version if offer else None)
+            return Reply(304)
+        log.info("200 to %s at %s: sending %s", mac, version, offer.version)
+        md5 = hashlib.md5(offer.image).hexdigest()
+        return Reply(200, offer.image, {"Content-Type": OCTET_STREAM, "x-MD5": md5})
+
+    def _firmware(self, request: web.Request) -> Reply:
+        """A `.bin` file directly inside the firmware folder; anything else, 404."""
+        name = request.match_info["name"]
+        folder = self.firmware_dir.resolve()
+        path = (folder / name).resolve()
+        if not name.endswith(".bin") or path.parent != folder or not path.is_file():
+            log.info("404 for firmware %r", name)
+            return Reply(404)
+        return Reply(200, path.read_bytes(), {"Content-Type": OCTET_STREAM})
+
+
+async def _send(request: web.Request, record: RequestRecord, reply: Reply) -> web.StreamResponse:
+    """Stream `reply` in chunks, counting in `record` the body bytes that went out."""
+    response = web.StreamResponse(status=reply.status, headers=reply.headers)
+    if reply.status != 304:  # a 304 has no body, so no length either
+        response.content_length = len(reply.body)
+    record.status = reply.status
+    record.content_length = response.content_length
+    try:
+        await response.prepare(request)
+        for start in range(0, len(reply.body), CHUNK_SIZE):
+            chunk = reply.body[start:start + CHUNK_SIZE]
+            await response.write(chunk)
+            record.bytes_sent += len(chunk)
+            # aiohttp only waits when the transport is full; yield anyway, so that a client's
+            # reset is noticed before the next chunk instead of after the whole body.
+            await asyncio.sleep(0)
+        await response.write_eof()
+    except ConnectionError as error:
+        log.info("%s %s: connection lost after %d of %d body bytes (%s)", request.method,
+                 record.path, record.bytes_sent, len(reply.body), error)
+    else:
+        record.complete = True
+    return response
+
+
+class _Connection(asyncio.Protocol):
+    """One accepted TCP connection: the TLS handshake done here, so its outcome is recorded,
+    then aiohttp's request handler behind it.
+
+    This protocol stays under the TLS transport and forwards to the handler, so it also
+    hears `connection_lost` and can finish the record.
+    """
+
+    def __init__(self, server: UpdateServer, listener: Listener) -> None:
+        self._server = server
+        self._listener = listener
+        self._transport: asyncio.Transport | None = None
+        self._handler: RequestHandler | None = None
+        self._handshake: asyncio.Task | None = None
+        self._started = 0.0
+        self._finished = False
+        self.record: ConnectionRecord | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        transport.pause_reading()  # no byte of the ClientHello may be read before TLS starts
+        self._transport = transport
+        self._started = time.monotonic()
+        self.record = ConnectionRecord(
+            listener=self._listener.name,
+            peer=_host_port(*transport.get_extra_info("peername")[:2]),
+            start=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        )
+        self._server._track(self)
+        self._handshake = asyncio.get_running_loop().create_task(self._start_tls())
+
+    async def _start_tls(self) -> None:
+        cert = self._listener.cert
+        try:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert.cert_pem, cert.key_pem)
+            context.sni_callback = self._on_sni
+            transport = await asyncio.get_running_loop().start_tls(
+                self._transport, self, context, server_side=True,
+                ssl_handshake_timeout=self._server.handshake_timeout,
+            )
+        except OSError as error:  # ssl.SSLError, a reset, the handshake timeout, no key file
+            self.record.tls = TlsRecord(ok=False, error=str(error) or type(error).__name__,
+                                        alert=tls_alert(error))
+            log.info("TLS handshake with %s on %s failed: %s", self.record.peer,
+                     self.record.listener, self.record.tls.error)
+            self.finish(CLOSED)
+            return
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.record.tls = TlsRecord(
+            ok=True, version=ssl_object.version(), cipher=ssl_object.cipher()[0]
+        )
+        self._transport = transport
+        self._handler = self._server._runner.server()
+        self._handler.connection_made(transport)  # start_tls does not call it
+
+    def _on_sni(
+        self, _ssl_object: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext
+    ) -> None:
+        self.record.sni = server_name
+
+    def data_received(self, data: bytes) -> None:
+        self._handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._handler.eof_received()
+
+    def pause_writing(self) -> None:
+        self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._handler.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._handler is not None:  # else the handshake failed and its task finishes
+            self._handler.connection_lost(exc)
+            self.finish(CLOSED)
+
+    def shut_down(self) -> None:
+        """Record this connection as ended by the server's shutdown, then drop it."""
+        if self.record.tls is None:
+            self.record.tls = TlsRecord(ok=False, error="server shutdown during the handshake")
+            self._handshake.cancel()
+        self.finish(SHUTDOWN)
+        self._transport.abort()
+
+    def finish(self, ended: str) -> None:
+        """Complete the record and hand it to the server, once."""
+        if self._finished:
+            return
+        self._finished = True
+        self.record.duration = round(time.monotonic() - self._started, 6)
+        self.record.ended = ended
+        self._server._record(self)
+
+
+def _host_port(host: str, port: int) -> str:
+    """`host:port`, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,69 @@
+"""The arduino-esp32 core as the sketch sees it: Serial, millis(), delay(), ESP.restart(), the
+Wi-Fi MACs, and the two log formats that reach the UART.
+
+- The core's log macro (`log_e`, `log_w`, ...) prints `[<ms>][<L>][<file>:<line>] <function>(): `
+  + the format + `\\r\\n`, when CORE_DEBUG_LEVEL admits the level (shared/reference/
+  esp32-ota-device.md, section 7). Formats that end in `\\n` therefore leave an empty line.
+- ESP-IDF's precompiled libraries log at ERROR in their own format, `E (<ms>) <tag>: <message>`,
+  whatever the sketch's debug level.
+
+The twin models levels 0 (none) to 2 (warn): the lines below are those the OTA path prints at
+those levels. Levels 3-5 add info, debug and verbose lines the twin does not print.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .. import protocol
+from .chip import Chip, ResetReason
+from .profiles import Profile
+
+LEVELS = {"E": 1, "W": 2, "I": 3, "D": 4, "V": 5}
+
+
+class Core:
+    """One boot of the core: its clock starts when the app starts."""
+
+    def __init__(self, chip: Chip, profile: Profile, debug_level: int) -> None:
+        self.chip = chip
+        self.profile = profile
+        self.debug_level = debug_level
+        self._started = time.monotonic()
+
+    def millis(self) -> int:
+        return int((time.monotonic() - self._started) * 1000)
+
+    def println(self, text: str) -> None:
+        self.chip.uart.print(text + "\r\n")
+
+    def report(self, name: str, **fields: object) -> None:
+        """The sketch's report(): one line of the protocol table."""
+        self.println(protocol.render(name, **fields))
+
+    def log(self, level: str, file: str, line: int, function: str, message: str) -> None:
+        """The core's log macro. `message` is the formatted text, with any `\\n` it ends in."""
+        if LEVELS[level] <= self.debug_level:
+            self.chip.uart.print(f"[{self.millis():6d}][{level}][{file}:{line}] {function}(): {message}\r\n")
+
+    def idf_error(self, tag: str, message: str) -> None:
+        self.chip.uart.print(f"E ({self.millis()}) {tag}: {message}\r\n")
+
+    def delay(self, seconds: float) -> None:
+        self.chip.sleep(seconds)
+
+    def restart(self) -> None:
+        """ESP.restart(): prints nothing; the ROM banner that follows says SW_CPU_RESET."""
+        self.chip.software_reset(ResetReason.SW_CPU_RESET)
+
+    @property
+    def sta_mac(self) -> str:
+        """WiFi.macAddress(): the base MAC from eFuse, upper-case (the station uses it as is)."""
+        return ":".join(f"{b:02X}" for b in self.chip.efuses.mac)
+
+    @property
+    def ap_mac(self) -> str:
+        """The soft-AP MAC: base MAC with the last octet + 1."""
+        mac = bytearray(self.chip.efuses.mac)
+        mac[-1] = (mac[-1] + 1) & 0xFF
+        return ":".join(f"{b:02X}" for b in mac)

@@ -1,0 +1,126 @@
+"""WiFiClientSecure (arduino-esp32 2.0.x; NetworkClientSecure on 3.x): the sketch's TLS
+client over the twin's Mbed TLS client (tls.py), with the core's log lines and lastError().
+
+On a failed connect the core logs (shared/reference/esp32-ota-device.md, section 8.1), at
+debug level error: ssl_client.cpp's `_handle_error()` line with the Mbed TLS code and text,
+then the client's `connect(): start_ssl_client: <code>` line. A TCP failure logs the socket
+error instead; an empty CA bundle opens no connection at all and reports -1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from . import tls
+from .arduino import Core
+
+log = logging.getLogger(__name__)
+
+LWIP_FIRST_FD = 48  # lwIP numbers its sockets from here; the device's logs show fd 48..54
+PEER_CLOSE_NOTIFY = -0x7880  # _handle_error() stays silent for this one
+
+
+class SecureClient:
+    """One WiFiClientSecure object: setCACert(), connect(), read/write, stop(), lastError()."""
+
+    def __init__(self, core: Core, ca_bundle: str) -> None:
+        self.core = core
+        self.ca_bundle = ca_bundle
+        self.session: tls.TlsSession | None = None
+        self.last_error = 0
+        self.last_error_text = ""
+        self._buffer = b""
+        self._eof = False
+
+    @property
+    def connected(self) -> bool:
+        return self.session is not None and not self._eof
+
+    @property
+    def peer_certificate(self):
+        return self.session.peer_certificate if self.session else None
+
+    def connect(self, host: str, port: int, timeout: float) -> bool:
+        """start_ssl_client(): TCP, TLS handshake, verification. False (and the core's log
+        lines) on any failure; `last_error` keeps the Mbed TLS code, as lastError() reports."""
+        self.stop()
+        try:
+            self.session = tls.connect(host, port, self.ca_bundle, self.core.profile, timeout=timeout)
+        except tls.TlsError as err:
+            self._log_failure(err)
+            return False
+        self.last_error, self.last_error_text = 0, ""
+        self._buffer, self._eof = b"", False
+        return True
+
+    def _log_failure(self, err: tls.TlsError) -> None:
+        profile = self.core.profile
+        silent = err.stage == "setup" and err.code == -1  # no CA: start_ssl_client() returns -1 at once
+        if err.stage == "tcp" and err.device_errno:
+            self.core.log("E", "ssl_client.cpp", profile.socket_error_line, "start_ssl_client",
+                          f'connect on fd {LWIP_FIRST_FD}, errno: {err.device_errno}, "{os.strerror(err.device_errno)}"')
+        elif not silent and err.code not in (-1, PEER_CLOSE_NOTIFY):
+            self.core.log("E", "ssl_client.cpp", profile.ssl_client_line, "_handle_error",
+                          f"[{profile.tls_error_site}]: ({err.code}) {err.text}")
+        self.last_error = err.code if err.stage != "tcp" else -1
+        self.last_error_text = tls.mbedtls_strerror(self.last_error)
+        self.core.log("E", profile.secure_client_file, profile.secure_client_line, "connect",
+                      profile.connect_failed_text % self.last_error)
+
+    def write(self, data: bytes) -> bool:
+        assert self.session is not None
+        try:
+            self.session.send(data)
+            return True
+        except (tls.TlsError, OSError) as err:
+            log.info("write failed: %s", err)
+            self._eof = True
+            return False
+
+    def _fill(self, timeout: float) -> bool:
+        """Wait up to `timeout` for more bytes; False if none came (or the peer closed)."""
+        if self._eof or self.session is None:
+            return False
+        try:
+            data = self.session.recv(16384, timeout)
+        except tls.TlsTimeout:
+            return False
+        except (tls.TlsError, OSError) as err:
+            log.info("read failed: %s", err)
+            data = b""
+        if not data:
+            self._eof = True
+            return False
+        self._buffer += data
+        return True
+
+    def read_line(self, timeout: float) -> bytes | None:
+        """A header line without its CR LF; None on timeout or a closed connection."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            if not self._fill(deadline - time.monotonic()):
+                return None
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.rstrip(b"\r")
+
+    def read_bytes(self, count: int, timeout: float) -> bytes:
+        """Stream::readBytes(): up to `count` bytes, fewer when `timeout` passes or EOF."""
+        deadline = time.monotonic() + timeout
+        while len(self._buffer) < count and time.monotonic() < deadline:
+            if not self._fill(deadline - time.monotonic()):
+                break
+        data, self._buffer = self._buffer[:count], self._buffer[count:]
+        return data
+
+    def peek(self, timeout: float) -> int:
+        """The next byte without consuming it (timedRead(): waits up to `timeout`), or -1."""
+        if not self._buffer:
+            self._fill(timeout)
+        return self._buffer[0] if self._buffer else -1
+
+    def stop(self) -> None:
+        if self.session is not None:
+            self.session.close()  # stop_ssl_socket(): the socket closes without close_notify
+            self.session = None

@@ -1,0 +1,238 @@
+"""The serial monitor against real pyserial ports: a loop:// port (what is written comes back
+to be read) and a pty pair whose master end the test closes to pull the port away."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import serial
+
+from rig import protocol
+from rig.monitor import MAX_LINE, Event, ExpectTimeout, Monitor, UnexpectedEvent
+
+
+def send(port: serial.SerialBase, *lines: str) -> None:
+    """Lines as the sketch prints them: println ends each with CR LF."""
+    port.write("".join(f"{line}\r\n" for line in lines).encode())
+
+
+def later(seconds: float, action, *args) -> threading.Timer:
+    timer = threading.Timer(seconds, action, args)
+    timer.start()
+    return timer
+
+
+@pytest.fixture
+def port():
+    loop = serial.serial_for_url("loop://", timeout=0.05)
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> Path:
+    return tmp_path / "serial.log"
+
+
+@pytest.fixture
+def monitor(port, log_path: Path):
+    running = Monitor(port, log_path).start()
+    yield running
+    running.stop()
+
+
+def test_table_lines_become_timestamped_events(port, monitor: Monitor) -> None:
+    before = time.monotonic()
+    send(port, "some boot chatter", protocol.render("firmware_version", version="1.2.3"),
+         "[  2553][E][WiFiClientSecure.cpp:144] connect(): start_ssl_client: -9984")
+
+    event = monitor.expect("firmware_version", timeout=1, version="1.2.3")
+    core = monitor.expect("core_log", timeout=1, file="WiFiClientSecure.cpp", level="E")
+
+    assert isinstance(event, Event)
+    assert (event.name, event.fields, event.raw) == ("firmware_version", {"version": "1.2.3"}, "Firmware version 1.2.3")
+    assert before <= event.t <= core.t <= time.monotonic()
+    assert 0 <= event.elapsed <= core.elapsed
+    assert core.fields["message"] == "start_ssl_client: -9984"
+    assert monitor.lines == ["some boot chatter", "Firmware version 1.2.3", core.raw]
+    assert [e.name for e in monitor.events] == ["firmware_version", "core_log"]  # unknown lines stay raw
+    assert monitor.lines[event.index] == event.raw
+
+
+def test_log_is_written_line_by_line_while_running(port, log_path: Path) -> None:
+    monitor = Monitor(port, log_path).start()
+    send(port, "NTP: waiting for time from pool.ntp.org")
+    monitor.expect("ntp_waiting", timeout=1)
+    assert log_path.read_text() == "NTP: waiting for time from pool.ntp.org\n"  # before stop()
+
+    port.write(b"WiFi: connecting to ota-r")  # no line ending yet
+    time.sleep(0.15)
+    assert log_path.read_text() == "NTP: waiting for time from pool.ntp.org\n"
+    monitor.stop()
+    assert log_path.read_text().splitlines() == ["NTP: waiting for time from pool.ntp.org", "WiFi: connecting to ota-r"]
+    assert monitor.events[-1].name == "wifi_connecting"  # the partial last line is kept too
+
+
+def test_expect_consumes_up_to_and_including_the_match(port, monitor: Monitor) -> None:
+    send(port, "Update: next check in 10 s", "HTTP_UPDATE_NO_UPDATES", "Update: next check in 20 s")
+
+    first = monitor.expect("retry", timeout=1)
+    second = monitor.expect("retry", timeout=1)
+    assert (first.fields["seconds"], second.fields["seconds"]) == ("10", "20")
+    with pytest.raises(ExpectTimeout):  # no_updates came before the cursor: consumed
+        monitor.expect("no_updates", timeout=0.1)
+    assert monitor.cursor == 3
+
+
+def test_expect_compares_fields_as_strings(port, monitor: Monitor) -> None:
+    send(port, "HTTP_UPDATE_FAILD Error (-104): Wrong HTTP Code",
+         "HTTP_UPDATE_FAILD Error (-1): HTTP error: connection refused")
+
+    event = monitor.expect("update_failed", timeout=1, code=-1)
+    assert event.fields == {"code": "-1", "text": "HTTP error: connection refused"}
+    assert monitor.events_since(0)[0].fields["code"] == "-104"  # skipped over, still recorded
+
+
+def test_expect_accepts_a_pattern_for_a_field(port, monitor: Monitor) -> None:
+    send(port, "[  2546][E][ssl_client.cpp:37] _handle_error(): [start_ssl_client():273]: (-9984) X509 - "
+               "Certificate verification failed, e.g. CRL, CA or signature check failed")
+    event = monitor.expect("core_log", timeout=1, message=re.compile(r"\(-9984\)"))
+    assert event.fields["function"] == "_handle_error"
+
+
+def test_expect_sequence_in_order_with_fields(port, monitor: Monitor) -> None:
+    send(port, "Update: checking https://10.0.0.1:8443/fw.bin", "Certificate: valid 2025-01-01 00:00:00 to "
+         "2035-01-01 00:00:00 UTC", "HTTP_UPDATE_OK", "Restarting into the new firmware")
+
+    events = monitor.expect_sequence(
+        ["update_checking", ("cert_dates_ok", {"not_after": "2035-01-01 00:00:00"}), "update_ok", "restarting"],
+        timeout=1,
+    )
+    assert [e.name for e in events] == ["update_checking", "cert_dates_ok", "update_ok", "restarting"]
+    assert [e.index for e in events] == [0, 1, 2, 3]
+
+
+def test_expect_sequence_fails_on_the_wrong_order_naming_the_step(port, monitor: Monitor) -> None:
+    send(port, "HTTP_UPDATE_OK", "Update: checking https://10.0.0.1/fw.bin")
+    started = time.monotonic()
+    with pytest.raises(ExpectTimeout) as failure:
+        monitor.expect_sequence(["update_checking", "update_ok"], timeout=0.3)
+    assert time.monotonic() - started < 0.6  # one overall timeout, not one per step
+    assert "'update_ok'" in str(failure.value) and "step 2 of 2, after update_checking" in str(failure.value)
+
+
+def test_not_matching_passes_when_absent_and_fails_when_present(port, monitor: Monitor) -> None:
+    send(port, "HTTP_UPDATE_NO_UPDATES", "HTTP_UPDATE_FAILD Error (-1): HTTP error: connection refused")
+    monitor.expect("no_updates", timeout=1)
+    monitor.not_matching("update_ok", within=0.1)
+    monitor.not_matching("update_failed", code=-104)
+    with pytest.raises(UnexpectedEvent, match="'update_failed' .*code='-1'.* must not"):
+        monitor.not_matching("update_failed", within=0.1, code=-1)
+    assert monitor.cursor == 1  # not_matching never moves the cursor
+
+
+def test_not_matching_fails_as_soon_as_the_event_arrives(port, monitor: Monitor) -> None:
+    later(0.1, send, port, "HTTP_UPDATE_OK")
+    started = time.monotonic()
+    with pytest.raises(UnexpectedEvent):
+        monitor.not_matching("update_ok", within=5)
+    assert time.monotonic() - started < 1
+
+
+def test_not_matching_ignores_what_came_before_the_cursor(port, monitor: Monitor) -> None:
+    send(port, "HTTP_UPDATE_OK", "Firmware version 2.0")
+    monitor.expect("firmware_version", timeout=1)
+    monitor.not_matching("update_ok")
+
+
+def test_mark_moves_the_cursor_past_old_lines(port, monitor: Monitor) -> None:
+    send(port, "HTTP_UPDATE_OK")
+    monitor.expect_raw("HTTP_UPDATE_OK", timeout=1)
+    send(port, "HTTP_UPDATE_NO_UPDATES")
+    monitor.expect("no_updates", timeout=1)
+    monitor.cursor = 0
+    monitor.cursor = monitor.mark()
+    assert monitor.events_since() == []
+    with pytest.raises(ExpectTimeout):
+        monitor.expect("update_ok", timeout=0.05)
+
+
+def test_timeout_message_names_the_event_and_shows_the_last_lines(port, monitor: Monitor) -> None:
+    send(port, *[f"line {n}" for n in range(20)])
+    monitor.expect_raw("^line 19$", timeout=1)
+    with pytest.raises(ExpectTimeout) as failure:
+        monitor.expect("update_failed", timeout=0.1, code=-1)
+    message = str(failure.value)
+    assert message.startswith(
+        "event 'update_failed' (code='-1') did not come within 0.1 s; the last 15 lines received:")
+    assert "line 19" in message and "line 5" in message and "line 4\n" not in message
+    assert isinstance(failure.value, AssertionError)
+
+
+def test_timeout_message_says_when_nothing_came(monitor: Monitor) -> None:
+    with pytest.raises(ExpectTimeout, match="'update_ok' did not come within 0.05 s; no bytes at all came"):
+        monitor.expect("update_ok", timeout=0.05)
+
+
+def test_expect_raw_finds_lines_outside_the_table(port, monitor: Monitor) -> None:
+    send(port, "configsip: 0, SPIWP:0xee", "entry 0x400805e4")
+    match = monitor.expect_raw(r"^entry (0x[0-9a-f]+)$", timeout=1)
+    assert match.group(1) == "0x400805e4"
+    assert monitor.events == []
+
+
+def test_an_unknown_event_name_is_an_error_not_a_timeout(monitor: Monitor) -> None:
+    with pytest.raises(KeyError, match="update_okay"):
+        monitor.expect("update_okay", timeout=5)
+
+
+def test_garbage_bytes_and_a_100_kb_line_do_not_stop_it(port, monitor: Monitor, log_path: Path) -> None:
+    port.write(b"\xff\xfe\x00\x1b[0m\xe9garbage\r\n")
+    port.write(b"x" * 100_000 + b"HTTP_UPDATE_OK\r\n")
+    send(port, "HTTP_UPDATE_NO_UPDATES")
+
+    monitor.expect("no_updates", timeout=2)
+    assert monitor.lines[0] == "\\xff\\xfe\x00\x1b[0m\\xe9garbage"
+    assert all(len(line.encode()) <= MAX_LINE for line in monitor.lines)
+    assert [e.name for e in monitor.events] == ["no_updates"]  # the long line's tail is no event
+    logged = log_path.read_text().split("\n")
+    assert logged[0] == monitor.lines[0]
+    assert "".join(logged[1:-2]) == "x" * 100_000 + "HTTP_UPDATE_OK"  # every byte is in the log, in pieces
+
+
+def test_stop_wakes_a_waiter(port, monitor: Monitor) -> None:
+    later(0.1, monitor.stop)
+    started = time.monotonic()
+    with pytest.raises(ExpectTimeout, match="the monitor stopped"):
+        monitor.expect("update_ok", timeout=5)
+    assert time.monotonic() - started < 1
+
+
+def test_a_vanishing_port_fails_waiters_and_keeps_the_log(log_path: Path) -> None:
+    master, slave = os.openpty()
+    port = serial.Serial(os.ttyname(slave), 115200, timeout=0.05)
+    os.close(slave)
+    monitor = Monitor(port, log_path).start()
+    try:
+        os.write(master, b"Firmware version 1.0\r\nWiFi: conn")
+        monitor.expect("firmware_version", timeout=1)
+        later(0.1, os.close, master)
+        started = time.monotonic()
+        with pytest.raises(ExpectTimeout) as failure:
+            monitor.expect("update_ok", timeout=5)
+        assert time.monotonic() - started < 1
+        message = str(failure.value)
+        assert "Waiting for event 'update_ok', the serial port failed (SerialException" in message
+        assert "Firmware version 1.0" in message and "unfinished line: b'WiFi: conn'" in message
+        assert monitor.error is not None
+        with pytest.raises(ExpectTimeout, match="serial port failed"):  # and every later wait too
+            monitor.not_matching("update_ok", within=1)
+    finally:
+        monitor.stop()
+        port.close()
+    assert log_path.read_text().splitlines() == ["Firmware version 1.0", "WiFi: conn"]

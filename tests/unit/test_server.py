@@ -1,0 +1,305 @@
+"""rig.server over real HTTPS on 127.0.0.1, with clients built on Python's ssl and http.client.
+
+The client sends what arduino-esp32's HTTPUpdate sends (reference section 2): HTTP/1.0, the
+x-ESP32-* headers, the path exactly as given. Assertions use what the client received and
+what the server wrote to its record file, read back with ServerLog.
+"""
+
+import hashlib
+import http.client
+import os
+import socket
+import ssl
+
+import pytest
+
+from rig.certs import Pki
+from rig.server import SHUTDOWN, ConnectionRecord, ServerLog, UpdateServer, parse_version
+
+DEVICE_HEADERS = [
+    ("User-Agent", "ESP32-http-Update"),
+    ("Connection", "close"),
+    ("Cache-Control", "no-cache"),
+    ("x-ESP32-STA-MAC", "24:6F:28:AA:BB:CC"),
+    ("x-ESP32-AP-MAC", "24:6F:28:AA:BB:CD"),
+    ("x-ESP32-free-space", "1310720"),
+    ("x-ESP32-sketch-size", "912345"),
+    ("x-ESP32-chip-size", "4194304"),
+    ("x-ESP32-sdk-version", "v4.4.6"),
+    ("x-ESP32-mode", "sketch"),
+    ("x-ESP32-version", "1.0.0"),
+]
+BIG = 8 * 1024 * 1024  # more than loopback socket buffers hold, so a dropping client stops the body
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def firmware(tmp_path):
+    folder = tmp_path / "firmware"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def image(firmware):
+    path = firmware / "app.bin"
+    path.write_bytes(b"\xe9" + os.urandom(100_000))
+    return path
+
+
+@pytest.fixture
+def server(tmp_path, firmware, pki):
+    with UpdateServer(firmware, tmp_path / "server.jsonl") as server:
+        server.add_listener("main", pki.dns())
+        yield server
+
+
+def connect(server, authority, host="ota.local", listener="main", maximum=None) -> ssl.SSLSocket:
+    """A TLS connection to a listener, trusting `authority` and checking `host`.
+
+    Its receive buffer is small, like a device's, so a client that stops reading holds the
+    server up instead of the kernel swallowing megabytes for it.
+    """
+    context = ssl.create_default_context(cadata=authority.pem)
+    if maximum is not None:
+        context.maximum_version = maximum
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    raw.settimeout(5)
+    raw.connect(("127.0.0.1", server.listeners[listener].port))
+    return context.wrap_socket(raw, server_hostname=host)
+
+
+def send_request(tls: ssl.SSLSocket, path="/update", headers=DEVICE_HEADERS, host="ota.local"):
+    lines = [f"GET {path} HTTP/1.0", f"Host: {host}"] + [f"{name}: {value}" for name, value in headers]
+    tls.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+
+def get(server, pki, path="/update", headers=DEVICE_HEADERS):
+    """Send one device request and return (response, body) as http.client reads them."""
+    with connect(server, pki.authority()) as tls:
+        send_request(tls, path, headers)
+        response = http.client.HTTPResponse(tls)
+        response.begin()
+        body = response.read()
+    server.wait_idle()
+    return response, body
+
+
+def with_header(name: str, value: str | None):
+    """DEVICE_HEADERS with `name` set to `value`, or left out when value is None."""
+    kept = [(key, old) for key, old in DEVICE_HEADERS if key != name]
+    return kept if value is None else kept + [(name, value)]
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "order"),
+    [
+        ("0.10", "0.9", 1),
+        ("1.0", "1.0.0", 0),
+        ("1.0.0", "1", 0),
+        ("1.0.1", "1.0.0", 1),
+        ("1.2", "1.2.1", -1),
+        ("2", "10", -1),
+        ("1.0.10", "1.0.9", 1),
+        ("1.0.beta", "1.0.alpha", 1),
+        ("1.0.rc1", "1.0.9", 1),  # text after any number
+        (" 1.1 ", "1.1", 0),
+    ],
+)
+def test_parse_version_orders_versions(left, right, order):
+    a, b = parse_version(left), parse_version(right)
+    assert (a > b) - (a < b) == order
+
+
+def test_older_device_gets_the_image_with_length_and_md5(server, pki, image):
+    server.offer("1.0.1", image)
+    response, body = get(server, pki)
+    assert response.status == 200
+    assert body == image.read_bytes()
+    assert response.getheader("Content-Length") == str(len(body))
+    assert response.getheader("Content-Type") == "application/octet-stream"
+    assert response.getheader("x-MD5") == hashlib.md5(body).hexdigest()  # lower-case hex
+    [download] = server.log.downloads()
+    assert (download.status, download.bytes_sent, download.complete) == (200, len(body), True)
+
+
+@pytest.mark.parametrize("device", ["1.0.1", "1.0.1.0", "1.1", "2.0.0"])
+def test_current_or_newer_device_gets_304_without_body(server, pki, image, device):
+    server.offer("1.0.1", image)
+    response, body = get(server, pki, headers=with_header("x-ESP32-version", device))
+    assert (response.status, body) == (304, b"")
+    assert server.log.downloads() == []
+
+
+def test_nothing_offered_is_304(server, pki):
+    response, body = get(server, pki)
+    assert (response.status, body) == (304, b"")
+
+
+@pytest.mark.parametrize("missing", ["x-ESP32-STA-MAC", "x-ESP32-version"])
+def test_request_without_esp32_headers_is_403(server, pki, image, missing):
+    server.offer("1.0.1", image)
+    response, body = get(server, pki, headers=with_header(missing, None))
+    assert (response.status, body) == (403, b"")
+
+
+def test_record_keeps_headers_as_received_and_the_tls_outcome(server, pki, image):
+    server.offer("1.0.1", image)
+    get(server, pki)
+    [connection] = server.log.connections()
+    assert connection.listener == "main"
+    assert connection.peer.startswith("127.0.0.1:")
+    assert connection.sni == "ota.local"
+    assert connection.tls.ok and connection.tls.version == "TLSv1.3" and connection.tls.cipher
+    assert connection.ended == "closed" and connection.duration > 0
+    [request] = connection.requests
+    assert (request.method, request.path, request.version) == ("GET", "/update", "HTTP/1.0")
+    assert request.headers == [("Host", "ota.local")] + DEVICE_HEADERS
+    assert request.header("X-ESP32-VERSION") == "1.0.0"
+    assert ConnectionRecord.from_json(connection.to_json()) == connection
+
+
+def test_record_shows_tls_1_2_as_the_device_speaks_it(server, pki):
+    with connect(server, pki.authority(), maximum=ssl.TLSVersion.TLSv1_2) as tls:
+        send_request(tls)
+        http.client.HTTPResponse(tls).begin()
+    server.wait_idle()
+    [connection] = server.log.connections()
+    assert connection.tls.version == "TLSv1.2"
+
+
+def test_firmware_folder_serves_a_bin_file(server, pki, image):
+    response, body = get(server, pki, path="/firmware/app.bin")
+    assert (response.status, body) == (200, image.read_bytes())
+    assert response.getheader("Content-Length") == str(len(body))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/firmware/../secret.bin",
+        "/firmware/..%2fsecret.bin",
+        "/firmware/%2e%2e%2fsecret.bin",
+        "/firmware/%2e%2e/secret.bin",
+        "/firmware/%2E%2E%2Fsecret.bin",
+        "/firmware/..%5csecret.bin",
+        "/firmware//tmp/secret.bin",
+        "/firmware/%2ftmp%2fsecret.bin",
+        "/firmware/outside.bin",  # a symlink pointing out of the folder
+        "/firmware/notes.txt",
+        "/firmware/missing.bin",
+        "/secret.bin",
+    ],
+)
+def test_firmware_path_traversal_is_404(server, pki, firmware, path):
+    secret = firmware.parent / "secret.bin"
+    secret.write_bytes(b"\xe9secret")
+    (firmware / "outside.bin").symlink_to(secret)
+    (firmware / "notes.txt").write_text("notes")
+    response, body = get(server, pki, path=path)
+    assert response.status == 404
+    assert b"secret" not in body
+    [request] = server.log.requests()
+    assert (request.path, request.status) == (path, 404)  # recorded as sent, not normalised
+
+
+def test_client_trusting_another_ca_is_recorded_as_unknown_ca(server, pki):
+    with pytest.raises(ssl.SSLCertVerificationError):
+        connect(server, pki.authority("other"))
+    server.wait_idle()
+    [failure] = server.log.handshake_failures()
+    assert failure.tls.alert == "unknown_ca"
+    assert "TLSV1_ALERT_UNKNOWN_CA" in failure.tls.error
+    assert (failure.sni, failure.requests) == ("ota.local", [])
+
+
+def test_client_checking_another_hostname_is_recorded_as_bad_certificate(server, pki):
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+        connect(server, pki.authority(), host="wrong.local")
+    server.wait_idle()
+    [failure] = server.log.handshake_failures()
+    assert failure.tls.alert == "bad_certificate"
+    assert failure.sni == "wrong.local"
+
+
+def test_client_dropping_mid_body_shows_how_far_it_got(server, pki, firmware):
+    big = firmware / "big.bin"
+    big.write_bytes(b"\xe9" * BIG)
+    server.offer("1.0.1", big)
+    with connect(server, pki.authority()) as tls:
+        send_request(tls)
+        tls.recv(4096)
+    server.wait_idle()
+    [download] = server.log.downloads()
+    assert download.content_length == BIG
+    assert 0 < download.bytes_sent < BIG
+    assert not download.complete
+
+
+def test_several_listeners_present_their_own_certificates(server, pki):
+    server.add_listener("ip", pki.ip())  # after start
+    certs = {"main": pki.dns(), "ip": pki.ip()}
+    ports = {name: listener.port for name, listener in server.listeners.items()}
+    assert server.url("main") == f"https://ota.local:{ports['main']}/update"
+    assert server.url("ip", "/firmware/a.bin") == f"https://127.0.0.1:{ports['ip']}/firmware/a.bin"
+    for name, cert in certs.items():
+        with connect(server, pki.authority(), host=cert.host, listener=name) as tls:
+            presented = hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
+            assert presented == cert.fingerprint
+    server.wait_idle()
+    assert sorted(c.listener for c in server.log.connections()) == ["ip", "main"]
+    # Python's ssl sends no SNI for an IP address
+    assert [c.sni for c in server.log.connections() if c.listener == "ip"] == [None]
+
+
+def test_a_client_that_speaks_plain_http_fails_the_handshake_without_an_alert(server):
+    with socket.create_connection(("127.0.0.1", server.listeners["main"].port), timeout=5) as plain:
+        plain.sendall(b"GET /update HTTP/1.0\r\n\r\n")
+        assert plain.recv(100) == b""
+    server.wait_idle()
+    [failure] = server.log.handshake_failures()
+    assert (failure.tls.alert, failure.ended) == (None, "closed")
+    assert "HTTP_REQUEST" in failure.tls.error
+
+
+def test_a_silent_client_is_dropped_after_the_handshake_timeout(tmp_path, firmware, pki):
+    with UpdateServer(firmware, tmp_path / "server.jsonl", handshake_timeout=0.2) as server:
+        server.add_listener("main", pki.dns())
+        port = server.listeners["main"].port
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
+            assert silent.recv(100) == b""  # the server closed it
+        server.wait_idle()
+        [failure] = server.log.handshake_failures()
+    assert "0.2 seconds" in failure.tls.error and failure.tls.alert is None
+
+
+def test_stop_records_the_connections_still_open(tmp_path, firmware, pki):
+    big = firmware / "big.bin"
+    big.write_bytes(b"\xe9" * BIG)
+    server = UpdateServer(firmware, tmp_path / "server.jsonl")
+    server.add_listener("main", pki.dns())  # before start
+    with server:
+        server.offer("1.0.1", big)
+        downloading = connect(server, pki.authority())
+        send_request(downloading)
+        downloading.recv(4096)
+        silent = socket.create_connection(("127.0.0.1", server.listeners["main"].port))
+        # TLS up, no request. With TLS 1.2 the server's Finished comes last, so the server is
+        # done with the handshake when the client is (with 1.3 the client is done first).
+        idle = connect(server, pki.authority(), maximum=ssl.TLSVersion.TLSv1_2)
+        server.stop()
+    for client in (downloading, silent, idle):
+        client.close()
+    connections = ServerLog(tmp_path / "server.jsonl").connections()
+    assert [c.ended for c in connections] == [SHUTDOWN] * 3
+    by_requests = sorted(connections, key=lambda c: (len(c.requests), c.tls.ok))
+    handshaking, idling, downloading = by_requests
+    assert handshaking.tls.error == "server shutdown during the handshake"
+    assert idling.tls.ok and idling.requests == []
+    [download] = downloading.requests
+    assert 0 < download.bytes_sent < BIG and not download.complete
