@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out: Path = args.out.resolve()
     printer = ScenarioPrinter(out)
-    pytest_args = [str(SCENARIOS), "-p", "no:terminal", "-p", "no:cacheprovider", "--ota-out", str(out)]
+    pytest_args = [str(SCENARIOS), "-o", "addopts=", "-p", "no:terminal", "-p", "no:cacheprovider", "--ota-out", str(out)]
     if args.keyword:
         pytest_args += ["-k", args.keyword]
     print(f"OTA scenarios on the virtual ESP32 ({SCENARIOS.relative_to(Path.cwd()) if SCENARIOS.is_relative_to(Path.cwd()) else SCENARIOS})")

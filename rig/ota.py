@@ -65,8 +65,9 @@ class OtaScenario:
         with self._timed("server"):
             return self.server.add_listener(name or cert.name, cert)
 
-    def offer(self, artifacts: Artifacts) -> None:
-        self.server.offer(artifacts.version, artifacts.app)
+    def offer(self, artifacts: Artifacts, *, rate: float | None = None) -> None:
+        """Serve `artifacts`' app on /update (at `rate` bytes per second, if given)."""
+        self.server.offer(artifacts.version, artifacts.app, rate=rate)
 
     @property
     def server_log(self) -> ServerLog:

@@ -195,6 +195,7 @@ class Reply:
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    rate: float | None = None  # body bytes per second (None: as fast as the client reads)
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ class Offer:
 
     version: str
     image: bytes
+    rate: float | None = None
 
 
 class UpdateServer:
@@ -253,9 +255,10 @@ class UpdateServer:
         listener = self.listeners[listener_name]
         return f"https://{_host_port(listener.cert.host, listener.port)}{path}"
 
-    def offer(self, version: str, image: Path) -> None:
-        """Offer the image at `image`, of firmware `version`, on `/update`."""
-        self._offer = Offer(version, Path(image).read_bytes())
+    def offer(self, version: str, image: Path, *, rate: float | None = None) -> None:
+        """Offer the image at `image`, of firmware `version`, on `/update`; `rate` limits the
+        body to that many bytes per second, like a slow link."""
+        self._offer = Offer(version, Path(image).read_bytes(), rate)
         log.info("offering %s (%d bytes) from %s", version, len(self._offer.image), image)
 
     def start(self) -> "UpdateServer":
@@ -372,7 +375,7 @@ class UpdateServer:
             return Reply(304)
         log.info("200 to %s at %s: sending %s", mac, version, offer.version)
         md5 = hashlib.md5(offer.image).hexdigest()
-        return Reply(200, offer.image, {"Content-Type": OCTET_STREAM, "x-MD5": md5})
+        return Reply(200, offer.image, {"Content-Type": OCTET_STREAM, "x-MD5": md5}, offer.rate)
 
     def _firmware(self, request: web.Request) -> Reply:
         """A `.bin` file directly inside the firmware folder; anything else, 404."""
@@ -400,7 +403,7 @@ async def _send(request: web.Request, record: RequestRecord, reply: Reply) -> we
             record.bytes_sent += len(chunk)
             # aiohttp only waits when the transport is full; yield anyway, so that a client's
             # reset is noticed before the next chunk instead of after the whole body.
-            await asyncio.sleep(0)
+            await asyncio.sleep(len(chunk) / reply.rate if reply.rate else 0)
         await response.write_eof()
     except ConnectionError as error:
         log.info("%s %s: connection lost after %d of %d body bytes (%s)", request.method,
