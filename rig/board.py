@@ -40,7 +40,10 @@ class SerialBoard:
     """A board behind a serial port URL (/dev/ttyUSB0, rfc2217://host:port) with the usual
     DTR/RTS auto-reset circuit."""
 
-    esptool_reset = ("default-reset", "hard-reset")  # esptool's --before, --after
+    # esptool's --before and --after: after writing, the chip stays in the loader, so the new
+    # firmware first runs when the rig resets it with the monitor listening (a hard reset
+    # would let it talk to the update server before anyone watches).
+    esptool_reset = ("default-reset", "no-reset")
     start_seconds = 0.0  # how long the board took to come up (a twin's process start)
 
     def __init__(self, port: str) -> None:
