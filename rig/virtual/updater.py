@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable
 
 from .. import firmware
@@ -169,9 +170,11 @@ class Updater:
 
 
 def idf_image_error(err: FirmwareFormatError) -> str:
-    """The esp_image line ESP-IDF logs for an image that fails verification."""
-    if err.field == "sha256":
+    """The esp_image line ESP-IDF logs for an image that fails verification (the reference's
+    texts for a bad hash and a bad checksum; other faults are named as the rig found them)."""
+    if err.field == "image hash":
         return "Image hash failed - image is corrupt"
-    if err.field == "checksum":
-        return f"Checksum failed. {err.problem}"
+    if err.field == "image checksum":
+        stored, calculated = re.findall(r"0x([0-9a-f]+)", err.problem)
+        return f"Checksum failed. Calculated 0x{int(calculated, 16):x} read 0x{int(stored, 16):x}"
     return f"{err.field} at 0x{err.offset:x}: {err.problem}"
