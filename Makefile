@@ -20,6 +20,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -n 8
 
 bench: $(VENV)/.installed
+	$(PY) bench/ota_scenarios.py
 	$(PY) bench/flash_speed.py
 
 clean:

@@ -21,7 +21,7 @@ from ..firmware import Image, Partition, PartitionTable
 from . import profiles
 from .arduino import Core
 from .chip import Chip
-from .httpupdate import FAILED, OK, HttpUpdate, RunningApp
+from .httpupdate import CONNECTION_REFUSED, FAILED, HTTPCLIENT_ERRORS, OK, HttpUpdate, RunningApp
 from .secure_client import SecureClient
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,8 @@ def dates_acceptable(core: Core, config: SketchConfig, client: SecureClient) -> 
     certificate's validity with NTP time, and keep the connection for httpUpdate to reuse."""
     parts = urlsplit(config.update_url)
     if not client.connect(parts.hostname or "", parts.port or 443, timeout=5.0):
-        report_failure(core, client, -1, "HTTP error: connection refused")
+        # What HTTPUpdate would report for a failed connect: HTTPClient::errorToString(-1).
+        report_failure(core, client, CONNECTION_REFUSED, f"HTTP error: {HTTPCLIENT_ERRORS[CONNECTION_REFUSED]}")
         return False
     certificate = client.peer_certificate
     now = utc_now()
