@@ -208,7 +208,7 @@ class Monitor:
         event = None
         with self._changed:
             index = len(self._received)
-            found = _classify(self.table, text) if classify else None
+            found = protocol.classify(text, self.table) if classify else None
             if found is not None:
                 line, values = found
                 event = Event(line.name, values, text, now, elapsed, index)
@@ -346,14 +346,3 @@ class Monitor:
         shown = "\n".join(f"  [{item.elapsed:8.3f}] {item.text}" for item in recent)
         partial = f"\n  (unfinished line: {bytes(self._buffer[-200:])!r})" if self._buffer else ""
         return f"the last {len(recent)} lines received:\n{shown}{partial}"
-
-
-def _classify(table: Sequence[protocol.Line], text: str) -> tuple[protocol.Line, dict[str, str]] | None:
-    """protocol.classify for a custom table (the same first-match rule)."""
-    if table is protocol.LINES:
-        return protocol.classify(text)
-    for entry in table:
-        values = entry.parse(text)
-        if values is not None:
-            return entry, values
-    return None

@@ -16,7 +16,9 @@ template, so the two cannot drift. Lines come from four sources:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 SKETCH, CORE, IDF, ROM = "sketch", "core", "idf", "rom"
 
@@ -37,7 +39,7 @@ class Line:
     def field_names(self) -> list[str]:
         return _PLACEHOLDER.findall(self.template)
 
-    @property
+    @cached_property
     def regex(self) -> re.Pattern[str]:
         parts, last = [], 0
         for match in _PLACEHOLDER.finditer(self.template):
@@ -110,9 +112,9 @@ def render(name: str, **values: object) -> str:
     return line(name).render(**values)
 
 
-def classify(text: str) -> tuple[Line, dict[str, str]] | None:
-    """The first table entry `text` matches, with its fields; None for any other line."""
-    for entry in LINES:
+def classify(text: str, table: Sequence[Line] = LINES) -> tuple[Line, dict[str, str]] | None:
+    """The first entry of `table` that `text` matches, with its fields; None for any other line."""
+    for entry in table:
         values = entry.parse(text)
         if values is not None:
             return entry, values

@@ -21,7 +21,7 @@ from ..firmware import Image, Partition, PartitionTable
 from . import profiles
 from .arduino import Core
 from .chip import Chip
-from .httpupdate import CONNECTION_REFUSED, FAILED, HTTPCLIENT_ERRORS, OK, HttpUpdate, RunningApp
+from .httpupdate import CONNECT_TIMEOUT, CONNECTION_REFUSED, FAILED, HTTPCLIENT_ERRORS, OK, HttpUpdate, RunningApp
 from .secure_client import SecureClient
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def run(chip: Chip, table: PartitionTable, partition: Partition, image: Image) -
         chip.uart.print(f"Firmware version {version}\r\n")
         while True:
             chip.sleep(3600)
-    profile = profiles.for_idf_version(descriptor.idf_version if descriptor else "")
+    profile = profiles.for_idf_version(descriptor.idf_version)  # a config implies a descriptor
     log.info("app %s (%s) running from %s", config.version, profile.name, partition.name)
     core = Core(chip, profile, config.debug_level)
     setup(core, config)
@@ -83,13 +83,13 @@ def dates_acceptable(core: Core, config: SketchConfig, client: SecureClient) -> 
     """The sketch's own check, which the stock stack never makes: connect, compare the server
     certificate's validity with NTP time, and keep the connection for httpUpdate to reuse."""
     parts = urlsplit(config.update_url)
-    if not client.connect(parts.hostname or "", parts.port or 443, timeout=5.0):
+    if not client.connect(parts.hostname or "", parts.port or 443, timeout=CONNECT_TIMEOUT):
         # What HTTPUpdate would report for a failed connect: HTTPClient::errorToString(-1).
         report_failure(core, client, CONNECTION_REFUSED, f"HTTP error: {HTTPCLIENT_ERRORS[CONNECTION_REFUSED]}")
         return False
     certificate = client.peer_certificate
     now = utc_now()
-    not_before, not_after = utc(certificate.not_before), utc(certificate.not_after)
+    not_before, not_after = certificate.not_before, certificate.not_after  # both UTC
     if now > not_after:
         core.report("cert_expired", not_after=not_after.strftime(TIME_FORMAT))
     elif now < not_before:
@@ -111,6 +111,3 @@ def report_failure(core: Core, client: SecureClient, code: int, text: str) -> No
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
-
-def utc(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)

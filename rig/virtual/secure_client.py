@@ -19,7 +19,6 @@ from .arduino import Core
 log = logging.getLogger(__name__)
 
 LWIP_FIRST_FD = 48  # lwIP numbers its sockets from here; the device's logs show fd 48..54
-PEER_CLOSE_NOTIFY = -0x7880  # _handle_error() stays silent for this one
 
 
 class SecureClient:
@@ -57,11 +56,12 @@ class SecureClient:
 
     def _log_failure(self, err: tls.TlsError) -> None:
         profile = self.core.profile
-        silent = err.stage == "setup" and err.code == -1  # no CA: start_ssl_client() returns -1 at once
         if err.stage == "tcp" and err.device_errno:
             self.core.log("E", "ssl_client.cpp", profile.socket_error_line, "start_ssl_client",
                           f'connect on fd {LWIP_FIRST_FD}, errno: {err.device_errno}, "{os.strerror(err.device_errno)}"')
-        elif not silent and err.code not in (-1, PEER_CLOSE_NOTIFY):
+        # -1 (no CA: start_ssl_client() gives up before any Mbed TLS call) and a peer's
+        # close_notify are the codes _handle_error() does not log.
+        elif err.code not in (-1, tls.ERR_PEER_CLOSE_NOTIFY):
             self.core.log("E", "ssl_client.cpp", profile.ssl_client_line, "_handle_error",
                           f"[{profile.tls_error_site}]: ({err.code}) {err.text}")
         self.last_error = err.code if err.stage != "tcp" else -1
