@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench hardware clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,13 @@ demo: $(VENV)/.installed
 # RFC2217 tests spend their time in pyserial's 50 ms polls, not on the CPU: run them in parallel.
 test: $(VENV)/.installed
 	$(PY) -m pytest -n 8
+
+# The suite on a real board (docs/hardware.md): make hardware BOARD=/dev/ttyUSB0 (or mac:..., rfc2217://...).
+# Wi-Fi from OTA_WIFI_SSID / OTA_WIFI_PASSWORD; arduino-cli with the esp32 core on PATH.
+BOARD ?= $(OTA_BOARD)
+hardware: $(VENV)/.installed
+	@test -n "$(BOARD)" || { echo "make hardware needs BOARD=/dev/ttyUSB0, mac:<MAC> or rfc2217://host:port"; exit 2; }
+	$(PY) -m pytest tests/hardware tests/ota --board "$(BOARD)" --timeout 900 --junitxml out/junit.xml $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) bench/ota_scenarios.py

@@ -10,26 +10,42 @@ Two ways to reset an ESP32, as on real benches:
 `VirtualBoard` runs the twin (`python -m rig.virtual`) as its own process, like a board on a
 cable: over RFC2217 it resets through DTR/RTS; over a pty (the fast default in tests, since
 esptool over any RFC2217 port is slow) its EN and IO0 are wired to the process's stdin.
+
+A board on a bench also needs what a desk gives for free: `find_by_mac` picks the right board
+among several ports (device names change with plug order; a MAC does not), `PortLock` keeps a
+second test session off a board in use, and `open()` waits a bounded time for a port that
+vanished (a USB bridge or a chip's native USB re-enumerating after a reset, a hub port
+power-cycling).
 """
 
 from __future__ import annotations
 
+import fcntl
+import functools
+import glob
 import logging
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterable
 
 import serial
+from serial.tools import list_ports
+
+from .flash import Esptool, FlashError
 
 log = logging.getLogger(__name__)
 
 BAUD = 115200
 RESET_PULSE = 0.1  # seconds EN is held low
+REAPPEAR_TIMEOUT = 10.0  # seconds a vanished port gets to come back (USB re-enumeration takes 1-3 s)
+LOCK_DIR_ENV = "OTA_RIG_LOCK_DIR"
 
 
 class BoardError(RuntimeError):
@@ -45,20 +61,38 @@ class SerialBoard:
     # would let it talk to the update server before anyone watches).
     esptool_reset = ("default-reset", "no-reset")
     start_seconds = 0.0  # how long the board took to come up (a twin's process start)
+    # A real board's Wi-Fi join, NTP and TLS take seconds where the twin's loopback takes
+    # milliseconds: the monitor multiplies every timeout a scenario states by this.
+    time_scale = 6.0
 
     def __init__(self, port: str) -> None:
         self.port = port
 
-    def open(self, timeout: float = 0.1) -> serial.SerialBase:
-        """The port at the ROM's and the sketch's 115200 baud, lines released (chip running)."""
-        try:
-            line = serial.serial_for_url(self.port, baudrate=BAUD, timeout=timeout, do_not_open=True)
-            line.dtr = False
-            line.rts = False
-            line.open()
-        except (serial.SerialException, OSError, ValueError) as err:
-            raise BoardError(f"cannot open the board's port {self.port}: {err}") from err
-        return line
+    @functools.cached_property
+    def chip(self) -> str:
+        """The chip as esptool names it ("ESP32-D0WD-V3 (revision v3.0)"), asked once."""
+        return Esptool(self.port, chip="auto", before=self.esptool_reset[0], after="no-reset").chip_info().chip
+
+    def open(self, timeout: float = 0.1, reappear: float = REAPPEAR_TIMEOUT) -> serial.SerialBase:
+        """The port at the ROM's and the sketch's 115200 baud, lines released (chip running).
+
+        A port that cannot be opened is tried again for `reappear` seconds: after a reset a
+        board on native USB (or behind a hub that power-cycles) leaves the bus and comes back."""
+        deadline = time.monotonic() + reappear
+        while True:
+            try:
+                line = serial.serial_for_url(self.port, baudrate=BAUD, timeout=timeout, do_not_open=True)
+                line.dtr = False
+                line.rts = False
+                line.open()
+                return line
+            except (serial.SerialException, OSError) as err:
+                if time.monotonic() >= deadline:
+                    waited = f" (waited {reappear:g} s for it to come back)" if reappear else ""
+                    raise BoardError(f"cannot open the board's port {self.port}{waited}: {err}") from err
+                time.sleep(0.2)
+            except ValueError as err:
+                raise BoardError(f"cannot open the board's port {self.port}: {err}") from err
 
     def enter_bootloader(self) -> None:
         """Nothing to do: esptool's default reset puts the chip in download mode."""
@@ -87,9 +121,14 @@ class SerialBoard:
 class VirtualBoard(SerialBoard):
     """A twin process. Use as a context manager, or call `close()`.
 
+    Its network is the host's loopback, so scenarios' timeouts apply as stated (`time_scale` 1).
+
     `transport` is "rfc2217" (a free port on 127.0.0.1, DTR/RTS reset) or "pty" (a symlink in
     `workdir`, EN/IO0 wired to the twin's stdin). The twin's own log goes to `workdir/twin.log`.
     """
+
+    time_scale = 1.0
+    chip = "ESP32-D0WD-V3 (revision v3.0)"  # what esptool calls the twin (tests/virtual/test_esptool.py)
 
     def __init__(self, workdir: Path, *, transport: str = "rfc2217", mac: str | None = None,
                  flash: Path | None = None, pacing: bool = False, start_timeout: float = 10.0) -> None:
@@ -164,6 +203,13 @@ class VirtualBoard(SerialBoard):
             line.reset_input_buffer()
         self.wire("EN 1")
 
+    def unplug(self) -> None:
+        """Take the pty off the host, as a pulled cable (the chip keeps running)."""
+        self.wire("USB 0")
+
+    def plug(self) -> None:
+        self.wire("USB 1")
+
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -204,3 +250,95 @@ def reset_and_read(board: SerialBoard, until: bytes, timeout: float = 10.0, reco
     with board.open(timeout=0.2) as line:
         board.reset(line, discard_pending=True)
         return read_until(line, until, timeout, record)
+
+
+class PortLock:
+    """An exclusive claim on a board's port for one test session, so two sessions (two CI jobs
+    on one runner, an engineer and a job) never flash the same board.
+
+    The claim is an flock on a file named after the port's real path (so /dev/ttyUSB0 and its
+    /dev/serial/by-id/... link are one board) in `OTA_RIG_LOCK_DIR` (default: a folder in the
+    system temp dir). The kernel drops it when the process dies, so a killed session leaves
+    no stale lock. The file names the holder, for the message the next session gets.
+    """
+
+    def __init__(self, port: str, folder: Path | None = None) -> None:
+        self.port = port
+        folder = Path(folder or os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "ota-rig-locks")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / (re.sub(r"[^\w.\-]+", "_", port_identity(port)).strip("_") + ".lock")
+        self._file: BinaryIO | None = None
+
+    def acquire(self) -> "PortLock":
+        handle = open(self.path, "a+b")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().decode(errors="replace").strip() or "unknown"
+            handle.close()
+            raise BoardError(f"the board on {self.port} is in use by another test session ({holder})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}".encode())
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the flock; the file stays, as lock files do
+            self._file = None
+
+    def __enter__(self) -> "PortLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def port_identity(port: str) -> str:
+    """What makes two port names one board: a device's real path, or a URL as given."""
+    return port if "://" in port else os.path.realpath(port)
+
+
+def scan_ports(patterns: Iterable[str] = ()) -> list[str]:
+    """The ports `find_by_mac` tries: each pattern a device path, a glob or a URL; with no
+    patterns, every serial port the OS lists (USB bridges, native USB, built-in UARTs)."""
+    patterns = list(patterns)
+    if not patterns:
+        return sorted(port.device for port in list_ports.comports())
+    found: list[str] = []
+    for pattern in patterns:
+        found += [pattern] if "://" in pattern else sorted(glob.glob(pattern))
+    unique = {port_identity(port): port for port in found}
+    return list(unique.values())
+
+
+def find_by_mac(mac: str, ports: Iterable[str], connect_attempts: int = 2) -> str:
+    """The port whose chip has factory MAC `mac`, asked of every port at once with esptool
+    `read-mac` (esptool resets each board into its loader through DTR/RTS, as it always does).
+    BoardError, listing what each port answered, when none or more than one match."""
+    wanted = mac.strip().lower().replace("-", ":")
+    ports = list(ports)
+    if not ports:
+        raise BoardError(f"no serial ports to search for the board with MAC {wanted}")
+
+    def ask(port: str) -> str:
+        try:
+            return Esptool(port, chip="auto", after="hard-reset", timeout=60,
+                           connect_attempts=connect_attempts).read_mac()
+        except FlashError as err:
+            return f"no answer ({err})"
+
+    with ThreadPoolExecutor(max_workers=min(8, len(ports))) as pool:
+        answers = dict(zip(ports, pool.map(ask, ports)))
+    for port, answer in answers.items():
+        log.info("MAC scan: %s -> %s", port, answer)
+    matches = [port for port, answer in answers.items() if answer == wanted]
+    if len(matches) == 1:
+        return matches[0]
+    seen = "; ".join(f"{port}: {answer}" for port, answer in answers.items())
+    if not matches:
+        raise BoardError(f"no board with MAC {wanted} on the scanned ports ({seen})")
+    raise BoardError(f"more than one port answers with MAC {wanted} ({seen})")

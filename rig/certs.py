@@ -95,8 +95,10 @@ class Pki:
     Files: `ca-<name>.pem` / `ca-<name>.key` for a CA, `<name>.pem` / `<name>.key` for a leaf.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, hostname: str = DEFAULT_HOST, address: str = DEFAULT_IP) -> None:
         self.folder = Path(folder)
+        self.hostname = hostname  # the server's DNS name, as the device's update URL says it
+        self.address = address  # the server's IP address, for certificates that name an address
         self.folder.mkdir(parents=True, exist_ok=True)
         self._authorities: dict[str, Authority] = {}
         self._certs: dict[str, ServerCert] = {}
@@ -141,16 +143,21 @@ class Pki:
         chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
         return self._store(name, identities, authority, chain, leaf.private_key_pem.bytes())
 
-    def dns(self, host: str = DEFAULT_HOST) -> ServerCert:
-        """The ordinary case: SAN DNS:`host`, from the main CA. Every core accepts it."""
+    def dns(self, host: str | None = None) -> ServerCert:
+        """The ordinary case: SAN DNS:`host` (default: the Pki's hostname), from the main CA.
+        Every core accepts it."""
+        host = host or self.hostname
         return self._kind(f"dns-{host}", host)
 
-    def ip(self, address: str = DEFAULT_IP) -> ServerCert:
-        """SAN IP:`address` only, as trustme makes it: refused by Mbed TLS < 3.5."""
+    def ip(self, address: str | None = None) -> ServerCert:
+        """SAN IP:`address` (default: the Pki's address) only, as trustme makes it: refused
+        by Mbed TLS < 3.5."""
+        address = address or self.address
         return self._kind(f"ip-{address}", address)
 
-    def expired(self, host: str = DEFAULT_HOST) -> ServerCert:
+    def expired(self, host: str | None = None) -> ServerCert:
         """Valid from 60 days ago until yesterday; otherwise like `dns`."""
+        host = host or self.hostname
         now = _now()
         return self._kind(
             f"expired-{host}",
@@ -159,8 +166,9 @@ class Pki:
             not_after=now - datetime.timedelta(days=1),
         )
 
-    def not_yet_valid(self, host: str = DEFAULT_HOST) -> ServerCert:
+    def not_yet_valid(self, host: str | None = None) -> ServerCert:
         """Valid from tomorrow for 60 days; otherwise like `dns`."""
+        host = host or self.hostname
         now = _now()
         return self._kind(
             f"not-yet-valid-{host}",
@@ -169,11 +177,12 @@ class Pki:
             not_after=now + datetime.timedelta(days=60),
         )
 
-    def other_ca(self, host: str = DEFAULT_HOST) -> ServerCert:
+    def other_ca(self, host: str | None = None) -> ServerCert:
         """Like `dns`, but signed by the "other" CA, which the device does not trust."""
+        host = host or self.hostname
         return self._kind(f"other-ca-{host}", host, ca="other")
 
-    def cn_only_ip(self, address: str = DEFAULT_IP) -> ServerCert:
+    def cn_only_ip(self, address: str | None = None) -> ServerCert:
         """A leaf whose only identity is `address` in the subject CN: no subjectAltName.
 
         Built with `cryptography` and signed by the main CA, with the extensions a real
@@ -181,6 +190,7 @@ class Pki:
         serverAuth, key identifiers). Mbed TLS falls back to the CN when there is no SAN
         extension, so every core accepts it; OpenSSL-based clients do not.
         """
+        address = address or self.address
         name = f"cn-only-{address}"
         if name in self._certs:
             return self._certs[name]

@@ -65,13 +65,15 @@ class Esptool:
     """
 
     def __init__(self, port: str, *, chip: str = "esp32", baud: int | None = None,
-                 before: str = "default-reset", after: str = "hard-reset", timeout: float = 300.0) -> None:
+                 before: str = "default-reset", after: str = "hard-reset", timeout: float = 300.0,
+                 connect_attempts: int | None = None) -> None:
         self.port = port
         self.chip = chip
         self.baud = baud
         self.before = before
         self.after = after
         self.timeout = timeout
+        self.connect_attempts = connect_attempts  # esptool's default (7) unless set
         self.last_output = ""  # everything the last command printed
 
     def run(self, *command: str, after: str | None = None, stub: bool = True) -> str:
@@ -80,6 +82,8 @@ class Esptool:
                 "--before", self.before, "--after", after or self.after]
         if self.baud:
             argv += ["--baud", str(self.baud)]
+        if self.connect_attempts is not None:
+            argv += ["--connect-attempts", str(self.connect_attempts)]
         if not stub:
             argv.append("--no-stub")
         argv += command

@@ -94,10 +94,22 @@ def describe(name: str, fields: dict[str, FieldValue]) -> str:
 class Monitor:
     """Follows `port`, an open pyserial port (serial.Serial, or an rfc2217 one) with a short read
     timeout. Writes each raw line to `log_path` as it arrives, flushed line by line, and turns
-    the lines `table` knows into `Event`s."""
+    the lines `table` knows into `Event`s.
 
-    def __init__(self, port: Any, log_path: Path, table: Sequence[protocol.Line] = protocol.LINES) -> None:
+    When the port fails (a board that left the USB bus after a reset), `reopen` is called, if
+    given, for a fresh port to go on with; it raises when the port does not come back, and
+    that reason becomes the monitor's `error`.
+
+    Every timeout is multiplied by `time_scale`: a real board joins Wi-Fi, gets NTP time and
+    runs TLS in seconds where the twin on loopback takes milliseconds, and the same scenario
+    must pass on both."""
+
+    def __init__(self, port: Any, log_path: Path, table: Sequence[protocol.Line] = protocol.LINES,
+                 reopen: Callable[[], Any] | None = None, time_scale: float = 1.0) -> None:
         self.port = port
+        self.time_scale = time_scale
+        self.reopen = reopen
+        self.reopened = 0  # how many times the port came back
         self.log_path = Path(log_path)
         self.table = tuple(table)
         self.started_at = time.monotonic()
@@ -164,10 +176,18 @@ class Monitor:
     def _run(self) -> None:
         try:
             while not self._stopping.is_set():
-                data = self.port.read(max(1, min(self.port.in_waiting, READ_SIZE)))
+                try:
+                    data = self.port.read(max(1, min(self.port.in_waiting, READ_SIZE)))
+                except Exception as err:  # SerialException, OSError, a port closed under us
+                    if self._stopping.is_set() or self.reopen is None:
+                        raise
+                    log.warning("serial port of %s failed (%s): reopening it", self.log_path.name, err)
+                    self.port = self.reopen()
+                    self.reopened += 1
+                    continue
                 if data:
                     self._feed(data)
-        except Exception as err:  # SerialException, OSError, a port closed under us: all end reading
+        except Exception as err:  # the port failed for good: reading ends
             if not self._stopping.is_set():
                 self._fail(f"{type(err).__name__}: {err}")
         finally:
@@ -262,6 +282,7 @@ class Monitor:
     def expect(self, name: str, timeout: float, **fields: FieldValue) -> Event:
         """The next event called `name` whose fields equal `fields`. The cursor moves past it."""
         self._check_name(name)
+        timeout *= self.time_scale
         received = self._wait(lambda item: item.event is not None and item.event.matches(name, fields),
                               time.monotonic() + timeout, f"event {describe(name, fields)}", timeout)
         assert received.event is not None
@@ -270,6 +291,7 @@ class Monitor:
     def expect_sequence(self, expected: Iterable[Expected], timeout: float) -> list[Event]:
         """Each event in order (a name, or a (name, fields) pair), all within `timeout`."""
         steps = [(item, {}) if isinstance(item, str) else (item[0], dict(item[1])) for item in expected]
+        timeout *= self.time_scale
         deadline = time.monotonic() + timeout
         found: list[Event] = []
         for number, (name, fields) in enumerate(steps, 1):
@@ -286,6 +308,7 @@ class Monitor:
         """The next raw line `pattern` matches (re.search), for lines outside the table.
         The cursor moves past it."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        timeout *= self.time_scale
         received = self._wait(lambda item: regex.search(item.text) is not None, time.monotonic() + timeout,
                               f"a line matching {regex.pattern!r}", timeout)
         match = regex.search(received.text)
@@ -296,6 +319,7 @@ class Monitor:
         """Wait `within` seconds (0: not at all), then fail if an event called `name` with
         `fields` has arrived since the cursor. Fails as soon as one arrives. The cursor stays."""
         self._check_name(name)
+        within *= self.time_scale
         deadline = time.monotonic() + within
         with self._changed:
             while True:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import preflight
 from .board import SerialBoard
 from .build import Artifacts, SketchConfig, VirtualBuilder
 from .certs import Pki, ServerCert
@@ -37,19 +38,25 @@ class OtaScenario:
     """The rig around one device for one test. Close it (or use it as a context manager) to
     stop the monitor, the server and a virtual board, keeping every record."""
 
-    def __init__(self, folder: Path, board: SerialBoard, pki: Pki, builder: VirtualBuilder, profile: str) -> None:
+    def __init__(self, folder: Path, board: SerialBoard, pki: Pki, builder: VirtualBuilder, profile: str,
+                 wifi: tuple[str, str] | None = None, ports: dict[str, int] | None = None) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.board = board
         self.pki = pki
         self.builder = builder
         self.profile = profile
+        self.wifi = wifi  # (SSID, password) the sketch joins; None: SketchConfig's defaults
+        self.ports = {} if ports is None else ports  # listener name -> port, shared by a session
         self.timings: dict[str, float] = defaultdict(float)  # seconds the rig itself spent, by step
         with self._timed("server"):
-            self.server = UpdateServer(self.folder / "firmware", self.folder / "server.jsonl")
+            # The server listens on the address the board reaches the runner at, the one the
+            # certificates name.
+            self.server = UpdateServer(self.folder / "firmware", self.folder / "server.jsonl", host=pki.address)
             self.server.start()
         self.monitor: Monitor | None = None
         self._line = None
+        self._chip = "esp32"  # esptool's --chip: what the last flashed build is for
 
     @contextmanager
     def _timed(self, step: str) -> Iterator[None]:
@@ -61,9 +68,19 @@ class OtaScenario:
 
     # --- the server side --------------------------------------------------------------
     def listen(self, cert: ServerCert, name: str | None = None) -> Listener:
-        """An HTTPS listener presenting `cert` (named after it unless `name` says otherwise)."""
+        """An HTTPS listener presenting `cert` (named after it unless `name` says otherwise).
+
+        A listener keeps the port its name had in an earlier scenario of the session, when
+        that port is still free: the update URL, and so the build, stays the same, and a
+        build that takes minutes with arduino-cli is made once."""
+        name = name or cert.name
         with self._timed("server"):
-            return self.server.add_listener(name or cert.name, cert)
+            try:
+                listener = self.server.add_listener(name, cert, self.ports.get(name, 0))
+            except OSError:  # somebody took that port meanwhile
+                listener = self.server.add_listener(name, cert)
+        self.ports[name] = listener.port
+        return listener
 
     def offer(self, artifacts: Artifacts, *, rate: float | None = None) -> None:
         """Serve `artifacts`' app on /update (at `rate` bytes per second, if given)."""
@@ -83,6 +100,8 @@ class OtaScenario:
         if url is None:
             assert listener is not None, "build() needs a listener or a url"
             url = self.server.url(listener.name)
+        if self.wifi:
+            config = {"wifi_ssid": self.wifi[0], "wifi_password": self.wifi[1], **config}
         sketch = SketchConfig(version=version, update_url=url,
                               ca_bundle=self.pki.authority().pem if ca_bundle is None else ca_bundle,
                               profile=self.profile, **config)  # type: ignore[arg-type]
@@ -90,7 +109,10 @@ class OtaScenario:
             return self.builder.build(sketch)
 
     def flash(self, artifacts: Artifacts) -> str:
-        """Write the artifact set with esptool, as a user would; esptool.log keeps its output."""
+        """Check the artifact set against the board (rig.preflight), then write it with
+        esptool, as a user would; esptool.log keeps its output."""
+        preflight.check(artifacts, self.board.chip)
+        self._chip = artifacts.chip
         with self._timed("flash"):
             return self._esptool(lambda tool: tool.write(artifacts.flash_files()))
 
@@ -99,9 +121,20 @@ class OtaScenario:
         self.flash(artifacts)
         self._line = self.board.open()
         self.board.reset(self._line, discard_pending=True)
-        self.monitor = Monitor(self._line, self.folder / "serial.log")
+        self.monitor = Monitor(self._line, self.folder / "serial.log", reopen=self._reopen_line,
+                               time_scale=self.board.time_scale)
         self.monitor.start()
         return self.monitor
+
+    def _reopen_line(self):
+        """The monitor lost the port (the board left the USB bus): wait for it and go on."""
+        if self._line is not None:
+            try:
+                self._line.close()
+            except Exception:  # the device is gone; closing its file may fail too
+                pass
+        self._line = self.board.open()
+        return self._line
 
     def reset(self) -> None:
         """Press reset with the monitor running (everything the board says stays in the log)."""
@@ -118,7 +151,7 @@ class OtaScenario:
         self._close_line()
         self.board.enter_bootloader()
         before, after = self.board.esptool_reset
-        tool = Esptool(self.board.port, before=before, after=after)
+        tool = Esptool(self.board.port, chip=self._chip, before=before, after=after)
         with (self.folder / "esptool.log").open("a") as record:
             try:
                 result = action(tool)

@@ -1,12 +1,25 @@
 """The rig as a pytest plugin (loaded by the top-level conftest.py): options, markers, fixtures.
 
-Options:
+Which board:
   --board virtual           a fresh virtual ESP32 per test, EN/IO0 wired (pty; the default)
   --board virtual-rfc2217   the same twin reset through DTR/RTS over RFC2217 (slow: esptool)
   --board /dev/ttyUSB0      a board on a serial port, reset through DTR/RTS
+  --board mac:24:6f:28:..   the board with that factory MAC, found among the serial ports
+                            (--scan-ports narrows the search: paths, globs, rfc2217:// URLs)
   --board rfc2217://h:p     a board exported by ser2net or labgrid (or a twin started by hand)
-  --profile NAME            the device profile (core line) to build for; by default tests marked
-                            `each_profile` run once per profile, the others on arduino-esp32-2.0
+
+A real board (any --board but the two virtual ones) is locked for the session, built with
+arduino-cli (--arduino-cli, --fqbn; the device profile follows the installed core) and joins
+the Wi-Fi network named by --wifi-ssid/--wifi-password (OTA_WIFI_SSID, OTA_WIFI_PASSWORD). It
+reaches the update server at --ota-host (OTA_HOST; by default the runner's address on the
+route toward --board-network, or the default route), under the name --ota-hostname for
+certificates that name a host (default ota.local: make it resolve to --ota-host on the
+board's network). Tests marked `hardware` run only on a real board.
+
+Other options:
+  --builder auto|virtual|arduino-cli   who builds the sketch (auto: virtual for the twin)
+  --profile NAME            the device profile (core line); by default tests marked
+                            `each_profile` run once per profile the builder can make
   --ota-out DIR             where each test's folder goes (default out/tests)
 
 Fixtures: `pki` (the session's certificates), `builder`, `profile`, `board` and `ota` (an
@@ -15,45 +28,128 @@ Fixtures: `pki` (the session's certificates), `builder`, `profile`, `board` and 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from .board import SerialBoard, VirtualBoard
-from .build import VirtualBuilder
-from .certs import Pki
+from . import network
+from .board import BoardError, PortLock, SerialBoard, VirtualBoard, find_by_mac, scan_ports
+from .build import ArduinoCliBuilder, BuildError, VirtualBuilder
+from .certs import DEFAULT_HOST, DEFAULT_IP, Pki
 from .ota import OtaScenario
 from .virtual import profiles
 
 VIRTUAL_BOARDS = {"virtual": "pty", "virtual-rfc2217": "rfc2217"}
+REAL_BOARD_HINT = "pass --board /dev/ttyUSB0, --board mac:<MAC> or --board rfc2217://host:port"
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What this session runs on, settled once from the options and the environment."""
+
+    board: str  # the --board value
+    arduino_cli: ArduinoCliBuilder | None  # None: the rig's virtual builds
+    profiles: tuple[str, ...]  # what `each_profile` tests run for; the first is the default
+    ota_host: str  # the address the board reaches the update server at
+    hostname: str  # the server's DNS name in certificates and URLs
+    wifi: tuple[str, str] | None  # (SSID, password) for a real board
+
+    @property
+    def virtual(self) -> bool:
+        return self.board in VIRTUAL_BOARDS
+
+
+BENCH = pytest.StashKey[Bench]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    env = os.environ.get
     group = parser.getgroup("ota", "OTA rig")
     group.addoption("--board", default="virtual",
-                    help="virtual (default), virtual-rfc2217, a serial device path or an rfc2217:// URL")
+                    help="virtual (default), virtual-rfc2217, a serial device path, mac:<MAC> or rfc2217://host:port")
+    group.addoption("--scan-ports", default="",
+                    help="comma-separated ports, globs or rfc2217:// URLs that --board mac: searches (default: all)")
+    group.addoption("--builder", default="auto", choices=("auto", "virtual", "arduino-cli"),
+                    help="who builds the sketch (auto: virtual for the twin, arduino-cli for a real board)")
+    group.addoption("--arduino-cli", default=env("ARDUINO_CLI", "arduino-cli"),
+                    help="the arduino-cli executable (env ARDUINO_CLI; default: arduino-cli on PATH)")
+    group.addoption("--fqbn", default=None, help="board to compile for (default: the builder's, an OTA partition scheme)")
     group.addoption("--profile", default=None, choices=sorted(profiles.PROFILES),
                     help="device profile to build for (default: each_profile tests run for every profile)")
+    group.addoption("--ota-host", default=env("OTA_HOST"),
+                    help="the runner's address the board reaches the update server at (env OTA_HOST)")
+    group.addoption("--board-network", default=env("OTA_BOARD_NETWORK"),
+                    help="an address or network (192.168.4.0/24) the board is on, to choose --ota-host (env OTA_BOARD_NETWORK)")
+    group.addoption("--ota-hostname", default=env("OTA_HOSTNAME", DEFAULT_HOST),
+                    help=f"the server's DNS name in certificates and update URLs (env OTA_HOSTNAME; default {DEFAULT_HOST})")
+    group.addoption("--wifi-ssid", default=env("OTA_WIFI_SSID"), help="Wi-Fi network a real board joins (env OTA_WIFI_SSID)")
+    group.addoption("--wifi-password", default=env("OTA_WIFI_PASSWORD"),
+                    help="its password (env OTA_WIFI_PASSWORD)")
     group.addoption("--ota-out", default="out/tests", help="folder for each test's records (default out/tests)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "each_profile: the verdict depends on the device profile; run it for each")
+    try:
+        config.stash[BENCH] = settle_bench(config)
+    except (BuildError, network.NetworkError) as err:
+        raise pytest.UsageError(str(err)) from err
+
+
+def settle_bench(config: pytest.Config) -> Bench:
+    """Check the options against each other and fill in what they leave to the rig."""
+    option = config.getoption
+    board = option("--board")
+    virtual = board in VIRTUAL_BOARDS
+    kind = option("--builder")
+    if kind == "auto":
+        kind = "virtual" if virtual else "arduino-cli"
+    builder = None
+    if kind == "virtual":
+        chosen = [option("--profile")] if option("--profile") else list(profiles.PROFILES)
+    else:
+        fqbn = {"fqbn": option("--fqbn")} if option("--fqbn") else {}
+        builder = ArduinoCliBuilder(config.rootpath / "out" / "builds" / "arduino-cli", cli=option("--arduino-cli"), **fqbn)
+        # An installed core builds for one profile only.
+        chosen = [option("--profile") or builder.profile]
+    if virtual:
+        if option("--ota-host"):
+            raise pytest.UsageError("the virtual board reaches the server on its loopback: --ota-host is for real boards")
+        return Bench(board, builder, tuple(chosen), DEFAULT_IP, option("--ota-hostname"), None)
+    if not (option("--wifi-ssid") and option("--wifi-password") is not None):
+        raise pytest.UsageError("a real board needs Wi-Fi: set OTA_WIFI_SSID and OTA_WIFI_PASSWORD "
+                                "(or pass --wifi-ssid and --wifi-password)")
+    if (getattr(config.option, "numprocesses", None) or 0) > 0:
+        raise pytest.UsageError("one board runs one test at a time: drop -n (pytest-xdist) with a real board")
+    ota_host = option("--ota-host") or network.host_address(option("--board-network"))
+    return Bench(board, builder, tuple(chosen), ota_host, option("--ota-hostname"),
+                 (option("--wifi-ssid"), option("--wifi-password")))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.stash[BENCH].virtual:
+        return
+    skip = pytest.mark.skip(reason=f"needs a real board: {REAL_BOARD_HINT}")
+    for item in items:
+        if item.get_closest_marker("hardware"):
+            item.add_marker(skip)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "profile" not in metafunc.fixturenames:
         return
-    chosen = metafunc.config.getoption("--profile")
-    if chosen:
-        names = [chosen]
-    elif metafunc.definition.get_closest_marker("each_profile"):
-        names = list(profiles.PROFILES)
-    else:
-        names = [profiles.DEFAULT]
+    chosen = metafunc.config.stash[BENCH].profiles
+    names = chosen if metafunc.definition.get_closest_marker("each_profile") else chosen[:1]
     metafunc.parametrize("profile", names, scope="function")
+
+
+@pytest.fixture(scope="session")
+def bench(pytestconfig: pytest.Config) -> Bench:
+    return pytestconfig.stash[BENCH]
 
 
 @pytest.fixture(scope="session")
@@ -62,13 +158,13 @@ def out_dir(pytestconfig: pytest.Config) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return Pki(tmp_path_factory.mktemp("pki"))
+def pki(tmp_path_factory: pytest.TempPathFactory, bench: Bench) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"), hostname=bench.hostname, address=bench.ota_host)
 
 
 @pytest.fixture(scope="session")
-def builder(tmp_path_factory: pytest.TempPathFactory) -> VirtualBuilder:
-    return VirtualBuilder(tmp_path_factory.mktemp("builds"))
+def builder(tmp_path_factory: pytest.TempPathFactory, bench: Bench) -> VirtualBuilder | ArduinoCliBuilder:
+    return bench.arduino_cli or VirtualBuilder(tmp_path_factory.mktemp("builds"))
 
 
 def folder_name(nodeid: str) -> str:
@@ -86,18 +182,40 @@ def test_dir(request: pytest.FixtureRequest, out_dir: Path) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def real_board(pytestconfig: pytest.Config, bench: Bench):
+    """The session's real board: found (by MAC) and locked once, so no other session shares it."""
+    if bench.virtual:
+        pytest.skip(f"needs a real board: {REAL_BOARD_HINT}")
+    port = bench.board
+    try:
+        if port.startswith("mac:"):
+            patterns = [p.strip() for p in pytestconfig.getoption("--scan-ports").split(",") if p.strip()]
+            port = find_by_mac(port[len("mac:"):], scan_ports(patterns))
+        with PortLock(port):
+            yield SerialBoard(port)
+    except BoardError as err:
+        pytest.fail(str(err), pytrace=False)
+
+
 @pytest.fixture
-def board(pytestconfig: pytest.Config, test_dir: Path):
-    spec = pytestconfig.getoption("--board")
-    if spec in VIRTUAL_BOARDS:
-        with VirtualBoard(test_dir / "board", transport=VIRTUAL_BOARDS[spec]) as twin:
+def board(request: pytest.FixtureRequest, bench: Bench, test_dir: Path):
+    if bench.virtual:
+        with VirtualBoard(test_dir / "board", transport=VIRTUAL_BOARDS[bench.board]) as twin:
             yield twin
     else:
-        yield SerialBoard(spec)
+        yield request.getfixturevalue("real_board")
+
+
+@pytest.fixture(scope="session")
+def listener_ports() -> dict[str, int]:
+    """Each listener name's port, kept across the session's scenarios (see OtaScenario.listen)."""
+    return {}
 
 
 @pytest.fixture
-def ota(test_dir: Path, board: SerialBoard, pki: Pki, builder: VirtualBuilder, profile: str):
-    with OtaScenario(test_dir, board, pki, builder, profile) as scenario:
+def ota(test_dir: Path, board: SerialBoard, pki: Pki, builder, bench: Bench, profile: str,
+        listener_ports: dict[str, int]):
+    with OtaScenario(test_dir, board, pki, builder, profile, wifi=bench.wifi, ports=listener_ports) as scenario:
         scenario.timings["board"] = board.start_seconds
         yield scenario

@@ -25,8 +25,9 @@ PACING_ENV = "RIG_UART_PACING"
 EPILOG = f"""\
 With --rfc2217 the port carries DTR/RTS, so esptool's resets work as on a USB bridge (PORT 0
 picks a free port). A pty carries no modem lines: the twin starts in download mode, and its EN
-and IO0 pins are wired to standard input (lines `EN 0`, `EN 1`, `IO0 0`, `IO0 1`; each is
-answered `ok` on standard output).
+and IO0 pins are wired to standard input (lines `EN 0`, `EN 1`, `IO0 0`, `IO0 1`; `USB 0` and
+`USB 1` take the port off the host and back, as a pulled cable; each is answered `ok` on
+standard output).
 Set {PACING_ENV}=1 to make the UART take the time a real line takes at its baud rate.
 """
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             # No modem lines: IO0 starts low, so the board waits in the loader; EN and IO0
             # are wired to standard input instead.
             chip.pins.io0_low = chip.download_strap = True
-            threading.Thread(target=Wires(chip, sys.stdin, sys.stdout).serve_forever, name="wires", daemon=True).start()
+            threading.Thread(target=Wires(chip, server, sys.stdin, sys.stdout).serve_forever, name="wires", daemon=True).start()
     except OSError as err:
         print(f"error: cannot listen: {err}", file=sys.stderr)
         flash.close()

@@ -14,6 +14,7 @@ import os
 import select
 import socket
 import threading
+import time
 import tty
 from pathlib import Path
 from typing import TextIO
@@ -139,26 +140,53 @@ class Rfc2217Server:
 
 
 class PtyServer:
-    """Serves the chip's UART on a pseudo-terminal, with a stable symlink to its slave side."""
+    """Serves the chip's UART on a pseudo-terminal, with a stable symlink to its slave side.
+
+    `unplug()` and `plug()` model the port leaving and rejoining the host (a cable pulled, a hub
+    port power-cycled, a native-USB chip re-enumerating): the pty closes under whoever has it
+    open, the link goes, and a new pty appears at the same link."""
 
     def __init__(self, chip: Chip, link: Path) -> None:
         self.chip = chip
         self.link = Path(link)
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)  # no echo, no CR/LF translation: bytes pass untouched
-        os.set_blocking(self._master, False)
-        self.device = os.ttyname(self._slave)
-        if self.link.is_symlink() or self.link.exists():
-            self.link.unlink()
-        self.link.symlink_to(self.device)
         self._closed = False
-        chip.uart.connect(self._to_host)
+        self._master = self._slave = -1
+        self._lock = threading.Lock()  # the UART's writes against unplugging
+        self.plug()
 
     @property
     def url(self) -> str:
         return str(self.link)
 
+    def plug(self) -> None:
+        if self._master >= 0:
+            return
+        master, slave = os.openpty()
+        tty.setraw(slave)  # no echo, no CR/LF translation: bytes pass untouched
+        os.set_blocking(master, False)
+        self._master, self._slave = master, slave
+        self.device = os.ttyname(slave)
+        if self.link.is_symlink() or self.link.exists():
+            self.link.unlink()
+        self.link.symlink_to(self.device)
+        self.chip.uart.connect(self._to_host)
+
+    def unplug(self) -> None:
+        if self._master < 0:
+            return
+        self.chip.uart.connect(None)  # the UART talks to nobody until the port is back
+        if self.link.is_symlink():
+            self.link.unlink()
+        with self._lock:
+            master, slave, self._master, self._slave = self._master, self._slave, -1, -1
+            os.close(slave)
+            os.close(master)  # readers of the slave side now get EIO, as from a vanished device
+
     def _to_host(self, data: bytes) -> None:
+        with self._lock:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             try:
@@ -172,39 +200,42 @@ class PtyServer:
 
     def serve_forever(self) -> None:
         while not self._closed:
+            master = self._master
+            if master < 0:
+                time.sleep(0.05)
+                continue
             try:
-                ready, _, _ = select.select([self._master], [], [], 0.5)
+                ready, _, _ = select.select([master], [], [], 0.5)
                 if ready:
-                    self.chip.uart.feed(os.read(self._master, 65536))
+                    self.chip.uart.feed(os.read(master, 65536))
             except BlockingIOError:
                 continue
-            except OSError:
-                if self._closed:
-                    return
+            except (OSError, ValueError):
+                if self._closed or master != self._master:
+                    continue  # closed or unplugged under us
                 raise
 
     def close(self) -> None:
         self._closed = True
-        self.chip.uart.connect(None)
-        if self.link.is_symlink():
-            self.link.unlink()
-        os.close(self._master)
-        os.close(self._slave)
+        self.unplug()
 
 
 class Wires:
     """EN and IO0 wired to the host, for a pty twin (a pty has no modem lines): like a board
-    whose pins hang on relays or GPIOs of the test host (labgrid's DigitalOutput).
+    whose pins hang on relays or GPIOs of the test host (labgrid's DigitalOutput), and its USB
+    port on a switchable hub port.
 
     Reads commands from a text stream, one a line: `EN 0` holds the chip in reset, `EN 1`
-    releases it (the ROM latches IO0 then), `IO0 0` / `IO0 1` drive the boot-mode pin. Each
-    command is answered with one line, `ok` or `error: <why>`, once the pin has moved.
+    releases it (the ROM latches IO0 then), `IO0 0` / `IO0 1` drive the boot-mode pin, `USB 0`
+    takes the port off the host and `USB 1` brings it back. Each command is answered with one
+    line, `ok` or `error: <why>`, once it took effect.
     """
 
     PINS = {"EN": "en_low", "IO0": "io0_low"}
 
-    def __init__(self, chip: Chip, commands: TextIO, answers: TextIO) -> None:
+    def __init__(self, chip: Chip, port: PtyServer, commands: TextIO, answers: TextIO) -> None:
         self.chip = chip
+        self.port = port
         self.commands = commands
         self.answers = answers
 
@@ -215,7 +246,10 @@ class Wires:
 
     def apply(self, command: str) -> str:
         words = command.split()
-        if len(words) != 2 or words[0] not in self.PINS or words[1] not in ("0", "1"):
-            return f"error: {command.strip()!r} is not one of EN 0, EN 1, IO0 0, IO0 1"
-        self.chip.pins.drive(**{self.PINS[words[0]]: words[1] == "0"})
+        if len(words) != 2 or words[0] not in (*self.PINS, "USB") or words[1] not in ("0", "1"):
+            return f"error: {command.strip()!r} is not one of EN 0, EN 1, IO0 0, IO0 1, USB 0, USB 1"
+        if words[0] == "USB":
+            self.port.plug() if words[1] == "1" else self.port.unplug()
+        else:
+            self.chip.pins.drive(**{self.PINS[words[0]]: words[1] == "0"})
         return "ok"

@@ -10,14 +10,13 @@ from rig.ota import OtaScenario
 from rig.server import ConnectionRecord
 
 BOOT_TIMEOUT = 10  # seconds from reset to the first check's result, with a margin for slow CI
-OTA_SLOTS = 2
 
 
 def assert_boots_slot_holding(ota: OtaScenario, artifacts: Artifacts) -> None:
     """Read otadata and the slot it selects back with esptool: they hold the served image."""
-    otadata = ota.read_flash(firmware.OTADATA_OFFSET, 2 * firmware.OTADATA_SECTOR)
-    table = firmware.PartitionTable.from_csv(firmware.DEFAULT_PARTITIONS_CSV)
-    slot = firmware.active_ota_slot(otadata, OTA_SLOTS)
+    table = firmware.PartitionTable.from_bytes(artifacts.partitions.read_bytes())
+    otadata = ota.read_flash(table.otadata.offset, 2 * firmware.OTADATA_SECTOR)
+    slot = firmware.active_ota_slot(otadata, len(table.ota_slots))
     assert slot is not None, "otadata selects no slot"
     image = artifacts.app.read_bytes()
     assert ota.read_flash(table.ota_slots[slot].offset, len(image)) == image

@@ -1,0 +1,43 @@
+"""The options a real-board session needs are checked before any test runs: each mistake stops
+pytest with one sentence (a usage error, exit code 4), and the hardware tests skip on the twin."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE_CLI = ROOT / "tests" / "fakes" / "arduino-cli"
+
+
+def collect(*options: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTA_")}
+    argv = [sys.executable, "-m", "pytest", "tests/hardware", "--collect-only", "-q", "-p", "no:cacheprovider", *options]
+    return subprocess.run(argv, cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60)
+
+
+WIFI = {"OTA_WIFI_SSID": "bench-ap", "OTA_WIFI_PASSWORD": "secret"}
+A_BOARD = ("--board", "rfc2217://127.0.0.1:9", "--arduino-cli", str(FAKE_CLI))
+
+
+@pytest.mark.parametrize(("options", "env", "sentence"), [
+    (A_BOARD, {}, "a real board needs Wi-Fi: set OTA_WIFI_SSID and OTA_WIFI_PASSWORD (or pass --wifi-ssid and --wifi-password)"),
+    (A_BOARD + ("-n", "2"), WIFI, "one board runs one test at a time: drop -n (pytest-xdist) with a real board"),
+    (A_BOARD + ("--board-network", "wlan0"), WIFI, "'wlan0' is neither an IP address nor a network such as 192.168.4.0/24"),
+    (("--board", "/dev/ttyUSB0", "--arduino-cli", "/nonexistent/arduino-cli"), WIFI,
+     "arduino-cli not found ('/nonexistent/arduino-cli' is not on PATH)"),
+    (("--ota-host", "192.168.4.2"), {}, "the virtual board reaches the server on its loopback: --ota-host is for real boards"),
+], ids=["no-wifi", "xdist", "bad-network", "no-arduino-cli", "host-for-twin"])
+def test_a_wrong_bench_stops_the_session_with_one_sentence(options, env, sentence) -> None:
+    done = collect(*options, **env)
+    assert done.returncode == 4 and sentence in done.stderr, done.stdout + done.stderr
+
+
+def test_a_real_board_session_takes_its_profile_from_the_installed_core() -> None:
+    done = collect(*A_BOARD, "--ota-host", "127.0.0.1", FAKE_ARDUINO_CLI_CORE="3.3.5", **WIFI)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[arduino-esp32-3]" in done.stdout and "[arduino-esp32-2.0]" not in done.stdout

@@ -1,0 +1,122 @@
+"""A board on a bench: found by its MAC among several ports, locked against a second session,
+and followed through its port leaving and rejoining the host. Twins on ptys stand in for USB
+boards; `USB 0` / `USB 1` on a twin's wires pull and replug its cable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rig.board import BoardError, PortLock, VirtualBoard, find_by_mac, scan_ports
+from rig.flash import Esptool
+from rig.monitor import Monitor
+
+pytestmark = pytest.mark.virtual
+
+ROOT = Path(__file__).resolve().parents[2]
+MACS = ("24:6f:28:00:00:01", "24:6f:28:00:00:02")
+
+
+@pytest.fixture
+def two_twins(tmp_path: Path):
+    with VirtualBoard(tmp_path / "a", transport="pty", mac=MACS[0]) as a, \
+         VirtualBoard(tmp_path / "b", transport="pty", mac=MACS[1]) as b:
+        yield a, b
+
+
+@pytest.fixture
+def silent_port():
+    """A port with nothing behind it, as a USB-serial adapter with no board on it."""
+    master, slave = os.openpty()
+    yield os.ttyname(slave)
+    os.close(slave)
+    os.close(master)
+
+
+def test_the_board_with_the_asked_mac_is_found_among_several_ports(two_twins, silent_port) -> None:
+    a, b = two_twins
+    assert find_by_mac(MACS[1].upper(), [silent_port, a.port, b.port]) == b.port
+    assert find_by_mac(MACS[0], [b.port, a.port]) == a.port
+
+
+def test_a_mac_no_port_answers_with_is_one_sentence_listing_what_each_port_said(two_twins, silent_port) -> None:
+    a, b = two_twins
+    with pytest.raises(BoardError) as caught:
+        find_by_mac("24:6f:28:99:99:99", [a.port, b.port, silent_port])
+    message = str(caught.value)
+    assert message.startswith("no board with MAC 24:6f:28:99:99:99 on the scanned ports")
+    assert f"{a.port}: {MACS[0]}" in message and f"{b.port}: {MACS[1]}" in message
+    assert f"{silent_port}: no answer (no sync" in message
+
+
+def test_scanned_ports_expand_globs_keep_urls_and_count_a_linked_device_once(tmp_path: Path, silent_port) -> None:
+    (tmp_path / "by-id").mkdir()
+    (tmp_path / "by-id" / "usb-Silicon_Labs_CP2102-if00").symlink_to(silent_port)
+    (tmp_path / "ttyUSB7").symlink_to(silent_port)
+    found = scan_ports([str(tmp_path / "ttyUSB*"), str(tmp_path / "by-id" / "*"), "rfc2217://10.0.0.5:4000"])
+    assert len([port for port in found if "://" not in port]) == 1
+    assert "rfc2217://10.0.0.5:4000" in found
+
+
+def test_a_second_session_is_refused_a_locked_board_until_the_first_ends(tmp_path: Path, silent_port) -> None:
+    link = tmp_path / "board"
+    link.symlink_to(silent_port)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from rig.board import PortLock; "
+         f"lock = PortLock({silent_port!r}, {str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(BoardError) as caught:
+            PortLock(str(link), tmp_path).acquire()  # the same device under another name
+        assert str(caught.value) == (f"the board on {link} is in use by another test session "
+                                     f"(pid {holder.pid}: -c)")
+    finally:
+        holder.kill()
+        holder.wait()
+    with PortLock(str(link), tmp_path):  # the kernel dropped the dead session's lock
+        pass
+
+
+def test_a_port_that_leaves_the_host_is_reopened_when_it_comes_back(tmp_path: Path) -> None:
+    with VirtualBoard(tmp_path, transport="pty", mac=MACS[0]) as twin:
+        twin.unplug()
+        assert not Path(twin.port).exists()
+        threading.Timer(0.8, twin.plug).start()
+        started = time.monotonic()
+        twin.open(reappear=5).close()
+        assert 0.5 < time.monotonic() - started < 5
+        # The chip behind the new port is the same one: the ROM loader answers esptool there.
+        assert Esptool(twin.port, before="no-reset", after="no-reset").read_mac() == MACS[0]
+
+        twin.unplug()
+        with pytest.raises(BoardError) as caught:
+            twin.open(reappear=0.5)
+        assert str(caught.value).startswith(f"cannot open the board's port {twin.port} (waited 0.5 s for it to come back): ")
+
+
+def test_the_monitor_follows_the_board_through_a_replug(tmp_path: Path, artifacts) -> None:
+    with VirtualBoard(tmp_path / "board", transport="pty") as twin:
+        Esptool(twin.port, before="no-reset", after="no-reset").write(artifacts.flash_files())
+        line = twin.open()
+        twin.reset(line, discard_pending=True)
+        with Monitor(line, tmp_path / "serial.log", reopen=twin.open) as monitor:
+            monitor.expect("firmware_version", timeout=5, version="0.1")
+            twin.unplug()
+            threading.Timer(0.5, twin.plug).start()
+            deadline = time.monotonic() + 5
+            while monitor.reopened == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            twin.reset(monitor.port)
+            monitor.expect_sequence([("reset", {"reason": "POWERON_RESET"}),
+                                     ("firmware_version", {"version": "0.1"})], timeout=5)
+            assert monitor.reopened == 1 and monitor.error is None
+        monitor.port.close()
+    log = (tmp_path / "serial.log").read_text()
+    assert log.count("Firmware version 0.1") == 2, log
