@@ -14,8 +14,12 @@ from pathlib import Path
 import pytest
 
 from rig.board import BoardError, PortLock, VirtualBoard, find_by_mac, scan_ports
+from rig.build import ArduinoCliBuilder
+from rig.certs import Pki
 from rig.flash import Esptool
 from rig.monitor import Monitor
+from rig.ota import OtaScenario
+from rig.preflight import PreflightError
 
 pytestmark = pytest.mark.virtual
 
@@ -120,3 +124,21 @@ def test_the_monitor_follows_the_board_through_a_replug(tmp_path: Path, artifact
         monitor.port.close()
     log = (tmp_path / "serial.log").read_text()
     assert log.count("Firmware version 0.1") == 2, log
+
+
+@pytest.mark.parametrize(("fqbn", "sentence"), [
+    ("esp32:esp32:esp32s3:PartitionScheme=default", "ota_https.ino.bin is built for ESP32-S3 (image chip id 0x0009) but the board is an ESP32"),
+    ("esp32:esp32:esp32:PartitionScheme=no_ota", "ota_https.ino.partitions.bin has no second OTA slot"),
+], ids=["other-chip", "no-ota-scheme"])
+def test_a_wrong_build_is_refused_before_esptool_writes_anything(tmp_path: Path, monkeypatch, fqbn: str, sentence: str) -> None:
+    monkeypatch.setenv("FAKE_ARDUINO_CLI_DATA", str(tmp_path / "arduino15"))
+    builder = ArduinoCliBuilder(tmp_path / "builds", cli=str(ROOT / "tests" / "fakes" / "arduino-cli"), fqbn=fqbn)
+    with VirtualBoard(tmp_path / "board", transport="pty") as twin:
+        with OtaScenario(tmp_path / "scenario", twin, Pki(tmp_path / "pki"), builder, builder.profile) as ota:
+            wrong = ota.build("0.1", ota.listen(ota.pki.dns()))
+            with pytest.raises(PreflightError) as caught:
+                ota.flash(wrong)
+            assert str(caught.value).startswith(sentence)
+            assert not (ota.folder / "esptool.log").exists()
+            # The chip's flash is as erased as it came: the bootloader's sector reads back empty.
+            assert ota.read_flash(0x1000, 0x1000) == b"\xff" * 0x1000
