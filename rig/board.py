@@ -317,7 +317,8 @@ def scan_ports(patterns: Iterable[str] = ()) -> list[str]:
 
 def find_by_mac(mac: str, ports: Iterable[str], connect_attempts: int = 2) -> str:
     """The port whose chip has factory MAC `mac`, asked of every port at once with esptool
-    `read-mac` (esptool resets each board into its loader through DTR/RTS, as it always does).
+    `read-mac` (esptool resets each board into its loader through DTR/RTS, as it always does;
+    a port another session has locked is left alone).
     BoardError, listing what each port answered, when none or more than one match."""
     wanted = mac.strip().lower().replace("-", ":")
     ports = list(ports)
@@ -326,8 +327,12 @@ def find_by_mac(mac: str, ports: Iterable[str], connect_attempts: int = 2) -> st
 
     def ask(port: str) -> str:
         try:
-            return Esptool(port, chip="auto", after="hard-reset", timeout=60,
-                           connect_attempts=connect_attempts).read_mac()
+            # A board another session holds is not touched: esptool would reset it.
+            with PortLock(port):
+                return Esptool(port, chip="auto", after="hard-reset", timeout=60,
+                               connect_attempts=connect_attempts).read_mac()
+        except BoardError:
+            return "not asked (in use by another test session)"
         except FlashError as err:
             return f"no answer ({err})"
 

@@ -49,14 +49,21 @@ def test_the_board_with_the_asked_mac_is_found_among_several_ports(two_twins, si
     assert find_by_mac(MACS[0], [b.port, a.port]) == a.port
 
 
-def test_a_mac_no_port_answers_with_is_one_sentence_listing_what_each_port_said(two_twins, silent_port) -> None:
+def test_a_mac_no_port_answers_with_is_one_sentence_listing_what_each_port_said(
+        two_twins, silent_port, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a, b = two_twins
-    with pytest.raises(BoardError) as caught:
-        find_by_mac("24:6f:28:99:99:99", [a.port, b.port, silent_port])
+    monkeypatch.setenv("OTA_RIG_LOCK_DIR", str(tmp_path / "locks"))
+    with PortLock(b.port):  # another session holds b: the scan must not reset it
+        with pytest.raises(BoardError) as caught:
+            find_by_mac("24:6f:28:99:99:99", [a.port, b.port, silent_port])
     message = str(caught.value)
     assert message.startswith("no board with MAC 24:6f:28:99:99:99 on the scanned ports")
-    assert f"{a.port}: {MACS[0]}" in message and f"{b.port}: {MACS[1]}" in message
+    assert f"{a.port}: {MACS[0]}" in message
+    assert f"{b.port}: not asked (in use by another test session)" in message
     assert f"{silent_port}: no answer (no sync" in message
+    # esptool uploaded its stub to a; it never spoke to b.
+    assert "stub running" in (a.workdir / "twin.log").read_text()
+    assert "stub running" not in (b.workdir / "twin.log").read_text()
 
 
 def test_scanned_ports_expand_globs_keep_urls_and_count_a_linked_device_once(tmp_path: Path, silent_port) -> None:
