@@ -25,7 +25,7 @@ from pathlib import Path
 
 from . import preflight
 from .board import SerialBoard
-from .build import Artifacts, SketchConfig, VirtualBuilder
+from .build import ArduinoCliBuilder, Artifacts, SketchConfig, VirtualBuilder
 from .certs import Pki, ServerCert
 from .flash import Esptool, FlashError
 from .monitor import Monitor
@@ -38,7 +38,7 @@ class OtaScenario:
     """The rig around one device for one test. Close it (or use it as a context manager) to
     stop the monitor, the server and a virtual board, keeping every record."""
 
-    def __init__(self, folder: Path, board: SerialBoard, pki: Pki, builder: VirtualBuilder, profile: str,
+    def __init__(self, folder: Path, board: SerialBoard, pki: Pki, builder: VirtualBuilder | ArduinoCliBuilder, profile: str,
                  wifi: tuple[str, str] | None = None, ports: dict[str, int] | None = None) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
