@@ -29,7 +29,7 @@ from .build import ArduinoCliBuilder, Artifacts, SketchConfig, VirtualBuilder
 from .certs import Pki, ServerCert
 from .flash import Esptool, FlashError
 from .monitor import Monitor
-from .server import Listener, ServerLog, UpdateServer
+from .server import Fault, Listener, ServerLog, UpdateServer
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,11 @@ class OtaScenario:
         self.ports[name] = listener.port
         return listener
 
-    def offer(self, artifacts: Artifacts, *, rate: float | None = None) -> None:
-        """Serve `artifacts`' app on /update (at `rate` bytes per second, if given)."""
-        self.server.offer(artifacts.version, artifacts.app, rate=rate)
+    def offer(self, artifacts: Artifacts, *, rate: float | None = None, fault: Fault = Fault(),
+              image: bytes | None = None) -> None:
+        """Serve `artifacts`' app on /update (at `rate` bytes per second, if given), or `image`
+        in its place (a tampered copy), answering with `fault` if given."""
+        self.server.offer(artifacts.version, artifacts.app if image is None else image, rate=rate, fault=fault)
 
     @property
     def server_log(self) -> ServerLog:

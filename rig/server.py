@@ -196,15 +196,38 @@ class Reply:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     rate: float | None = None  # body bytes per second (None: as fast as the client reads)
+    framing: str = "length"  # see Fault
+
+
+@dataclass(frozen=True)
+class Fault:
+    """How `/update` misbehaves when it hands out the offer, for fault scenarios. The default
+    is a good server: each field names one way a real server, proxy or attacker gets it wrong.
+
+    `status`: answer this status with no body instead of 200 (404, 403, 500, a 302 with a
+    `Location` in `headers`). `md5`: this `x-MD5` instead of the body's ("" sends none).
+    `framing`: "length" (Content-Length), "chunked" (Transfer-Encoding: chunked) or "close"
+    (neither: the body ends when the server closes, as an HTTP/1.0 server does).
+    """
+
+    status: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    md5: str | None = None
+    framing: str = "length"
+
+    def __post_init__(self) -> None:
+        if self.framing not in ("length", "chunked", "close"):
+            raise ValueError(f"framing {self.framing!r} is not one of length, chunked, close")
 
 
 @dataclass(frozen=True)
 class Offer:
-    """The firmware `/update` offers: its version and the image bytes."""
+    """The firmware `/update` offers: its version, the bytes served as its image, and how."""
 
     version: str
     image: bytes
     rate: float | None = None
+    fault: Fault = Fault()
 
 
 class UpdateServer:
@@ -255,11 +278,13 @@ class UpdateServer:
         listener = self.listeners[listener_name]
         return f"https://{_host_port(listener.cert.host, listener.port)}{path}"
 
-    def offer(self, version: str, image: Path, *, rate: float | None = None) -> None:
-        """Offer the image at `image`, of firmware `version`, on `/update`; `rate` limits the
-        body to that many bytes per second, like a slow link."""
-        self._offer = Offer(version, Path(image).read_bytes(), rate)
-        log.info("offering %s (%d bytes) from %s", version, len(self._offer.image), image)
+    def offer(self, version: str, image: Path | bytes, *, rate: float | None = None, fault: Fault = Fault()) -> None:
+        """Offer `image` (a file, or the bytes themselves), as firmware `version`, on
+        `/update`; `rate` limits the body to that many bytes per second, like a slow link;
+        `fault` makes the answer go wrong in one way."""
+        data = image if isinstance(image, bytes) else Path(image).read_bytes()
+        self._offer = Offer(version, data, rate, fault)
+        log.info("offering %s (%d bytes)%s", version, len(data), f" with {fault}" if fault != Fault() else "")
 
     def start(self) -> "UpdateServer":
         """Serve every listener from a new loop thread; a server starts once."""
@@ -373,9 +398,14 @@ class UpdateServer:
         if offer is None or parse_version(version) >= parse_version(offer.version):
             log.info("304 to %s at %s: offered %s", mac, version, offer.version if offer else None)
             return Reply(304)
+        fault = offer.fault
+        if fault.status is not None:
+            log.info("%d to %s at %s (fault)", fault.status, mac, version)
+            return Reply(fault.status, headers=dict(fault.headers))
         log.info("200 to %s at %s: sending %s", mac, version, offer.version)
-        md5 = hashlib.md5(offer.image).hexdigest()
-        return Reply(200, offer.image, {"Content-Type": OCTET_STREAM, "x-MD5": md5}, offer.rate)
+        md5 = hashlib.md5(offer.image).hexdigest() if fault.md5 is None else fault.md5
+        headers = {"Content-Type": OCTET_STREAM, **({"x-MD5": md5} if md5 else {}), **dict(fault.headers)}
+        return Reply(200, offer.image, headers, offer.rate, fault.framing)
 
     def _firmware(self, request: web.Request) -> Reply:
         """A `.bin` file directly inside the firmware folder; anything else, 404."""
@@ -391,14 +421,21 @@ class UpdateServer:
 async def _send(request: web.Request, record: RequestRecord, reply: Reply) -> web.StreamResponse:
     """Stream `reply` in chunks, counting in `record` the body bytes that went out."""
     response = web.StreamResponse(status=reply.status, headers=reply.headers)
-    if reply.status != 304:  # a 304 has no body, so no length either
-        response.content_length = len(reply.body)
+    body = reply.body
+    if reply.framing == "chunked":
+        # HTTPUpdate asks in HTTP/1.0, to which aiohttp (rightly) never chunks: this is a
+        # broken proxy's answer, so the chunks are made here and the connection closes.
+        response.headers["Transfer-Encoding"] = "chunked"
+        body = _chunked(body)
+    elif reply.framing == "length" and reply.status != 304:  # a 304 has no body, so no length
+        response.content_length = len(body)
+    # "close": no length; to an HTTP/1.0 request aiohttp ends such a body by closing.
     record.status = reply.status
     record.content_length = response.content_length
     try:
         await response.prepare(request)
-        for start in range(0, len(reply.body), CHUNK_SIZE):
-            chunk = reply.body[start:start + CHUNK_SIZE]
+        for start in range(0, len(body), CHUNK_SIZE):
+            chunk = body[start:start + CHUNK_SIZE]
             await response.write(chunk)
             record.bytes_sent += len(chunk)
             # aiohttp only waits when the transport is full; yield anyway, so that a client's
@@ -407,10 +444,16 @@ async def _send(request: web.Request, record: RequestRecord, reply: Reply) -> we
         await response.write_eof()
     except ConnectionError as error:
         log.info("%s %s: connection lost after %d of %d body bytes (%s)", request.method,
-                 record.path, record.bytes_sent, len(reply.body), error)
+                 record.path, record.bytes_sent, len(body), error)
     else:
         record.complete = True
     return response
+
+
+def _chunked(data: bytes) -> bytes:
+    """`data` in HTTP/1.1 chunked transfer coding: hex-size lines, then the zero chunk."""
+    chunks = (data[i:i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE))
+    return b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
 
 
 class _Connection(asyncio.Protocol):

@@ -40,7 +40,7 @@ def test_certificate_for_an_ip_address(ota, pki, profile) -> None:
     matches only DNS SANs, so it refuses the name; 3.5+ (arduino-esp32 3.1+) accepts it."""
     listener = ota.listen(pki.ip())
     old = ota.build("0.1", listener)
-    assert ota.server.url(listener.name).startswith("https://127.0.0.1:")
+    assert ota.server.url(listener.name).startswith(f"https://{pki.address}:")
     ota.offer(ota.build("0.2", listener))
 
     monitor = ota.start(old)

@@ -14,7 +14,7 @@ import ssl
 import pytest
 
 from rig.certs import Pki
-from rig.server import SHUTDOWN, ConnectionRecord, ServerLog, UpdateServer, parse_version
+from rig.server import SHUTDOWN, ConnectionRecord, Fault, ServerLog, UpdateServer, parse_version
 
 DEVICE_HEADERS = [
     ("User-Agent", "ESP32-http-Update"),
@@ -303,3 +303,55 @@ def test_stop_records_the_connections_still_open(tmp_path, firmware, pki):
     assert idling.tls.ok and idling.requests == []
     [download] = downloading.requests
     assert 0 < download.bytes_sent < BIG and not download.complete
+
+
+def raw_answer(server, pki) -> bytes:
+    """Everything the server sent for one device request, up to its close, as bytes on the wire."""
+    with connect(server, pki.authority()) as tls:
+        send_request(tls)
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+    server.wait_idle()
+    return answer
+
+
+def test_a_chunked_fault_sends_real_chunks_without_a_length(server, pki, image):
+    data = image.read_bytes()
+    server.offer("1.0.1", image, fault=Fault(framing="chunked"))
+    head, _, body = raw_answer(server, pki).partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head and b"Content-Length" not in head
+    decoded, rest = b"", body
+    while True:  # undo the chunked coding by hand: size line, data, CRLF
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        decoded, rest = decoded + rest[:size], rest[size + 2:]
+    assert decoded == data and rest == b"\r\n"
+
+
+def test_a_close_delimited_fault_sends_no_length_and_closes(server, pki, image):
+    server.offer("1.0.1", image, fault=Fault(framing="close"))
+    head, _, body = raw_answer(server, pki).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 OK") and b"Content-Length" not in head and b"chunked" not in head
+    assert body == image.read_bytes()
+
+
+def test_a_status_fault_answers_that_status_with_its_headers_and_no_body(server, pki, image):
+    server.offer("1.0.1", image, fault=Fault(status=302, headers=(("Location", "/firmware/app.bin"),)))
+    response, body = get(server, pki)
+    assert (response.status, response.getheader("Location"), body) == (302, "/firmware/app.bin", b"")
+    assert [r.status for r in server.log.requests()] == [302]
+
+
+@pytest.mark.parametrize("md5", ["0" * 32, ""])
+def test_an_md5_fault_replaces_or_drops_x_md5(server, pki, image, md5):
+    server.offer("1.0.1", image, fault=Fault(md5=md5))
+    response, body = get(server, pki)
+    assert body == image.read_bytes() and response.getheader("x-MD5") == (md5 or None)
+
+
+def test_an_image_can_be_offered_as_bytes(server, pki):
+    server.offer("1.0.1", b"\xe9tampered")
+    assert get(server, pki)[1] == b"\xe9tampered"
