@@ -20,11 +20,9 @@ BOOT_TIMEOUT = 10  # seconds as on the twin; the monitor scales them for a real 
 
 def test_the_board_answers_esptool_as_the_chip_the_build_is_for(ota, pki, board) -> None:
     artifacts = ota.build("0.1", ota.listen(pki.dns()))
-    output = Esptool(board.port, chip="auto", before=board.esptool_reset[0], after="no-reset").run("chip-id")
-    chip = re.search(r"^Chip type:\s+(.+)$", output, re.M)
-    mac = re.search(r"^MAC:\s+([0-9a-f]{2}(?::[0-9a-f]{2}){5})$", output, re.M)
-    assert chip and mac, f"esptool named no chip or MAC:\n{output}"
-    preflight.check(artifacts, chip.group(1))  # raises with one sentence on a mismatch
+    info = Esptool(board.port, chip="auto", before=board.esptool_reset[0], after="no-reset").chip_info()
+    assert re.fullmatch(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}", info.mac), f"esptool named no MAC: {info}"
+    preflight.check(artifacts, info.chip)  # raises with one sentence on a mismatch
 
 
 def test_a_reset_runs_the_flashed_firmware_again(ota, pki) -> None:
