@@ -9,15 +9,16 @@ both kinds in one folder::
     server.add_listener("main", cert)       # the server presents cert.cert_pem + cert.key_pem
     sketch_ca = pki.authority().pem         # what the device trusts
 
-The kinds a scenario asks for are methods: `dns`, `ip`, `expired`, `not_yet_valid`,
-`other_ca` and `cn_only_ip`. They differ in exactly the property the scenario tests and are
-otherwise alike: an ECDSA P-256 key, basicConstraints CA:false, keyUsage, extendedKeyUsage
+The kinds a scenario asks for are methods: `dns` (from the main CA, or from the "new" CA of a
+rotation drill), `ip`, `expired`, `not_yet_valid`, `other_ca`, `cn_only_ip` and `self_signed`.
+They differ in exactly the property the scenario tests and are otherwise alike: an ECDSA P-256 key, basicConstraints CA:false, keyUsage, extendedKeyUsage
 serverAuth, valid 2000-3000 unless the dates are the point.
 
 Why the IP kinds matter (reference section 9.5): Mbed TLS before 3.5 compares only dNSName
 subjectAltNames, so trustme's IP-only SAN is refused by arduino-esp32 2.0.x and accepted from
 3.1. A certificate with no SAN extension at all falls back to the subject CN and is accepted
-by every core; trustme cannot make that one, so `cn_only_ip` builds it with `cryptography`.
+by every core. trustme cannot make that one, nor a self-signed leaf, so `cn_only_ip` and
+`self_signed` are built with `cryptography`.
 
 Private keys are written with mode 0600, like any key a server reads.
 """
@@ -77,7 +78,7 @@ class ServerCert:
     identities: tuple[str, ...]
     cert_pem: Path
     key_pem: Path
-    authority: Authority
+    authority: Authority | None  # None: self-signed
     not_before: datetime.datetime
     not_after: datetime.datetime
     fingerprint: str
@@ -143,11 +144,11 @@ class Pki:
         chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
         return self._store(name, identities, authority, chain, leaf.private_key_pem.bytes())
 
-    def dns(self, host: str | None = None) -> ServerCert:
-        """The ordinary case: SAN DNS:`host` (default: the Pki's hostname), from the main CA.
-        Every core accepts it."""
+    def dns(self, host: str | None = None, ca: str = "main") -> ServerCert:
+        """The ordinary case: SAN DNS:`host` (default: the Pki's hostname), from the CA called
+        `ca` (the main one unless a rotation drill says "new"). Every core accepts it."""
         host = host or self.hostname
-        return self._kind(f"dns-{host}", host)
+        return self._kind(f"dns-{host}" if ca == "main" else f"dns-{host}-{ca}-ca", host, ca=ca)
 
     def ip(self, address: str | None = None) -> ServerCert:
         """SAN IP:`address` (default: the Pki's address) only, as trustme makes it: refused
@@ -185,27 +186,44 @@ class Pki:
     def cn_only_ip(self, address: str | None = None) -> ServerCert:
         """A leaf whose only identity is `address` in the subject CN: no subjectAltName.
 
-        Built with `cryptography` and signed by the main CA, with the extensions a real
-        server certificate has (basicConstraints CA:false, keyUsage, extendedKeyUsage
-        serverAuth, key identifiers). Mbed TLS falls back to the CN when there is no SAN
-        extension, so every core accepts it; OpenSSL-based clients do not.
+        Signed by the main CA, with the extensions a real server certificate has. Mbed TLS
+        falls back to the CN when there is no SAN extension, so every core accepts it;
+        OpenSSL-based clients do not.
         """
-        address = address or self.address
+        address = str(ipaddress.ip_address(address or self.address))
         name = f"cn-only-{address}"
-        if name in self._certs:
-            return self._certs[name]
-        address = str(ipaddress.ip_address(address))
-        authority = self.authority()
-        ca_cert = x509.load_pem_x509_certificate(authority.ca.cert_pem.bytes())
-        ca_key = load_pem_private_key(authority.ca.private_key_pem.bytes(), password=None)
+        if name not in self._certs:
+            self._hand_made(name, address, sans=(), signer=self.authority())
+        return self._certs[name]
+
+    def self_signed(self, host: str | None = None) -> ServerCert:
+        """SAN DNS:`host`, signed by its own key, as `openssl req -x509` or a device's web
+        UI makes one: no CA a device trusts vouches for it."""
+        host = host or self.hostname
+        name = f"self-signed-{host}"
+        if name not in self._certs:
+            self._hand_made(name, host, sans=(x509.DNSName(host),), signer=None)
+        return self._certs[name]
+
+    def _hand_made(self, name: str, identity: str, sans: tuple[x509.GeneralName, ...],
+                   signer: "Authority | None") -> ServerCert:
+        """A leaf trustme cannot make, built with `cryptography`: subject CN `identity`, the
+        given SANs (none: no SAN extension at all), basicConstraints CA:false, keyUsage,
+        extendedKeyUsage serverAuth and key identifiers; signed by `signer`'s CA, or by its
+        own key when `signer` is None."""
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
                 x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, name),
-                x509.NameAttribute(NameOID.COMMON_NAME, address),
+                x509.NameAttribute(NameOID.COMMON_NAME, identity),
             ]
         )
+        if signer is None:
+            issuer, signing_key = subject, key
+        else:
+            issuer = x509.load_pem_x509_certificate(signer.ca.cert_pem.bytes()).subject
+            signing_key = load_pem_private_key(signer.ca.private_key_pem.bytes(), password=None)
         usage = x509.KeyUsage(
             digital_signature=True,
             content_commitment=False,
@@ -217,10 +235,10 @@ class Pki:
             encipher_only=False,
             decipher_only=False,
         )
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
-            .issuer_name(ca_cert.subject)
+            .issuer_name(issuer)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(VALID_FROM)
@@ -228,17 +246,17 @@ class Pki:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(usage, critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signing_key.public_key()),
                 critical=False,
             )
-            .sign(ca_key, hashes.SHA256())
         )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+        cert = builder.sign(signing_key, hashes.SHA256())
         key_pem = key.private_bytes(Encoding.PEM, PrivateFormat.TraditionalOpenSSL, NoEncryption())
-        return self._store(name, (address,), authority, cert.public_bytes(Encoding.PEM), key_pem)
+        return self._store(name, (identity,), signer, cert.public_bytes(Encoding.PEM), key_pem)
 
     def bundle(self, *authorities: Authority) -> str:
         """The PEM text of several CA certificates, one after the other: a sketch's trust list."""
@@ -262,7 +280,7 @@ class Pki:
         self,
         name: str,
         identities: tuple[str, ...],
-        authority: Authority,
+        authority: "Authority | None",
         chain_pem: bytes,
         key_pem: bytes,
     ) -> ServerCert:

@@ -67,18 +67,19 @@ class OtaScenario:
             self.timings[step] += time.monotonic() - started
 
     # --- the server side --------------------------------------------------------------
-    def listen(self, cert: ServerCert, name: str | None = None) -> Listener:
-        """An HTTPS listener presenting `cert` (named after it unless `name` says otherwise).
+    def listen(self, cert: ServerCert, name: str | None = None, tls_versions: tuple[str, ...] = ()) -> Listener:
+        """An HTTPS listener presenting `cert` (named after it and the TLS versions, unless
+        `name` says otherwise), offering only `tls_versions` if given.
 
         A listener keeps the port its name had in an earlier scenario of the session, when
         that port is still free: the update URL, and so the build, stays the same, and a
         build that takes minutes with arduino-cli is made once."""
-        name = name or cert.name
+        name = name or "-".join((cert.name, *tls_versions))
         with self._timed("server"):
             try:
-                listener = self.server.add_listener(name, cert, self.ports.get(name, 0))
+                listener = self.server.add_listener(name, cert, self.ports.get(name, 0), tls_versions)
             except OSError:  # somebody took that port meanwhile
-                listener = self.server.add_listener(name, cert)
+                listener = self.server.add_listener(name, cert, tls_versions=tls_versions)
         self.ports[name] = listener.port
         return listener
 

@@ -73,6 +73,7 @@ LINES: tuple[Line, ...] = (
     Line("ntp_waiting", "NTP: waiting for time from {server}", SKETCH),
     Line("ntp_synced", "NTP: time is {time} UTC", SKETCH, {"time": _ISO}),
     Line("date_check_off", "Certificate date check: off (the stock core accepts any dates)", SKETCH),
+    Line("insecure_mode", "TLS: setInsecure(), any server certificate is accepted: INSECURE", SKETCH),
     Line("update_checking", "Update: checking {url}", SKETCH, {"url": r"\S+"}),
     Line("cert_dates_ok", "Certificate: valid {not_before} to {not_after} UTC", SKETCH,
          {"not_before": _ISO, "not_after": _ISO}),

@@ -53,6 +53,8 @@ CHUNK_SIZE = 4096
 OCTET_STREAM = "application/octet-stream"
 CLOSED = "closed"
 SHUTDOWN = "server shutdown"
+TLS_VERSIONS = {"TLSv1": ssl.TLSVersion.TLSv1, "TLSv1.1": ssl.TLSVersion.TLSv1_1,
+                "TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 _ALERT_REASON = re.compile(r"(?:SSLV3|TLSV1|TLSV13)_ALERT_(?P<name>\w+)")
 
 
@@ -108,10 +110,12 @@ class RequestRecord:
 
 @dataclass
 class TlsRecord:
-    """How the TLS handshake went: version and cipher if it succeeded, else the error text
-    and the alert the client sent (None when the failure was not a client's alert)."""
+    """How the TLS handshake went: the certificate the server presented (its ServerCert
+    name), version and cipher if it succeeded, else the error text and the alert the client
+    sent (None when the failure was not a client's alert)."""
 
     ok: bool
+    certificate: str | None = None
     version: str | None = None
     cipher: str | None = None
     error: str | None = None
@@ -178,14 +182,28 @@ class Listener:
 
     The socket is bound when the listener is added, so `port` is known at once (port 0 picks
     a free one). The certificate is loaded at each handshake: assigning `cert` changes what
-    the next connection sees, as when a server's certificate is renewed.
+    the next connection sees, as when a server's certificate is renewed or moved to a new CA.
+    `tls_versions` limits the protocol versions offered, e.g. ("TLSv1", "TLSv1.1") for a
+    legacy server; empty means what Python's ssl offers by default (TLS 1.2 and 1.3).
     """
 
     name: str
     cert: ServerCert
     port: int
     sock: socket.socket = field(repr=False)
+    tls_versions: tuple[str, ...] = ()
     server: asyncio.Server | None = field(default=None, repr=False)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The server side of the next handshake: this listener's certificate and versions."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert.cert_pem, self.cert.key_pem)
+        if self.tls_versions:
+            versions = [TLS_VERSIONS[name] for name in self.tls_versions]
+            context.minimum_version, context.maximum_version = min(versions), max(versions)
+            if context.minimum_version < ssl.TLSVersion.TLSv1_2:
+                context.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 refuses TLS < 1.2 above level 0
+        return context
 
 
 @dataclass
@@ -261,13 +279,17 @@ class UpdateServer:
     def log(self) -> ServerLog:
         return ServerLog(self.record_path)
 
-    def add_listener(self, name: str, cert: ServerCert, port: int = 0) -> Listener:
-        """Listen on `port` (0: a free one) presenting `cert`; before or after `start()`."""
+    def add_listener(self, name: str, cert: ServerCert, port: int = 0, tls_versions: tuple[str, ...] = ()) -> Listener:
+        """Listen on `port` (0: a free one) presenting `cert`, offering only `tls_versions`
+        if given (see Listener); before or after `start()`."""
         if name in self.listeners:
             raise ValueError(f"listener {name!r} exists already")
+        for version in tls_versions:
+            if version not in TLS_VERSIONS:
+                raise ValueError(f"TLS version {version!r} is not one of {', '.join(TLS_VERSIONS)}")
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.create_server((self.host, port), family=family)
-        listener = Listener(name, cert, sock.getsockname()[1], sock)
+        listener = Listener(name, cert, sock.getsockname()[1], sock, tuple(tls_versions))
         self.listeners[name] = listener
         if self._loop is not None:
             self._call(self._serve(listener))
@@ -487,25 +509,24 @@ class _Connection(asyncio.Protocol):
         self._handshake = asyncio.get_running_loop().create_task(self._start_tls())
 
     async def _start_tls(self) -> None:
-        cert = self._listener.cert
+        certificate = self._listener.cert.name
         try:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(cert.cert_pem, cert.key_pem)
+            context = self._listener.ssl_context()
             context.sni_callback = self._on_sni
             transport = await asyncio.get_running_loop().start_tls(
                 self._transport, self, context, server_side=True,
                 ssl_handshake_timeout=self._server.handshake_timeout,
             )
         except OSError as error:  # ssl.SSLError, a reset, the handshake timeout, no key file
-            self.record.tls = TlsRecord(ok=False, error=str(error) or type(error).__name__,
-                                        alert=tls_alert(error))
+            self.record.tls = TlsRecord(ok=False, certificate=certificate,
+                                        error=str(error) or type(error).__name__, alert=tls_alert(error))
             log.info("TLS handshake with %s on %s failed: %s", self.record.peer,
                      self.record.listener, self.record.tls.error)
             self.finish(CLOSED)
             return
         ssl_object = transport.get_extra_info("ssl_object")
         self.record.tls = TlsRecord(
-            ok=True, version=ssl_object.version(), cipher=ssl_object.cipher()[0]
+            ok=True, certificate=certificate, version=ssl_object.version(), cipher=ssl_object.cipher()[0]
         )
         self._transport = transport
         self._handler = self._server._runner.server()

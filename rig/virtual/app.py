@@ -3,7 +3,7 @@ the image it boots.
 
 The sketch's flow (its comment block is the specification, rig/protocol.py the lines):
 setup() prints the version, joins Wi-Fi, waits for NTP time and says whether it checks
-certificate dates; loop() checks for an update every 10 s: with the date check on it connects
+certificate dates (and when it was built with setInsecure()); loop() checks for an update every 10 s: with the date check on it connects
 first and reads the server certificate's dates against NTP time, then runs httpUpdate on the
 same connection with rebootOnUpdate(false), prints the core's result and restarts after
 HTTP_UPDATE_OK. The twin's network is the host's loopback: every hostname resolves to
@@ -61,11 +61,13 @@ def setup(core: Core, config: SketchConfig) -> None:
     core.report("ntp_synced", time=utc_now().strftime(TIME_FORMAT))
     if not config.check_dates:
         core.report("date_check_off")
+    if config.insecure:
+        core.report("insecure_mode")
 
 
 def check_for_update(core: Core, config: SketchConfig, http_update: HttpUpdate) -> None:
     core.report("update_checking", url=config.update_url)
-    client = SecureClient(core, config.ca_bundle)
+    client = SecureClient(core, None if config.insecure else config.ca_bundle)
     if config.check_dates and not dates_acceptable(core, config, client):
         return
     result = http_update.update(client, config.update_url, config.version)

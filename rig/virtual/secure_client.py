@@ -22,9 +22,10 @@ LWIP_FIRST_FD = 48  # lwIP numbers its sockets from here; the device's logs show
 
 
 class SecureClient:
-    """One WiFiClientSecure object: setCACert(), connect(), read/write, stop(), lastError()."""
+    """One WiFiClientSecure object: setCACert() (or setInsecure(): `ca_bundle` None), connect(),
+    read/write, stop(), lastError()."""
 
-    def __init__(self, core: Core, ca_bundle: str) -> None:
+    def __init__(self, core: Core, ca_bundle: str | None) -> None:
         self.core = core
         self.ca_bundle = ca_bundle
         self.session: tls.TlsSession | None = None

@@ -755,20 +755,21 @@ def _tcp_connect(address: str, port: int, timeout: float) -> socket.socket:
     return sock
 
 
-def connect(host: str, port: int, ca_bundle: str, profile: Profile, *, timeout: float = 5.0,
+def connect(host: str, port: int, ca_bundle: str | None, profile: Profile, *, timeout: float = 5.0,
             address: str | None = None) -> TlsSession:
     """start_ssl_client() with setCACert(ca_bundle): TCP, then TLS 1.2 with the profile's checks.
+    `ca_bundle` None is setInsecure(): MBEDTLS_SSL_VERIFY_NONE, no chain, name or date check.
 
     host is the URL host (TLS name and SNI); address is the IP dialled (default: host if it is an
     IP literal, else 127.0.0.1, as the twin resolves every name). Raises TlsError.
     """
-    if not ca_bundle or not ca_bundle.strip():
+    if ca_bundle is not None and not ca_bundle.strip():
         # No CA, no bundle, no PSK, not insecure: start_ssl_client() returns -1 before the socket.
         raise TlsError(-1, "no CA certificate set: TLS not started", stage="setup")
     dial = address or (host if _is_ip(host) else "127.0.0.1")
     sock = _tcp_connect(dial, port, timeout)
     try:
-        trusted = load_ca_bundle(ca_bundle)
+        trusted = None if ca_bundle is None else load_ca_bundle(ca_bundle)
     except MbedError as exc:
         sock.close()
         raise TlsError.from_mbedtls(exc, "setup") from None
@@ -788,7 +789,7 @@ class TlsSession:
     """An established TLS 1.2 connection (see connect())."""
 
     def __init__(self, sock: socket.socket, host: str, profile: Profile,
-                 trusted: list[Certificate]) -> None:
+                 trusted: list[Certificate] | None) -> None:
         self._sock = sock
         self.host = host
         self.profile = profile
@@ -905,10 +906,13 @@ class TlsSession:
                 if -exc.err == ERR_UNKNOWN_SIG_ALG:
                     continue  # Mbed TLS skips these too
                 return  # Mbed TLS refuses the message itself (bad_certificate + parse error)
-        code, flags = check_server_certificate(chain, self._trusted, self.host, self.profile,
-                                               self._stream.suite)
         self.peer_chain = chain
         self.peer_certificate = chain[0] if chain else None
+        if self._trusted is None:  # setInsecure(): whatever the server sent is accepted
+            self._verified = True
+            return
+        code, flags = check_server_certificate(chain, self._trusted, self.host, self.profile,
+                                               self._stream.suite)
         self.verify_flags = flags
         if code == 0:
             self._verified = True

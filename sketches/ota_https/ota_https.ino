@@ -4,7 +4,8 @@
  * secure, for arduino-esp32 2.0.x and 3.x.
  *
  * Every setting comes from ota_config.h, which the rig generates (rig/build.py): version, update
- * URL, CA bundle, Wi-Fi, NTP server, OTA_CHECK_DATES. No secret and no CA is written here.
+ * URL, CA bundle, Wi-Fi, NTP server, OTA_CHECK_DATES, OTA_INSECURE. No secret and no CA is
+ * written here.
  * Every line goes out through report(), one call for each line. Each format is an entry of
  * rig/protocol.py (tests/unit/test_protocol.py checks that they match, both ways). The Python
  * twin (rig/virtual/app.py) follows this flow line for line:
@@ -13,6 +14,7 @@
  *   firmware_version; wifi_connecting, join Wi-Fi, wifi_connected;
  *   ntp_waiting, wait for a clock past 2020-01-01, ntp_synced;
  *   date_check_off                             only when OTA_CHECK_DATES is 0
+ *   insecure_mode                              only when OTA_INSECURE is 1
  * loop(), one update check:
  *   update_checking
  *   OTA_CHECK_DATES: connect to the URL's host and port first and read the server certificate
@@ -200,14 +202,22 @@ void setup() {
   if (!OTA_CHECK_DATES) {
     report("Certificate date check: off (the stock core accepts any dates)");
   }
+  if (OTA_INSECURE) {
+    report("TLS: setInsecure(), any server certificate is accepted: INSECURE");
+  }
 }
 
 void loop() {
   report("Update: checking %s", OTA_UPDATE_URL);
   WiFiClientSecure client;
-  // Trust only the CA bundle the rig built in; never setInsecure(). setCACert() makes the
-  // verification required: any failure of the chain or the name ends the handshake.
-  client.setCACert(OTA_CA_BUNDLE);
+  // Trust only the CA bundle the rig built in. setCACert() makes the verification required:
+  // any failure of the chain or the name ends the handshake. OTA_INSECURE exists only to show
+  // what setInsecure() lets in (any server, so anybody in the middle): never ship it.
+  if (OTA_INSECURE) {
+    client.setInsecure();
+  } else {
+    client.setCACert(OTA_CA_BUNDLE);
+  }
   // Without this, httpUpdate restarts inside update() and never returns HTTP_UPDATE_OK, so
   // the result would never be printed (reference, section 6). This sketch prints first, then
   // restarts.

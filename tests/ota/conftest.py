@@ -4,8 +4,11 @@ with esptool."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rig import firmware
 from rig.build import Artifacts
+from rig.monitor import Monitor
 from rig.ota import OtaScenario
 from rig.server import ConnectionRecord
 
@@ -29,3 +32,15 @@ def refused_before_any_request(ota: OtaScenario) -> ConnectionRecord:
     failures = log.handshake_failures()
     assert len(failures) == 1, f"expected one refused handshake, the server saw {len(failures)}"
     return failures[0]
+
+
+def recovers_once_fixed(ota: OtaScenario, monitor: Monitor, fix: Callable[[], None], new: Artifacts,
+                        old_version: str = "0.1") -> None:
+    """After a refused update: `fix()` puts the server right, a reset finds the device still on
+    `old_version`, it takes `new` at once, and esptool finds `new` in the slot otadata selects."""
+    fix()
+    ota.reset()
+    monitor.expect_sequence([("reset", {"reason": "POWERON_RESET"}), ("firmware_version", {"version": old_version}),
+                             "update_ok", ("reset", {"reason": "SW_CPU_RESET"}),
+                             ("firmware_version", {"version": new.version})], timeout=2 * BOOT_TIMEOUT)
+    assert_boots_slot_holding(ota, new)

@@ -14,7 +14,7 @@ from rig.build import Artifacts
 from rig.firmware import PartitionTable
 from rig.server import Fault, RequestRecord
 
-from .conftest import BOOT_TIMEOUT, assert_boots_slot_holding
+from .conftest import BOOT_TIMEOUT, recovers_once_fixed
 
 Tamper = Callable[[Artifacts], dict]  # the good build -> keyword arguments for ota.offer
 
@@ -31,13 +31,7 @@ def refused_then_recovers(ota, pki, tamper: Tamper, code: int, text: str, *befor
     monitor.expect_sequence([("firmware_version", {"version": "0.1"}), *before,
                              ("update_failed", {"code": str(code), "text": text})], timeout=BOOT_TIMEOUT)
     (refused,) = ota.server_log.requests()
-
-    ota.offer(new)
-    ota.reset()
-    monitor.expect_sequence([("reset", {"reason": "POWERON_RESET"}), ("firmware_version", {"version": "0.1"}),
-                             "update_ok", ("reset", {"reason": "SW_CPU_RESET"}),
-                             ("firmware_version", {"version": "0.2"})], timeout=2 * BOOT_TIMEOUT)
-    assert_boots_slot_holding(ota, new)
+    recovers_once_fixed(ota, monitor, lambda: ota.offer(new), new)
     return refused
 
 

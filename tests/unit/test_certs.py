@@ -102,6 +102,22 @@ def test_other_ca_leaf_does_not_verify_against_the_main_ca(pki):
     leaf.verify_directly_issued_by(ca_of(pki.authority("other")))
 
 
+def test_self_signed_leaf_is_its_own_issuer_and_names_the_host(pki):
+    cert = pki.self_signed()
+    leaf = leaf_of(cert)
+    assert leaf.issuer == leaf.subject and cert.authority is None
+    leaf.verify_directly_issued_by(leaf)
+    assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName) == ["ota.local"]
+    assert leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+
+
+def test_dns_from_the_new_ca_is_a_second_certificate_for_the_same_host(pki):
+    rotated = pki.dns(ca="new")
+    assert rotated is not pki.dns() and rotated.host == pki.dns().host
+    leaf_of(rotated).verify_directly_issued_by(ca_of(pki.authority("new")))
+
+
 def test_authorities_are_kept_by_name_and_kinds_by_identity(pki):
     assert pki.authority() is pki.authority("main")
     assert pki.authority("new") != pki.authority("main")
@@ -123,7 +139,7 @@ def test_bundle_parses_into_one_certificate_per_authority(pki):
     assert path.read_text() == pki.bundle(*authorities)
 
 
-@pytest.mark.parametrize("kind", ["dns", "ip", "expired", "not_yet_valid", "other_ca", "cn_only_ip"])
+@pytest.mark.parametrize("kind", ["dns", "ip", "expired", "not_yet_valid", "other_ca", "cn_only_ip", "self_signed"])
 def test_python_ssl_server_accepts_cert_and_key(pki, kind):
     cert = getattr(pki, kind)()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

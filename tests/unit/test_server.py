@@ -173,6 +173,44 @@ def test_record_shows_tls_1_2_as_the_device_speaks_it(server, pki):
     assert connection.tls.version == "TLSv1.2"
 
 
+def test_record_names_the_certificate_presented_and_follows_a_change(server, pki):
+    for cert in (pki.dns(), pki.dns(ca="new")):
+        server.listeners["main"].cert = cert
+        with connect(server, cert.authority) as tls:
+            send_request(tls)
+            http.client.HTTPResponse(tls).begin()
+    server.wait_idle()
+    assert [c.tls.certificate for c in server.log.connections()] == ["dns-ota.local", "dns-ota.local-new-ca"]
+
+
+def legacy_client(authority) -> ssl.SSLContext:
+    """A client that still speaks TLS 1.0 and 1.1 (OpenSSL 3 needs security level 0 for it)."""
+    context = ssl.create_default_context(cadata=authority.pem)
+    context.minimum_version = ssl.TLSVersion.TLSv1
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return context
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+def test_a_legacy_listener_offers_only_tls_1_0_and_1_1(server, pki):
+    listener = server.add_listener("legacy", pki.dns(), tls_versions=("TLSv1", "TLSv1.1"))
+    with socket.create_connection(("127.0.0.1", listener.port), timeout=5) as raw:
+        with legacy_client(pki.authority()).wrap_socket(raw, server_hostname="ota.local") as tls:
+            assert tls.version() == "TLSv1.1"
+    with pytest.raises(ssl.SSLError):  # a client that insists on TLS 1.2
+        with connect(server, pki.authority(), listener="legacy"):
+            pass
+    server.wait_idle()
+    ok, refused = server.log.connections()
+    assert ok.tls.ok and ok.tls.version == "TLSv1.1"
+    assert not refused.tls.ok
+
+
+def test_an_unknown_tls_version_is_refused_by_name(server, pki):
+    with pytest.raises(ValueError, match="'SSLv3' is not one of TLSv1, TLSv1.1, TLSv1.2, TLSv1.3"):
+        server.add_listener("legacy", pki.dns(), tls_versions=("SSLv3",))
+
+
 def test_firmware_folder_serves_a_bin_file(server, pki, image):
     response, body = get(server, pki, path="/firmware/app.bin")
     assert (response.status, body) == (200, image.read_bytes())
