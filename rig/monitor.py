@@ -8,6 +8,14 @@ Waiting works like pexpect. The monitor holds one cursor over the lines received
 `ExpectTimeout`, an AssertionError, so pytest shows it as a test failure. Its message names what
 was awaited and shows the last lines the port sent.
 
+Whatever the port sends, the monitor keeps reading and keeps it. A line is cut at MAX_LINE bytes
+(a board spewing binary, a lost newline). serial.log and `lines` hold each line as text: UTF-8 as
+it came, and as `\\xNN` every byte that is not printable text (invalid UTF-8; a control character
+such as NUL, ESC or a lone CR; a backslash, so that each one in the log starts an escape). Any
+log line thus reads back to exactly the bytes the port sent, and a terminal shows it safely.
+A port that goes away (a pulled cable) ends the line in flight and fails every wait with a
+sentence saying so, unless `reopen` brings the port back.
+
     monitor = Monitor(board_port, tmp_path / "serial.log").start()
     monitor.expect("update_checking", timeout=30)
     monitor.expect("update_failed", timeout=30, code=-1)
@@ -31,10 +39,24 @@ log = logging.getLogger(__name__)
 
 MAX_LINE = 4096  # bytes; a longer run without a newline is cut into pieces of this size
 TAIL = 15  # lines quoted in a failure message
+TAIL_WIDTH = 200  # characters quoted of each of them
 READ_SIZE = 4096
 
 FieldValue = Any  # compared as str(); a compiled re.Pattern is searched instead
 Expected = str | tuple[str, dict[str, FieldValue]]
+
+
+# What is not printable text: a backslash, C0 and C1 control characters except tab and LF, and
+# the lone surrogates that stand for invalid UTF-8 bytes after decoding with surrogateescape.
+_NOT_TEXT = re.compile(r"[\\\x00-\x08\x0b-\x1f\x7f-\x9f\udc80-\udcff]")
+
+
+def printable(raw: bytes) -> str:
+    """A line's bytes as log text: UTF-8 as it came; every byte that is not printable text, and
+    each backslash, as `\\xNN`; so the text reads back to exactly `raw`."""
+    def escape(match: re.Match[str]) -> str:
+        return "".join(f"\\x{byte:02x}" for byte in match.group().encode("utf-8", "surrogateescape"))
+    return _NOT_TEXT.sub(escape, raw.decode("utf-8", "surrogateescape"))
 
 
 class ExpectTimeout(AssertionError):
@@ -116,6 +138,8 @@ class Monitor:
         self._received: list[Received] = []
         self._cursor = 0
         self._bytes = 0
+        self._last_data = 0.0  # time.monotonic() of the last bytes read
+        self._lost: str | None = None  # the sentence saying the port went away, while it is away
         self._error: str | None = None
         self._stopping = threading.Event()
         self._stop_lock = threading.Lock()
@@ -159,9 +183,7 @@ class Monitor:
                 log.warning("monitor thread for %s did not stop within %.1f s", self.log_path, timeout)
                 return
             self._thread = None
-            if self._buffer:
-                self._add_line(bytes(self._buffer), classify=not self._overlong)
-                self._buffer.clear()
+            self._end_line()
             self._log.close()
             with self._changed:
                 self._done = True
@@ -179,30 +201,54 @@ class Monitor:
                 try:
                     data = self.port.read(max(1, min(self.port.in_waiting, READ_SIZE)))
                 except Exception as err:  # SerialException, OSError, a port closed under us
-                    if self._stopping.is_set() or self.reopen is None:
-                        raise
-                    log.warning("serial port of %s failed (%s): reopening it", self.log_path.name, err)
-                    self.port = self.reopen()
+                    if self._stopping.is_set():
+                        return
+                    self._went_away(err)
+                    if self.reopen is None:
+                        self._fail(self._lost)
+                        return
+                    try:
+                        self.port = self.reopen()
+                    except Exception as gone:  # it did not come back in time
+                        self._fail(f"{self._lost}, and did not come back ({_named(gone)})")
+                        return
                     self.reopened += 1
+                    with self._changed:
+                        self._lost = None
                     continue
                 if data:
                     self._feed(data)
-        except Exception as err:  # the port failed for good: reading ends
+        except Exception as err:  # the log cannot be written, a broken port object: reading ends
             if not self._stopping.is_set():
-                self._fail(f"{type(err).__name__}: {err}")
+                self._fail(f"the monitor failed ({_named(err)})")
         finally:
             with self._changed:
                 self._done = True
                 self._changed.notify_all()
 
-    def _fail(self, reason: str) -> None:
-        log.warning("serial port of %s failed: %s", self.log_path.name, reason)
+    def _went_away(self, err: Exception) -> None:
+        """Reading failed: the bytes in flight are lost, so the line being received ends here."""
+        self._end_line()
+        with self._changed:
+            self._lost = f"the serial port went away at {time.monotonic() - self.started_at:.3f} s ({_named(err)})"
+        log.warning("%s: %s", self.log_path.name, self._lost)
+
+    def _fail(self, reason: str | None) -> None:
+        log.warning("%s: reading the serial port ends: %s", self.log_path.name, reason)
         with self._changed:
             self._error = reason
             self._changed.notify_all()
 
+    def _end_line(self) -> None:
+        """Keep an unfinished line as a line of its own: the port went away or the monitor stopped."""
+        if self._buffer:
+            self._add_line(bytes(self._buffer), classify=not self._overlong)
+            self._buffer.clear()
+        self._overlong = False
+
     def _feed(self, data: bytes) -> None:
         self._bytes += len(data)
+        self._last_data = time.monotonic()
         self._buffer += data
         while True:
             end = self._buffer.find(b"\n", 0, MAX_LINE + 1)
@@ -220,7 +266,7 @@ class Monitor:
                 return
 
     def _add_line(self, raw: bytes, classify: bool = True) -> None:
-        text = raw.rstrip(b"\r").decode("utf-8", errors="backslashreplace")
+        text = printable(raw.rstrip(b"\r"))
         self._log.write(text + "\n")
         self._log.flush()
         now = time.monotonic()
@@ -333,10 +379,10 @@ class Monitor:
                 if left <= 0:
                     return
                 if self._done:  # the rest of the watch cannot happen: no evidence of absence
-                    reason = f"the serial port failed ({self._error})" if self._error else "the monitor stopped"
+                    reason = self._error or "the monitor stopped"
                     raise ExpectTimeout(
-                        f"Watching that event {describe(name, fields)} does not come for {within:g} s, "
-                        f"{reason} {within - left:.3f} s into it; {self._tail()}"
+                        f"Watching that event {describe(name, fields)} does not come for {within:g} s ended "
+                        f"{within - left:.3f} s into it: {reason}; {self._tail()}"
                     )
                 self._changed.wait(left)
 
@@ -354,19 +400,32 @@ class Monitor:
                     if wanted(item):
                         self._cursor = position
                         return item
-                if self._error is not None:
-                    raise ExpectTimeout(f"Waiting for {what}, the serial port failed ({self._error}); {self._tail()}")
                 if self._done:
-                    raise ExpectTimeout(f"Waiting for {what}, the monitor stopped; {self._tail()}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise ExpectTimeout(f"{what} did not come within {timeout:g} s; {self._tail()}")
-                self._changed.wait(left)
+                    raise ExpectTimeout(f"Waiting for {what}, {self._error or 'the monitor stopped'}; {self._tail()}")
+                now = time.monotonic()
+                if now >= deadline:
+                    if self._lost:
+                        why = f": {self._lost} and has not come back yet"
+                    elif self._bytes and now - self._last_data >= timeout:
+                        why = f", and the port has sent nothing for {now - self._last_data:.1f} s"
+                    else:
+                        why = ""
+                    raise ExpectTimeout(f"{what} did not come within {timeout:g} s{why}; {self._tail()}")
+                self._changed.wait(deadline - now)
 
     def _tail(self) -> str:
         if not self._bytes:
             return "no bytes at all came from the port"
         recent = self._received[-TAIL:]
-        shown = "\n".join(f"  [{item.elapsed:8.3f}] {item.text}" for item in recent)
+        shown = "\n".join(f"  [{item.elapsed:8.3f}] {_cut(item.text)}" for item in recent)
         partial = f"\n  (unfinished line: {bytes(self._buffer[-200:])!r})" if self._buffer else ""
         return f"the last {len(recent)} lines received:\n{shown}{partial}"
+
+
+def _cut(text: str) -> str:
+    """A line as a failure message quotes it: at most TAIL_WIDTH characters."""
+    return text if len(text) <= TAIL_WIDTH else f"{text[:TAIL_WIDTH]}... ({len(text) - TAIL_WIDTH} more characters)"
+
+
+def _named(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}"

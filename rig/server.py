@@ -215,6 +215,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     rate: float | None = None  # body bytes per second (None: as fast as the client reads)
     framing: str = "length"  # see Fault
+    drop_after: int | None = None  # see Fault
+    stall_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -226,16 +228,23 @@ class Fault:
     `Location` in `headers`). `md5`: this `x-MD5` instead of the body's ("" sends none).
     `framing`: "length" (Content-Length), "chunked" (Transfer-Encoding: chunked) or "close"
     (neither: the body ends when the server closes, as an HTTP/1.0 server does).
+    `drop_after`: send that many body bytes, then drop the connection (no close_notify, as a
+    crashed server or a broken link leaves it). `stall_after`: send that many body bytes, then
+    nothing more, keeping the connection open until the client gives up.
     """
 
     status: int | None = None
     headers: tuple[tuple[str, str], ...] = ()
     md5: str | None = None
     framing: str = "length"
+    drop_after: int | None = None
+    stall_after: int | None = None
 
     def __post_init__(self) -> None:
         if self.framing not in ("length", "chunked", "close"):
             raise ValueError(f"framing {self.framing!r} is not one of length, chunked, close")
+        if self.drop_after is not None and self.stall_after is not None:
+            raise ValueError("a body is either dropped or stalled, not both")
 
 
 @dataclass(frozen=True)
@@ -427,7 +436,7 @@ class UpdateServer:
         log.info("200 to %s at %s: sending %s", mac, version, offer.version)
         md5 = hashlib.md5(offer.image).hexdigest() if fault.md5 is None else fault.md5
         headers = {"Content-Type": OCTET_STREAM, **({"x-MD5": md5} if md5 else {}), **dict(fault.headers)}
-        return Reply(200, offer.image, headers, offer.rate, fault.framing)
+        return Reply(200, offer.image, headers, offer.rate, fault.framing, fault.drop_after, fault.stall_after)
 
     def _firmware(self, request: web.Request) -> Reply:
         """A `.bin` file directly inside the firmware folder; anything else, 404."""
@@ -454,15 +463,19 @@ async def _send(request: web.Request, record: RequestRecord, reply: Reply) -> we
     # "close": no length; to an HTTP/1.0 request aiohttp ends such a body by closing.
     record.status = reply.status
     record.content_length = response.content_length
+    stop = reply.drop_after if reply.drop_after is not None else reply.stall_after
     try:
         await response.prepare(request)
-        for start in range(0, len(body), CHUNK_SIZE):
-            chunk = body[start:start + CHUNK_SIZE]
+        for start in range(0, len(body) if stop is None else min(stop, len(body)), CHUNK_SIZE):
+            chunk = body[start:start + CHUNK_SIZE if stop is None else min(start + CHUNK_SIZE, stop)]
             await response.write(chunk)
             record.bytes_sent += len(chunk)
             # aiohttp only waits when the transport is full; yield anyway, so that a client's
             # reset is noticed before the next chunk instead of after the whole body.
             await asyncio.sleep(len(chunk) / reply.rate if reply.rate else 0)
+        if stop is not None:
+            await _stop_sending(request, record, dropped=reply.drop_after is not None)
+            return response
         await response.write_eof()
     except ConnectionError as error:
         log.info("%s %s: connection lost after %d of %d body bytes (%s)", request.method,
@@ -470,6 +483,20 @@ async def _send(request: web.Request, record: RequestRecord, reply: Reply) -> we
     else:
         record.complete = True
     return response
+
+
+async def _stop_sending(request: web.Request, record: RequestRecord, dropped: bool) -> None:
+    """The body stops here: drop the connection at once, or hold it open, sending nothing,
+    until the client closes it."""
+    transport = request.transport
+    if dropped:
+        log.info("%s %s: dropping the connection after %d body bytes (fault)", request.method,
+                 record.path, record.bytes_sent)
+        transport.abort()
+        return
+    log.info("%s %s: stalling after %d body bytes (fault)", request.method, record.path, record.bytes_sent)
+    while transport is not None and not transport.is_closing():
+        await asyncio.sleep(0.05)
 
 
 def _chunked(data: bytes) -> bytes:

@@ -198,6 +198,21 @@ class PtyServer:
             except OSError:
                 return
 
+    def inject(self, data: bytes) -> None:
+        """Put `data` on the host's side of the line, bytes the chip never sent (Wires' NOISE).
+        A full buffer is waited out for up to a second each time: a line at 115200 baud never
+        outruns a host that reads, so a test's noise reaches a reader whole."""
+        with self._lock:
+            view = memoryview(data)
+            while view and self._master >= 0:
+                try:
+                    view = view[os.write(self._master, view) :]
+                except BlockingIOError:
+                    if not select.select([], [self._master], [], 1.0)[1]:
+                        return  # nobody reads: the rest is lost, as on a real line
+                except OSError:
+                    return
+
     def serve_forever(self) -> None:
         while not self._closed:
             master = self._master
@@ -227,8 +242,10 @@ class Wires:
 
     Reads commands from a text stream, one a line: `EN 0` holds the chip in reset, `EN 1`
     releases it (the ROM latches IO0 then), `IO0 0` / `IO0 1` drive the boot-mode pin, `USB 0`
-    takes the port off the host and `USB 1` brings it back. Each command is answered with one
-    line, `ok` or `error: <why>`, once it took effect.
+    takes the port off the host and `USB 1` brings it back. `NOISE <hex bytes>` puts those bytes
+    on the host's side of the line as if the chip had sent them: what a flaky cable, a floating
+    TX pin during reset or a baud-rate mismatch delivers to the host. Each command is answered
+    with one line, `ok` or `error: <why>`, once it took effect.
     """
 
     PINS = {"EN": "en_low", "IO0": "io0_low"}
@@ -246,8 +263,14 @@ class Wires:
 
     def apply(self, command: str) -> str:
         words = command.split()
+        if words[:1] == ["NOISE"]:
+            try:
+                self.port.inject(bytes.fromhex("".join(words[1:])))
+            except ValueError:
+                return f"error: {command.strip()[:80]!r} is not NOISE followed by hex bytes (NOISE ff 00 1b)"
+            return "ok"
         if len(words) != 2 or words[0] not in (*self.PINS, "USB") or words[1] not in ("0", "1"):
-            return f"error: {command.strip()!r} is not one of EN 0, EN 1, IO0 0, IO0 1, USB 0, USB 1"
+            return f"error: {command.strip()!r} is not one of EN 0, EN 1, IO0 0, IO0 1, USB 0, USB 1, NOISE <hex bytes>"
         if words[0] == "USB":
             self.port.plug() if words[1] == "1" else self.port.unplug()
         else:

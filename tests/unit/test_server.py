@@ -58,8 +58,9 @@ def server(tmp_path, firmware, pki):
         yield server
 
 
-def connect(server, authority, host="ota.local", listener="main", maximum=None) -> ssl.SSLSocket:
-    """A TLS connection to a listener, trusting `authority` and checking `host`.
+def connect(server, authority, host="ota.local", listener="main", maximum=None, strict_eof=False) -> ssl.SSLSocket:
+    """A TLS connection to a listener, trusting `authority` and checking `host`; `strict_eof`
+    makes a close without close_notify an error instead of an ordinary end.
 
     Its receive buffer is small, like a device's, so a client that stops reading holds the
     server up instead of the kernel swallowing megabytes for it.
@@ -71,7 +72,7 @@ def connect(server, authority, host="ota.local", listener="main", maximum=None) 
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
     raw.settimeout(5)
     raw.connect(("127.0.0.1", server.listeners[listener].port))
-    return context.wrap_socket(raw, server_hostname=host)
+    return context.wrap_socket(raw, server_hostname=host, suppress_ragged_eofs=not strict_eof)
 
 
 def send_request(tls: ssl.SSLSocket, path="/update", headers=DEVICE_HEADERS, host="ota.local"):
@@ -393,3 +394,48 @@ def test_an_md5_fault_replaces_or_drops_x_md5(server, pki, image, md5):
 def test_an_image_can_be_offered_as_bytes(server, pki):
     server.offer("1.0.1", b"\xe9tampered")
     assert get(server, pki)[1] == b"\xe9tampered"
+
+
+def read_until_quiet(tls: ssl.SSLSocket, quiet: float) -> tuple[bytes, str]:
+    """Everything the server sends until it closes ("eof"), resets or stays quiet for `quiet` s."""
+    tls.settimeout(quiet)
+    data = b""
+    try:
+        while chunk := tls.recv(65536):
+            data += chunk
+    except TimeoutError:
+        return data, "quiet"
+    except (ssl.SSLError, ConnectionError):
+        return data, "broken"
+    return data, "eof"
+
+
+def test_a_drop_fault_sends_part_of_the_body_then_drops_without_close_notify(server, pki):
+    image = bytes(range(256)) * 64  # 16 KiB
+    server.offer("1.0.1", image, fault=Fault(drop_after=5000))
+    with connect(server, pki.authority(), strict_eof=True) as tls:
+        send_request(tls)
+        data, ending = read_until_quiet(tls, quiet=5)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"Content-Length: 16384" in head and body == image[:5000]
+    assert ending == "broken"  # TCP closed without a close_notify: ssl calls that an EOF violation
+    server.wait_idle()
+    [request] = server.log.requests()
+    assert (request.bytes_sent, request.complete) == (5000, False)
+
+
+def test_a_stall_fault_sends_part_of_the_body_then_holds_the_connection_silent(server, pki):
+    image = bytes(range(256)) * 64
+    server.offer("1.0.1", image, fault=Fault(stall_after=4096 + 100))
+    with connect(server, pki.authority()) as tls:
+        send_request(tls)
+        data, ending = read_until_quiet(tls, quiet=0.5)
+        assert ending == "quiet" and data.partition(b"\r\n\r\n")[2] == image[:4196]
+    server.wait_idle()  # the client closed: the server stops waiting and writes its record
+    [request] = server.log.requests()
+    assert (request.bytes_sent, request.complete) == (4196, False)
+
+
+def test_a_body_is_either_dropped_or_stalled():
+    with pytest.raises(ValueError, match="either dropped or stalled"):
+        Fault(drop_after=1, stall_after=1)
