@@ -541,6 +541,11 @@ class OtaEntry:
             return cls(seq, state, crc)
 
     @property
+    def is_whole(self) -> bool:
+        """Erased, or a seq with its CRC: not an entry a power cut left half-programmed."""
+        return self.to_bytes() == b"\xff" * _OTA_ENTRY.size or self.crc == _ota_crc(self.seq)
+
+    @property
     def is_valid(self) -> bool:
         """What the bootloader accepts: seq written, state not INVALID/ABORTED, CRC right."""
         return (
@@ -560,14 +565,14 @@ def boot_app0() -> bytes:
     return _sector(OtaEntry(1)) + _sector(OtaEntry(0))
 
 
-def _entries(otadata: bytes) -> tuple[OtaEntry, OtaEntry]:
+def ota_entries(otadata: bytes) -> tuple[OtaEntry, OtaEntry]:
     """The entries opening the two otadata sectors."""
     if len(otadata) < 2 * OTADATA_SECTOR:
         raise ValueError(f"otadata is two 4 KB sectors (0x2000 bytes), got 0x{len(otadata):x}")
     return OtaEntry.from_bytes(otadata), OtaEntry.from_bytes(otadata[OTADATA_SECTOR:])
 
 
-def _active_sector(entries: tuple[OtaEntry, OtaEntry]) -> int | None:
+def active_sector(entries: tuple[OtaEntry, OtaEntry]) -> int | None:
     """The sector whose valid entry has the larger seq (sector 0 on a tie), None if neither."""
     valid = [index for index, entry in enumerate(entries) if entry.is_valid]
     return max(valid, key=lambda index: entries[index].seq) if valid else None
@@ -579,8 +584,8 @@ def active_ota_slot(otadata: bytes, slot_count: int) -> int | None:
     None when neither entry is valid."""
     if slot_count < 1:
         raise ValueError("slot_count must be at least 1")
-    entries = _entries(otadata)
-    sector = _active_sector(entries)
+    entries = ota_entries(otadata)
+    sector = active_sector(entries)
     return None if sector is None else ((entries[sector].seq - 1) & 0xFFFFFFFF) % slot_count
 
 
@@ -593,10 +598,18 @@ def select_ota_slot(
     maps to `slot` -- as in IDF, re-selecting the running slot rewrites the same seq."""
     if not 0 <= slot < slot_count:
         raise ValueError(f"slot {slot} out of range for {slot_count} OTA slots")
-    entries = _entries(otadata)
-    sector = _active_sector(entries)
+    entries = ota_entries(otadata)
+    sector = active_sector(entries)
     if sector is None:
         return 0, OtaEntry(slot + 1, state).to_bytes()
     current, seq = entries[sector].seq, (slot + 1) % slot_count
     seq += -(-max(current - seq, 0) // slot_count) * slot_count
     return 1 - sector, OtaEntry(seq, state).to_bytes()
+
+
+def restate(otadata: bytes, sector: int, state: OtaState) -> bytes:
+    """The entry of `sector` rewritten with `state`, same seq and CRC: what the bootloader
+    (NEW -> PENDING_VERIFY, PENDING_VERIFY -> ABORTED) and esp_ota_mark_app_valid_cancel_rollback()
+    (-> VALID) write back into that sector, after erasing it."""
+    entry = ota_entries(otadata)[sector]
+    return OtaEntry(entry.seq, state, entry.crc).to_bytes()

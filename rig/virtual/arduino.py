@@ -13,8 +13,6 @@ those levels. Levels 3-5 add info, debug and verbose lines the twin does not pri
 
 from __future__ import annotations
 
-import time
-
 from .. import protocol
 from .chip import Chip, ResetReason
 from .profiles import Profile
@@ -29,10 +27,10 @@ class Core:
         self.chip = chip
         self.profile = profile
         self.debug_level = debug_level
-        self._started = time.monotonic()
+        self._started = chip.clock.now()
 
     def millis(self) -> int:
-        return int((time.monotonic() - self._started) * 1000)
+        return int((self.chip.clock.now() - self._started) * 1000)
 
     def println(self, text: str) -> None:
         self.chip.uart.print(text + "\r\n")

@@ -16,7 +16,7 @@ import struct
 
 from .. import firmware
 from ..firmware import FirmwareFormatError, PartitionTable
-from . import app
+from . import app, otadata
 from .chip import Chip, ResetReason
 from .rom import LeaveLoader, Loader
 
@@ -90,6 +90,8 @@ def second_stage(chip: Chip) -> None:
         log.info("bootloader: no valid partition table (%s)", err)
         give_up(chip)
         return
+    if table.otadata is not None and table.ota_slots:
+        otadata.bootloader_rollback_step(chip, table)
     for partition in boot_candidates(chip, table):
         image_bytes = chip.flash.read(partition.offset, partition.size)
         try:
@@ -97,6 +99,8 @@ def second_stage(chip: Chip) -> None:
         except FirmwareFormatError as err:
             log.info("bootloader: %s is not bootable (%s)", partition.name, err)
             continue
+        if table.otadata is not None:
+            otadata.mark_booting(chip, table, partition)
         log.info("bootloader: starting %s at 0x%x", partition.name, partition.offset)
         app.run(chip, table, partition, image)
         return

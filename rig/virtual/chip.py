@@ -297,6 +297,60 @@ class Uart:
         return round(40_000_000 / self.baud) & 0xFFFFF
 
 
+class Clock:
+    """The chip's time base: seconds of device time since the twin started.
+
+    Device time normally passes as real time. A rig may run it faster for a while (a time
+    lapse): every wait the device times — delay(), millis(), Stream and TLS timeouts — reads
+    this clock, so the device does exactly what it would do, only sooner. That is how a
+    scenario shows the 331 s arduino-esp32 2.0.14 takes to give up on a stalled download in
+    a few seconds. A lapse is bounded in device seconds and ends by itself, so a device never
+    runs its network timeouts fast for longer than the rig asked.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._real0 = time.monotonic()
+        self._device0 = 0.0
+        self._rate = 1.0
+        self._lapse_ends = 0.0  # device time at which a lapse falls back to rate 1
+
+    def now(self) -> float:
+        with self._lock:
+            return self._now()
+
+    def _now(self) -> float:
+        elapsed = (time.monotonic() - self._real0) * self._rate
+        if self._rate != 1.0 and self._device0 + elapsed >= self._lapse_ends:
+            # The lapse ran out: rebase at its end and go on at real speed.
+            lapsed_real = (self._lapse_ends - self._device0) / self._rate
+            self._real0 += lapsed_real
+            self._device0 = self._lapse_ends
+            self._rate = 1.0
+            elapsed = time.monotonic() - self._real0
+        return self._device0 + elapsed
+
+    @property
+    def rate(self) -> float:
+        with self._lock:
+            self._now()
+            return self._rate
+
+    def lapse(self, rate: float, device_seconds: float) -> None:
+        """Run `rate` times faster for the next `device_seconds` of device time."""
+        if rate < 1:
+            raise ValueError(f"a time lapse runs at 1x or faster, not {rate:g}x")
+        with self._lock:
+            self._device0 = self._now()
+            self._real0 = time.monotonic()
+            self._rate = float(rate)
+            self._lapse_ends = self._device0 + device_seconds
+
+    def real_seconds(self, device_seconds: float) -> float:
+        """How long a wait of `device_seconds` takes in real time at the current rate."""
+        return max(0.0, device_seconds) / self.rate
+
+
 class Chip:
     """The ESP32-D0WD-V3: its parts, its registers, and the reset and strapping logic."""
 
@@ -320,6 +374,7 @@ class Chip:
         self._pending: ResetReason | None = None
         self._stopping = False
         self.boot_count = 0
+        self.clock = Clock()
 
     # --- registers -------------------------------------------------------------------
     def read_reg(self, addr: int) -> int:
@@ -365,15 +420,22 @@ class Chip:
             raise ChipReset(self._pending)
 
     def sleep(self, seconds: float) -> None:
-        """delay(): interrupted by a reset like everything the CPU does."""
-        deadline = time.monotonic() + seconds
+        """delay(), in device time: interrupted by a reset like everything the CPU does, and
+        shortened at once when a time lapse starts."""
+        deadline = self.clock.now() + seconds
         with self.cond:
             while True:
                 self.check_reset()
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self.clock.now()
                 if remaining <= 0:
                     return
-                self.cond.wait(remaining)
+                self.cond.wait(self.clock.real_seconds(remaining))
+
+    def time_lapse(self, rate: float, device_seconds: float) -> None:
+        """Run device time `rate` times faster for `device_seconds` (see Clock)."""
+        with self.cond:
+            self.clock.lapse(rate, device_seconds)
+            self.cond.notify_all()
 
     def software_reset(self, reason: ResetReason = ResetReason.SW_CPU_RESET) -> None:
         """esp_restart() and friends: a reset that keeps the latched strapping pins."""

@@ -28,6 +28,12 @@ class Profile:
     connect_failed_text: str  # format of the secure client's connect() line, one %d
     httpupdate_line: int
     httpclient_error_line: int  # HTTPClient.cpp's returnError() warning
+    # Stream::readBytes() on the secure client: 2.0.14 waits out the Stream timeout per byte
+    # (timedRead); 3.x NetworkClient::readBytes() (arduino-esp32 #9824) stops when read() < 0.
+    read_bytes_waits: bool
+    # The Stream timeout readBytes()/peek() use: Stream's default 1000 ms. The secure client's
+    # setTimeout() (HTTPClient passes 8 s) sets only its own field on 2.0.14, never Stream's.
+    stream_timeout: float = 1.0
     # Stock cores never check certificate dates: CONFIG_MBEDTLS_HAVE_TIME_DATE is off (9.4).
     stack_checks_dates: bool = False
 
@@ -50,6 +56,7 @@ PROFILES: dict[str, Profile] = {
             connect_failed_text="start_ssl_client: %d",
             httpupdate_line=234,
             httpclient_error_line=1483,
+            read_bytes_waits=True,
         ),
         Profile(
             name="arduino-esp32-3",
@@ -68,6 +75,7 @@ PROFILES: dict[str, Profile] = {
             # Line numbers vary by release (the reference does not pin this one).
             httpupdate_line=278,
             httpclient_error_line=1620,
+            read_bytes_waits=False,
         ),
     )
 }

@@ -1,6 +1,12 @@
 """WiFiClientSecure (arduino-esp32 2.0.x; NetworkClientSecure on 3.x): the sketch's TLS
 client over the twin's Mbed TLS client (tls.py), with the core's log lines and lastError().
 
+Every timeout here is in device seconds (the chip's clock, which a time lapse speeds up).
+`read_bytes` is Stream::readBytes() as each core has it (section 10 of the reference):
+2.0.14 reads byte by byte with timedRead(), waiting up to the Stream timeout (1000 ms: the
+secure client's setTimeout() never reaches Stream) for each; 3.x's NetworkClient::readBytes()
+stops at once when the secure client's read() has nothing (it returns -1).
+
 On a failed connect the core logs (shared/reference/esp32-ota-device.md, section 8.1), at
 debug level error: ssl_client.cpp's `_handle_error()` line with the Mbed TLS code and text,
 then the client's `connect(): start_ssl_client: <code>` line. A TCP failure logs the socket
@@ -11,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 
 from . import tls
 from .arduino import Core
@@ -81,11 +86,12 @@ class SecureClient:
             return False
 
     def _fill(self, timeout: float) -> bool:
-        """Wait up to `timeout` for more bytes; False if none came (or the peer closed)."""
+        """Wait up to `timeout` device seconds for more bytes; False if none came (or the peer
+        closed)."""
         if self._eof or self.session is None:
             return False
         try:
-            data = self.session.recv(16384, timeout)
+            data = self.session.recv(16384, self.core.chip.clock.real_seconds(timeout))
         except tls.TlsTimeout:
             return False
         except (tls.TlsError, OSError) as err:
@@ -99,26 +105,32 @@ class SecureClient:
 
     def read_line(self, timeout: float) -> bytes | None:
         """A header line without its CR LF; None on timeout or a closed connection."""
-        deadline = time.monotonic() + timeout
+        clock = self.core.chip.clock
+        deadline = clock.now() + timeout
         while b"\n" not in self._buffer:
-            if not self._fill(deadline - time.monotonic()):
+            if not self._fill(deadline - clock.now()):
                 return None
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line.rstrip(b"\r")
 
-    def read_bytes(self, count: int, timeout: float) -> bytes:
-        """Stream::readBytes(): up to `count` bytes, fewer when `timeout` passes or EOF."""
-        deadline = time.monotonic() + timeout
-        while len(self._buffer) < count and time.monotonic() < deadline:
-            if not self._fill(deadline - time.monotonic()):
+    def read_bytes(self, count: int) -> bytes:
+        """Stream::readBytes(): up to `count` bytes. 2.0.x: fewer when no byte came for the
+        Stream timeout, or at EOF (which it also waits out: read() keeps returning -1).
+        3.x: fewer as soon as nothing is buffered."""
+        profile = self.core.profile
+        while len(self._buffer) < count:
+            if not self._fill(profile.stream_timeout if profile.read_bytes_waits else 0.0):
+                if profile.read_bytes_waits and not self.connected:
+                    self.core.chip.sleep(profile.stream_timeout)  # timedRead() spins it out
                 break
         data, self._buffer = self._buffer[:count], self._buffer[count:]
         return data
 
-    def peek(self, timeout: float) -> int:
-        """The next byte without consuming it (timedRead(): waits up to `timeout`), or -1."""
+    def peek(self) -> int:
+        """The next byte without consuming it, or -1: timedRead(), waiting up to the Stream
+        timeout (2.0.14 WiFiClientSecure::peek; assumed the same on 3.x)."""
         if not self._buffer:
-            self._fill(timeout)
+            self._fill(self.core.profile.stream_timeout)
         return self._buffer[0] if self._buffer else -1
 
     def stop(self) -> None:

@@ -837,8 +837,8 @@ class TlsSession:
     def _read_socket(self, deadline: float) -> bytes:
         if self._closed:
             raise TlsError(-1, "connection closed", stage="io")
-        wait = deadline - time.monotonic()
-        if wait <= 0 or not select.select([self._sock], [], [], wait)[0]:
+        wait = max(0.0, deadline - time.monotonic())  # 0: a poll, for a read that must not wait
+        if not select.select([self._sock], [], [], wait)[0]:
             raise TimeoutError
         try:
             # python-mbedtls's input ring buffer holds 32 KB. With a partial record of up to

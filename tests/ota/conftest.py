@@ -15,12 +15,19 @@ from rig.server import ConnectionRecord
 BOOT_TIMEOUT = 10  # seconds from reset to the first check's result, with a margin for slow CI
 
 
-def assert_boots_slot_holding(ota: OtaScenario, artifacts: Artifacts) -> None:
-    """Read otadata and the slot it selects back with esptool: they hold the served image."""
+def assert_boots_slot_holding(ota: OtaScenario, artifacts: Artifacts,
+                              state: firmware.OtaState = firmware.OtaState.VALID) -> None:
+    """Read otadata and the slot it selects back with esptool: both otadata entries are whole
+    (erased or with a matching CRC, never half-written), the selected one is in rollback
+    `state` (VALID: the app confirmed itself at boot), and its slot holds the served image."""
     table = firmware.PartitionTable.from_bytes(artifacts.partitions.read_bytes())
     otadata = ota.read_flash(table.otadata.offset, 2 * firmware.OTADATA_SECTOR)
+    entries = firmware.ota_entries(otadata)
+    assert all(entry.is_whole for entry in entries), f"otadata is half-written: {entries}"
+    sector = firmware.active_sector(entries)
+    assert sector is not None, "otadata selects no slot"
+    assert entries[sector].state == state, f"the selected otadata entry is {entries[sector]}, not {state.name}"
     slot = firmware.active_ota_slot(otadata, len(table.ota_slots))
-    assert slot is not None, "otadata selects no slot"
     image = artifacts.app.read_bytes()
     assert ota.read_flash(table.ota_slots[slot].offset, len(image)) == image
 
