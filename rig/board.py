@@ -68,6 +68,10 @@ class SerialBoard:
     def __init__(self, port: str) -> None:
         self.port = port
 
+    def time_lapse(self, rate: float, device_seconds: float) -> float:
+        """A real chip's clock runs at its own pace: the rate in force is 1."""
+        return 1.0
+
     @functools.cached_property
     def chip(self) -> str:
         """The chip as esptool names it ("ESP32-D0WD-V3 (revision v3.0)"), asked once."""
@@ -147,14 +151,20 @@ class VirtualBoard(SerialBoard):
         if mac:
             argv += ["--mac", mac]
         started = time.monotonic()
-        env = {"RIG_UART_PACING": "1"} if pacing else {}
+        self._argv = argv
+        self._env = {**os.environ, "RIG_VIRTUAL_LOG": "INFO", **({"RIG_UART_PACING": "1"} if pacing else {})}
+        self._start_timeout = start_timeout
         self.log_path = self.workdir / "twin.log"
         self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                        env={**os.environ, "RIG_VIRTUAL_LOG": "INFO", **env})
-        super().__init__(self._await_listening(start_timeout))
+        super().__init__(self._spawn())
         self.start_seconds = time.monotonic() - started
         log.info("virtual board on %s (pid %d)", self.port, self.process.pid)
+
+    def _spawn(self) -> str:
+        """Start the twin process; its port URL once it listens."""
+        self.process = subprocess.Popen(self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self._log, env=self._env)
+        return self._await_listening(self._start_timeout)
 
     def _await_listening(self, timeout: float) -> str:
         assert self.process.stdout is not None
@@ -203,6 +213,30 @@ class VirtualBoard(SerialBoard):
             line.reset_input_buffer()
         self.wire("EN 1")
 
+    def power_cycle(self, off: float = 0.05) -> None:
+        """Cut the power and restore it after `off` seconds: the twin process is killed
+        (SIGKILL, mid-instruction) and started again on the same flash file, which keeps
+        every byte written before the cut, as a flash chip does. Over a pty it starts again
+        in download mode, like at first start; the port comes back at the same path."""
+        if self.transport == "pty":
+            Path(self.port).unlink(missing_ok=True)  # no reader may open a stale /dev/pts name
+        else:
+            self._argv[self._argv.index("--rfc2217") + 1] = self.port.rsplit(":", 1)[1]  # same port
+        self.process.kill()
+        self.process.wait()
+        self._close_streams()
+        time.sleep(off)
+        self.port = self._spawn()
+        log.info("virtual board power-cycled, now pid %d", self.process.pid)
+
+    def time_lapse(self, rate: float, device_seconds: float) -> float:
+        """Run the twin's clock `rate` times faster for its next `device_seconds` (see
+        rig.virtual.chip.Clock); the rate in force, 1 when the twin has no wires."""
+        if not self.wired:
+            return 1.0
+        self.wire(f"CLOCK {rate:g} {device_seconds:g}")
+        return rate
+
     def unplug(self) -> None:
         """Take the pty off the host, as a pulled cable (the chip keeps running)."""
         self.wire("USB 0")
@@ -223,13 +257,16 @@ class VirtualBoard(SerialBoard):
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._close_streams()
+        self._log.close()
+
+    def _close_streams(self) -> None:
         for stream in (self.process.stdin, self.process.stdout):
             if stream:
                 try:
                     stream.close()
                 except OSError:
                     pass
-        self._log.close()
 
 
 def read_until(line: serial.SerialBase, until: bytes, timeout: float, record: BinaryIO | None = None) -> bytes:

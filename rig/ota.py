@@ -24,12 +24,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import preflight
-from .board import SerialBoard
+from .board import REAPPEAR_TIMEOUT, SerialBoard
 from .build import ArduinoCliBuilder, Artifacts, SketchConfig, VirtualBuilder
 from .certs import Pki, ServerCert
 from .flash import Esptool, FlashError
 from .monitor import Monitor
-from .server import Fault, Listener, ServerLog, UpdateServer
+from .server import Fault, Listener, RequestRecord, ServerLog, UpdateServer
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,20 @@ class OtaScenario:
         in its place (a tampered copy), answering with `fault` if given."""
         self.server.offer(artifacts.version, artifacts.app if image is None else image, rate=rate, fault=fault)
 
+    def wait_for_download(self, at_least: int, timeout: float) -> RequestRecord:
+        """Wait until an answer has sent `at_least` body bytes, as the server sees it: a
+        download in progress, or one whose connection has ended since. Its record."""
+        deadline = time.monotonic() + timeout * self.board.time_scale
+        while True:
+            answers = self.server.sending() + self.server.log.requests()
+            for request in answers:
+                if request.bytes_sent >= at_least:
+                    return request
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no download reached {at_least} bytes within {timeout:g} s; "
+                                     f"the server sent {[r.bytes_sent for r in answers]}")
+            time.sleep(0.01)
+
     @property
     def server_log(self) -> ServerLog:
         """The server's record, once the connections in flight have closed and been written."""
@@ -143,6 +157,31 @@ class OtaScenario:
         """Press reset with the monitor running (everything the board says stays in the log)."""
         assert self._line is not None, "start() the board first"
         self.board.reset(self._line)
+
+    def power_cut(self) -> str:
+        """Cut the board's power wherever it is and bring it back, with the monitor following.
+
+        A twin's process is killed and started again on its flash ("power"); a real board has
+        EN pulled ("EN"), the nearest a bench without a power relay gets: the chip stops
+        mid-instruction either way and flash keeps what was written. Returns which it was."""
+        assert self.monitor is not None, "start() the board first"
+        if not hasattr(self.board, "power_cycle"):
+            self.reset()
+            return "EN"
+        reopened = self.monitor.reopened
+        self.board.power_cycle()
+        deadline = time.monotonic() + REAPPEAR_TIMEOUT
+        while self.monitor.reopened == reopened:  # the monitor finds the port again first
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the monitor did not find {self.board.port} again after the power cut")
+            time.sleep(0.01)
+        self.reset()  # power back with IO0 high: the chip boots from flash
+        return "power"
+
+    def time_lapse(self, rate: float, device_seconds: float) -> float:
+        """Let the board's next `device_seconds` pass `rate` times faster (a twin only);
+        returns the rate in force, to scale the timeouts that wait for it."""
+        return self.board.time_lapse(rate, device_seconds)
 
     def read_flash(self, offset: int, size: int) -> bytes:
         """Read flash back with esptool (the monitor stops: the port is esptool's now)."""

@@ -300,12 +300,14 @@ class Uart:
 class Clock:
     """The chip's time base: seconds of device time since the twin started.
 
-    Device time normally passes as real time. A rig may run it faster for a while (a time
-    lapse): every wait the device times — delay(), millis(), Stream and TLS timeouts — reads
-    this clock, so the device does exactly what it would do, only sooner. That is how a
-    scenario shows the 331 s arduino-esp32 2.0.14 takes to give up on a stalled download in
-    a few seconds. A lapse is bounded in device seconds and ends by itself, so a device never
-    runs its network timeouts fast for longer than the rig asked.
+    Device time normally passes as real time. A rig may speed it up for a while (a time
+    lapse), as simulators do: then device time moves only through the device's own waits —
+    delay(), Stream and TLS timeouts — each counted in full while it takes 1/rate of its
+    length in real time, and the host's own slowness counts for nothing. The device does
+    exactly what it would do, only sooner: that is how a scenario shows the 331 s
+    arduino-esp32 2.0.14 takes to give up on a stalled download in a few seconds. A lapse is
+    bounded in device seconds and ends by itself, or at the next reset, so a device never
+    runs fast for longer than the rig asked. Only the CPU thread waits on device time.
     """
 
     def __init__(self) -> None:
@@ -313,42 +315,52 @@ class Clock:
         self._real0 = time.monotonic()
         self._device0 = 0.0
         self._rate = 1.0
-        self._lapse_ends = 0.0  # device time at which a lapse falls back to rate 1
+        self._lapse_ends = 0.0  # device time at which a lapse falls back to real time
 
     def now(self) -> float:
         with self._lock:
-            return self._now()
-
-    def _now(self) -> float:
-        elapsed = (time.monotonic() - self._real0) * self._rate
-        if self._rate != 1.0 and self._device0 + elapsed >= self._lapse_ends:
-            # The lapse ran out: rebase at its end and go on at real speed.
-            lapsed_real = (self._lapse_ends - self._device0) / self._rate
-            self._real0 += lapsed_real
-            self._device0 = self._lapse_ends
-            self._rate = 1.0
-            elapsed = time.monotonic() - self._real0
-        return self._device0 + elapsed
+            if self._rate != 1.0:
+                return self._device0
+            return self._device0 + time.monotonic() - self._real0
 
     @property
     def rate(self) -> float:
         with self._lock:
-            self._now()
             return self._rate
 
     def lapse(self, rate: float, device_seconds: float) -> None:
         """Run `rate` times faster for the next `device_seconds` of device time."""
         if rate < 1:
             raise ValueError(f"a time lapse runs at 1x or faster, not {rate:g}x")
+        now = self.now()
         with self._lock:
-            self._device0 = self._now()
-            self._real0 = time.monotonic()
-            self._rate = float(rate)
-            self._lapse_ends = self._device0 + device_seconds
+            self._device0, self._rate, self._lapse_ends = now, float(rate), now + device_seconds
+
+    def end_lapse(self) -> None:
+        """Back to real time at once (a reset ends whatever the lapse was for)."""
+        now = self.now()
+        with self._lock:
+            self._device0, self._real0, self._rate = now, time.monotonic(), 1.0
 
     def real_seconds(self, device_seconds: float) -> float:
         """How long a wait of `device_seconds` takes in real time at the current rate."""
         return max(0.0, device_seconds) / self.rate
+
+    def waiting(self) -> tuple[float, float]:
+        """Call as a wait starts; hand the result to `waited`."""
+        with self._lock:
+            return time.monotonic(), self._rate
+
+    def waited(self, started: tuple[float, float], at_most: float) -> None:
+        """A wait that started at `started` is over: under a lapse, device time moves by the
+        real time it took times the rate, up to the wait's own length `at_most`."""
+        real_start, rate = started
+        with self._lock:
+            if rate == 1.0 or self._rate == 1.0:
+                return  # real time carried it
+            self._device0 += min((time.monotonic() - real_start) * rate, at_most)
+            if self._device0 >= self._lapse_ends:
+                self._real0, self._rate = time.monotonic(), 1.0
 
 
 class Chip:
@@ -403,6 +415,7 @@ class Chip:
         with self.cond:
             if en_low and not self.in_reset:
                 self.in_reset = True
+                self.clock.end_lapse()
                 self._pending = ResetReason.POWERON_RESET  # EN reset reads as power-on
                 log.info("EN low: chip held in reset")
             elif not en_low and self.in_reset:
@@ -429,7 +442,9 @@ class Chip:
                 remaining = deadline - self.clock.now()
                 if remaining <= 0:
                     return
+                started = self.clock.waiting()
                 self.cond.wait(self.clock.real_seconds(remaining))
+                self.clock.waited(started, remaining)
 
     def time_lapse(self, rate: float, device_seconds: float) -> None:
         """Run device time `rate` times faster for `device_seconds` (see Clock)."""
@@ -441,6 +456,7 @@ class Chip:
         """esp_restart() and friends: a reset that keeps the latched strapping pins."""
         with self.cond:
             self._pending = reason
+            self.clock.end_lapse()
         raise ChipReset(reason)
 
     def run(self, firmware: Callable[[Chip, ResetReason], None]) -> None:

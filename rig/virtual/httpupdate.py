@@ -28,7 +28,6 @@ FAILED, NO_UPDATES, OK = 0, 1, 2
 
 HEADER_TIMEOUT = 8.0  # HTTPUpdate's default HTTP timeout (8000 ms)
 CONNECT_TIMEOUT = 5.0  # HTTPClient's connect timeout, which overrides the secure client's
-BODY_TIMEOUT = 8.0  # readBytes() timeout while streaming the body
 PEEK_DELAY = 0.1  # handleUpdate() waits this long before peeking at the first body byte
 
 HTTPCLIENT_ERRORS = {
@@ -102,13 +101,16 @@ class HttpUpdate:
             return FAILED
         host, port = parts.hostname, parts.port or 443
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        response = self._get(client, host, port, path, current_version)
+        response = self.get(client, host, port, path, current_version)
         try:
             return self._handle(client, response)
         finally:
             client.stop()  # http.end()
 
-    def _get(self, client: SecureClient, host: str, port: int, path: str, version: str) -> Response:
+    def get(self, client: SecureClient, host: str, port: int, path: str, version: str) -> Response:
+        """HTTPClient.GET() as handleUpdate() sets it up: connect unless `client` is still
+        connected, the request with the core's headers, the answer's status and headers. The
+        sketch's verified update (verified_update.py) asks the same way."""
         if not client.connected and not client.connect(host, port, CONNECT_TIMEOUT):
             return self._http_error(CONNECTION_REFUSED)
         if not client.write(self._request(host, port, path, version)):
@@ -208,7 +210,7 @@ class HttpUpdate:
             self._log("E", 30, f"FreeSketchSpace to low ({target.size}) needed: {response.length}\n")
             return FAILED
         self.core.delay(PEEK_DELAY)
-        if client.peek(BODY_TIMEOUT) != 0xE9:
+        if client.peek() != 0xE9:
             self.last_error = BAD_HEADER
             self._log("E", 47, "Magic header does not start with 0xE9\n")
             return FAILED
@@ -226,7 +228,7 @@ class HttpUpdate:
             self.last_error = FAULTY_MD5
             self._log("E", 137, f"Update.setMD5 failed! ({response.md5})\n", "runUpdate")
             return False
-        if updater.write_stream(lambda n: client.read_bytes(n, BODY_TIMEOUT)) != response.length:
+        if updater.write_stream(client.read_bytes) != response.length:
             return self._update_failed(updater, "Update.writeStream failed! ({})\n", 145)
         if not updater.end():
             for tag, message in updater.idf_errors:

@@ -90,13 +90,17 @@ class SecureClient:
         closed)."""
         if self._eof or self.session is None:
             return False
+        clock = self.core.chip.clock
+        started = clock.waiting()
         try:
-            data = self.session.recv(16384, self.core.chip.clock.real_seconds(timeout))
+            data = self.session.recv(16384, clock.real_seconds(timeout))
         except tls.TlsTimeout:
             return False
         except (tls.TlsError, OSError) as err:
             log.info("read failed: %s", err)
             data = b""
+        finally:
+            clock.waited(started, timeout)
         if not data:
             self._eof = True
             return False

@@ -244,8 +244,10 @@ class Wires:
     releases it (the ROM latches IO0 then), `IO0 0` / `IO0 1` drive the boot-mode pin, `USB 0`
     takes the port off the host and `USB 1` brings it back. `NOISE <hex bytes>` puts those bytes
     on the host's side of the line as if the chip had sent them: what a flaky cable, a floating
-    TX pin during reset or a baud-rate mismatch delivers to the host. Each command is answered
-    with one line, `ok` or `error: <why>`, once it took effect.
+    TX pin during reset or a baud-rate mismatch delivers to the host. `CLOCK <rate> <seconds>`
+    is no wire but the simulator's own control: the chip's clock runs `rate` times faster for
+    its next `seconds` of device time (a time lapse, rig.virtual.chip.Clock). Each command is
+    answered with one line, `ok` or `error: <why>`, once it took effect.
     """
 
     PINS = {"EN": "en_low", "IO0": "io0_low"}
@@ -268,6 +270,12 @@ class Wires:
                 self.port.inject(bytes.fromhex("".join(words[1:])))
             except ValueError:
                 return f"error: {command.strip()[:80]!r} is not NOISE followed by hex bytes (NOISE ff 00 1b)"
+            return "ok"
+        if words[:1] == ["CLOCK"]:
+            try:
+                self.chip.time_lapse(*map(float, words[1:]))
+            except (TypeError, ValueError) as err:
+                return f"error: {command.strip()[:80]!r} is not CLOCK <rate> <device seconds> ({err})"
             return "ok"
         if len(words) != 2 or words[0] not in (*self.PINS, "USB") or words[1] not in ("0", "1"):
             return f"error: {command.strip()!r} is not one of EN 0, EN 1, IO0 0, IO0 1, USB 0, USB 1, NOISE <hex bytes>"

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from .. import firmware
 from ..firmware import FirmwareFormatError, Partition, PartitionTable
+from . import otadata
 from .chip import Chip
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ ERROR_TEXT = {
     8: "Wrong Magic Byte", 9: "Could Not Activate The Firmware", 10: "Partition Could Not be Found",
     11: "Bad Argument", 12: "Aborted",
 }
-ERROR_SIZE, ERROR_STREAM, ERROR_MD5, ERROR_MAGIC, ERROR_ACTIVATE, ERROR_NO_PARTITION, ERROR_ABORT = 5, 6, 7, 8, 9, 10, 12
+ERROR_SPACE, ERROR_SIZE, ERROR_STREAM, ERROR_MD5, ERROR_MAGIC, ERROR_ACTIVATE, ERROR_NO_PARTITION, ERROR_ABORT = (
+    4, 5, 6, 7, 8, 9, 10, 12)
 
 STREAM_EMPTY_READS = 300  # writeStream gives up after this many empty reads...
 STREAM_EMPTY_PAUSE = 0.1  # ...with this pause after each
@@ -108,15 +110,38 @@ class Updater:
                 self.chip.sleep(STREAM_EMPTY_PAUSE)
                 continue
             empty = 0
-            if self.progress == 0 and chunk[0] != firmware.IMAGE_MAGIC:
-                self._fail(ERROR_MAGIC)
-                return 0
-            self._md5.update(chunk)
-            self._buffer += chunk
-            self.progress += len(chunk)
+            if self.write(chunk) != len(chunk):
+                return self.progress
+        return self.progress
+
+    def write(self, data: bytes) -> int:
+        """Update.write(): take `data` into the 4096-byte buffer, programming each full one;
+        more than begin() announced fails with error 4, a first byte other than 0xE9 with
+        error 8. Returns the bytes taken (0 once the session has an error)."""
+        if self.error or self.target is None:
+            return 0
+        if len(data) > self.size - self.progress:
+            self._fail(ERROR_SPACE)
+            return 0
+        if self.progress == 0 and data and data[0] != firmware.IMAGE_MAGIC:
+            self._fail(ERROR_MAGIC)
+            return 0
+        chunk = data
+        while chunk:
+            room = SECTOR - len(self._buffer)
+            piece, chunk = chunk[:room], chunk[room:]
+            self._md5.update(piece)
+            self._buffer += piece
+            self.progress += len(piece)
             if len(self._buffer) == SECTOR or self.progress == self.size:
                 self._flush_buffer()
-        return self.progress
+        return len(data)
+
+    def abort(self) -> None:
+        """Update.abort(): the session ends with error 12 (Aborted). otadata is not touched, and
+        the slot's first 16 bytes were never programmed, so nothing written can boot."""
+        self._fail(ERROR_ABORT)
+        self._buffer.clear()
 
     def _flush_buffer(self) -> None:
         """Erase what this buffer lands on (a 64 KB block when block-aligned with a block's
@@ -139,7 +164,7 @@ class Updater:
 
     def end(self) -> bool:
         """Check, finish and activate: MD5, the held-back bytes, ESP-IDF's image verification,
-        then otadata points at the new slot (state NEW, rollback enabled as in the 2.0.14 core)."""
+        then otadata points at the new slot (state NEW: see otadata.py)."""
         assert self.target is not None
         if self.progress < self.size:
             return self._fail(ERROR_ABORT)
@@ -157,16 +182,7 @@ class Updater:
 
     def _switch_boot_partition(self) -> None:
         assert self.target is not None
-        otadata = self.table.otadata
-        slots = list(self.table.ota_slots)
-        assert otadata is not None
-        index = next(i for i, slot in enumerate(slots) if slot.offset == self.target.offset)
-        current = self.chip.flash.read(otadata.offset, 2 * firmware.OTADATA_SECTOR)
-        sector, entry = firmware.select_ota_slot(current, index, len(slots), firmware.OtaState.NEW)
-        address = otadata.offset + sector * firmware.OTADATA_SECTOR
-        self.chip.flash.erase(address, firmware.OTADATA_SECTOR)
-        self.chip.flash.program(address, entry)
-        log.info("otadata sector %d now boots %s", sector, self.target.name)
+        otadata.select(self.chip, self.table, self.target)
 
 
 def idf_image_error(err: FirmwareFormatError) -> str:

@@ -432,3 +432,39 @@ def test_spi_rdid_through_chip_registers(chip: Chip) -> None:
         chip.write_reg(base + offset, value)
     assert chip.read_reg(base + SPI_CMD) == 0
     assert chip.read_reg(base + SPI_W0) == 0x001640C8
+
+
+# --- the clock and its time lapse ----------------------------------------------------------
+
+
+def test_a_time_lapse_runs_device_waits_fast_and_counts_them_in_full(chip: Chip) -> None:
+    chip.time_lapse(100, 50)
+    before, started = chip.clock.now(), time.monotonic()
+    for _ in range(20):
+        chip.sleep(1.0)  # 20 device seconds
+        time.sleep(0.002)  # the host's own slowness: no device time under a lapse
+    assert time.monotonic() - started < 1.0
+    assert chip.clock.now() - before == pytest.approx(20.0, abs=0.05)
+
+
+def test_a_time_lapse_ends_after_its_device_seconds(chip: Chip) -> None:
+    chip.time_lapse(1000, 2)
+    chip.sleep(1.5)
+    assert chip.clock.rate == 1000
+    chip.sleep(1.0)  # crosses the end: the rest of the wait is real
+    assert chip.clock.rate == 1.0
+    started = time.monotonic()
+    chip.sleep(0.2)
+    assert time.monotonic() - started >= 0.19
+
+
+def test_a_reset_ends_a_time_lapse(chip: Chip) -> None:
+    chip.time_lapse(100, 1000)
+    with pytest.raises(ChipReset):
+        chip.software_reset()
+    assert chip.clock.rate == 1.0
+
+
+def test_a_lapse_is_never_slower_than_real_time(chip: Chip) -> None:
+    with pytest.raises(ValueError, match="1x or faster"):
+        chip.time_lapse(0.5, 10)
