@@ -28,6 +28,9 @@ class Profile:
     connect_failed_text: str  # format of the secure client's connect() line, one %d
     httpupdate_line: int
     httpclient_error_line: int  # HTTPClient.cpp's returnError() warning
+    # The oldest TLS the client accepts (an mbedtls TLSVersion name): 2.0.14's sdkconfig keeps
+    # CONFIG_MBEDTLS_SSL_PROTO_TLS1 and _TLS1_1 and sets no minimum; Mbed TLS 3.x has only 1.2+.
+    oldest_tls: str
     # Stream::readBytes() on the secure client: 2.0.14 waits out the Stream timeout per byte
     # (timedRead); 3.x NetworkClient::readBytes() (arduino-esp32 #9824) stops when read() < 0.
     read_bytes_waits: bool
@@ -57,6 +60,7 @@ PROFILES: dict[str, Profile] = {
             httpupdate_line=234,
             httpclient_error_line=1483,
             read_bytes_waits=True,
+            oldest_tls="TLSv1",
         ),
         Profile(
             name="arduino-esp32-3",
@@ -76,6 +80,7 @@ PROFILES: dict[str, Profile] = {
             httpupdate_line=278,
             httpclient_error_line=1620,
             read_bytes_waits=False,
+            oldest_tls="TLSv1_2",
         ),
     )
 }

@@ -778,11 +778,15 @@ def connect(host: str, port: int, ca_bundle: str | None, profile: Profile, *, ti
     return session
 
 
-_CONFIG = mtls.TLSConfiguration(
-    validate_certificates=False,  # MBEDTLS_SSL_VERIFY_OPTIONAL: the device's checks are ours
-    lowest_supported_version=mtls.TLSVersion.TLSv1_2,
-    highest_supported_version=mtls.TLSVersion.TLSv1_2,
-)
+def _configuration(profile: Profile) -> mtls.TLSConfiguration:
+    """The client's Mbed TLS configuration: verification is ours (MBEDTLS_SSL_VERIFY_OPTIONAL
+    underneath), TLS 1.2 at most, and as old as the profile's core allows (2.0.14's sdkconfig
+    keeps TLS 1.0 and 1.1; Mbed TLS 3.x has no TLS below 1.2)."""
+    return mtls.TLSConfiguration(
+        validate_certificates=False,
+        lowest_supported_version=mtls.TLSVersion[profile.oldest_tls],
+        highest_supported_version=mtls.TLSVersion.TLSv1_2,
+    )
 
 
 class TlsSession:
@@ -794,7 +798,7 @@ class TlsSession:
         self.host = host
         self.profile = profile
         self._trusted = trusted
-        self._tls = mtls.ClientContext(_CONFIG).wrap_buffers(host)  # SNI = host, IP or not
+        self._tls = mtls.ClientContext(_configuration(profile)).wrap_buffers(host)  # SNI = host, IP or not
         self._stream = _ServerStream()
         self._eof = False
         self._closed = False
@@ -806,9 +810,10 @@ class TlsSession:
     # -- properties --
     @property
     def version(self) -> str:
-        """"TLSv1.2", as mbedtls_ssl_get_version() says it."""
+        """"TLSv1.2" (or "TLSv1.1", "TLSv1"), as mbedtls_ssl_get_version() says it."""
         v = self._tls.negotiated_tls_version()
-        return {mtls.TLSVersion.TLSv1_2: "TLSv1.2", mtls.TLSVersion.TLSv1_3: "TLSv1.3"}.get(v, str(v))
+        return {mtls.TLSVersion.TLSv1: "TLSv1", mtls.TLSVersion.TLSv1_1: "TLSv1.1",
+                mtls.TLSVersion.TLSv1_2: "TLSv1.2", mtls.TLSVersion.TLSv1_3: "TLSv1.3"}.get(v, str(v))
 
     @property
     def cipher(self) -> str | None:

@@ -171,3 +171,31 @@ def test_set_insecure_lets_an_attacker_in_the_middle_install_its_firmware(ota, p
     (download,) = ota.server_log.downloads()
     assert download.complete and download.bytes_sent == planted.app.stat().st_size
     assert_boots_slot_holding(ota, planted)
+
+
+@pytest.mark.each_profile
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+def test_a_server_offering_only_tls_1_0_and_1_1(ota, pki, profile) -> None:
+    """A legacy server. arduino-esp32 2.0.14 builds Mbed TLS 2.28 with TLS 1.0 and 1.1 enabled
+    and sets no minimum version, so it updates over TLS 1.1: a downgrade nobody asked for.
+    3.x (Mbed TLS 3.6, TLS 1.2 and up only) refuses the ServerHello with a protocol_version
+    alert. Afterwards the server offers TLS 1.2 again and every device updates."""
+    listener = ota.listen(pki.dns(), tls_versions=("TLSv1", "TLSv1.1"))
+    old, new = ota.build("0.1", listener), ota.build("0.2", listener)
+    ota.offer(new)
+
+    monitor = ota.start(old)
+    if profile == "arduino-esp32-2.0":
+        monitor.expect_sequence(["update_ok", ("firmware_version", {"version": "0.2"})], timeout=2 * BOOT_TIMEOUT)
+        download = ota.server_log.connections()[0]
+        assert download.tls.version == "TLSv1.1" and download.requests[0].complete
+        assert_boots_slot_holding(ota, new)
+        return
+    handle_error = monitor.expect("core_log", timeout=BOOT_TIMEOUT, level="E", function="_handle_error")
+    assert handle_error.fields["message"].endswith("(-28288) SSL - Handshake protocol not within min/max boundaries")
+    monitor.expect_sequence([
+        ("update_failed", {"code": "-1", "text": "HTTP error: connection refused"}),
+        ("tls_error", {"code": "-28288", "text": "SSL - Handshake protocol not within min/max boundaries"}),
+    ], timeout=BOOT_TIMEOUT)
+    assert refused_before_any_request(ota).tls.alert == "protocol_version"
+    recovers_once_fixed(ota, monitor, lambda: setattr(listener, "tls_versions", ()), new)
