@@ -11,7 +11,9 @@ import re
 import pytest
 import serial
 
+from rig import firmware
 from rig.board import read_until, reset_and_read
+from rig.build import SketchConfig, VirtualBuilder
 
 from .conftest import esptool, flash_args
 
@@ -59,3 +61,30 @@ def test_after_erase_flash_the_rom_loops_on_an_invalid_header(flashed_board) -> 
     assert first.startswith(BANNER + b"rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n")
     assert first.count(b"invalid header: 0xffffffff\r\n") == 8
     assert b"Firmware version" not in seen and b"load:" not in seen
+
+
+def test_an_app_that_never_confirmed_itself_is_rolled_back_at_the_next_boot(pty_board, artifacts, tmp_path) -> None:
+    """otadata selects app1 in state PENDING_VERIFY: the bootloader booted it once and it never
+    reached initArduino()'s confirmation (a power cut, a crash). ESP-IDF's bootloader marks that
+    entry ABORTED and boots the slot the other entry selects: app0, the old firmware."""
+    newer = VirtualBuilder(tmp_path).build(SketchConfig.without_server("0.2"))
+    confirmed = firmware.OtaEntry(1, firmware.OtaState.VALID).to_bytes().ljust(firmware.OTADATA_SECTOR, b"\xff")
+    pending = firmware.OtaEntry(2, firmware.OtaState.PENDING_VERIFY).to_bytes().ljust(firmware.OTADATA_SECTOR, b"\xff")
+    (tmp_path / "otadata.bin").write_bytes(confirmed + pending)
+    files = [arg for offset, path in artifacts.flash_files() if offset != firmware.OTADATA_OFFSET
+             for arg in (f"0x{offset:x}", str(path))]
+    pty_board.enter_bootloader()
+    done = esptool(pty_board.port, "write-flash", *files, "0x150000", str(newer.app),
+                   "0xe000", str(tmp_path / "otadata.bin"), before="no-reset", after="no-reset")
+    assert done.returncode == 0, done.stdout
+
+    seen = reset_and_read(pty_board, b"Firmware version 0.1\r\n")
+    assert b"Firmware version 0.1\r\n" in seen and b"Firmware version 0.2" not in seen
+    pty_board.enter_bootloader()
+    done = esptool(pty_board.port, "read-flash", "0xe000", "0x2000", str(tmp_path / "after.bin"),
+                   before="no-reset", after="no-reset")
+    assert done.returncode == 0, done.stdout
+    otadata = (tmp_path / "after.bin").read_bytes()
+    entries = firmware.ota_entries(otadata)
+    assert entries[1].seq == 2 and entries[1].state == firmware.OtaState.ABORTED and entries[1].is_whole
+    assert firmware.active_ota_slot(otadata, 2) == 0
