@@ -3,11 +3,13 @@ the image it boots.
 
 The sketch's flow (its comment block is the specification, rig/protocol.py the lines):
 setup() prints the version, joins Wi-Fi, waits for NTP time and says whether it checks
-certificate dates (and when it was built with setInsecure()); loop() checks for an update every 10 s: with the date check on it connects
-first and reads the server certificate's dates against NTP time, then runs httpUpdate on the
-same connection with rebootOnUpdate(false), prints the core's result and restarts after
-HTTP_UPDATE_OK. The twin's network is the host's loopback: every hostname resolves to
-127.0.0.1, Wi-Fi is joined at once and NTP time is the host's clock.
+certificate dates (and when it was built with setInsecure() or a signing key); loop() checks
+for an update every 10 s: with the date check on it connects first and reads the server
+certificate's dates against NTP time, then runs httpUpdate on the same connection with
+rebootOnUpdate(false), prints the core's result and restarts after HTTP_UPDATE_OK. Built with
+a signing key, it runs its own verified download instead (verified_update.py). The twin's
+network is the host's loopback: every hostname resolves to 127.0.0.1, Wi-Fi is joined at once
+and NTP time is the host's clock.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from urllib.parse import urlsplit
 
 from ..build import SketchConfig
 from ..firmware import Image, Partition, PartitionTable
-from . import profiles
+from . import otadata, profiles
 from .arduino import Core
 from .chip import Chip
 from .httpupdate import CONNECT_TIMEOUT, CONNECTION_REFUSED, FAILED, HTTPCLIENT_ERRORS, OK, HttpUpdate, RunningApp
 from .secure_client import SecureClient
+from .verified_update import VerifiedUpdate, report_failure
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def run(chip: Chip, table: PartitionTable, partition: Partition, image: Image) -> None:
+    otadata.mark_valid(chip, table, partition)  # the core's initArduino(), before setup()
     descriptor = image.descriptor
     version = descriptor.version if descriptor else ""
     try:
@@ -47,8 +51,9 @@ def run(chip: Chip, table: PartitionTable, partition: Partition, image: Image) -
     setup(core, config)
     running = RunningApp(table, partition, image, chip.flash.read(partition.offset, image.length))
     http_update = HttpUpdate(core, running, chip_size=chip.flash.size)
+    verified = VerifiedUpdate(core, http_update, config) if config.signing_key else None
     while True:
-        check_for_update(core, config, http_update)
+        check_for_update(core, config, http_update, verified)
         core.report("retry", seconds=CHECK_INTERVAL)
         core.delay(CHECK_INTERVAL)
 
@@ -63,22 +68,33 @@ def setup(core: Core, config: SketchConfig) -> None:
         core.report("date_check_off")
     if config.insecure:
         core.report("insecure_mode")
+    if config.signing_key:
+        core.report("signature_required")
 
 
-def check_for_update(core: Core, config: SketchConfig, http_update: HttpUpdate) -> None:
+def check_for_update(core: Core, config: SketchConfig, http_update: HttpUpdate,
+                     verified: VerifiedUpdate | None) -> None:
     core.report("update_checking", url=config.update_url)
     client = SecureClient(core, None if config.insecure else config.ca_bundle)
     if config.check_dates and not dates_acceptable(core, config, client):
+        return
+    if verified is not None:
+        if verified.update(client):
+            restart_into_the_new_firmware(core)
         return
     result = http_update.update(client, config.update_url, config.version)
     if result == FAILED:
         report_failure(core, client, http_update.last_error, http_update.last_error_string)
     elif result == OK:
-        core.report("update_ok")
-        core.report("restarting")
-        core.restart()
+        restart_into_the_new_firmware(core)
     else:
         core.report("no_updates")
+
+
+def restart_into_the_new_firmware(core: Core) -> None:
+    core.report("update_ok")
+    core.report("restarting")
+    core.restart()
 
 
 def dates_acceptable(core: Core, config: SketchConfig, client: SecureClient) -> bool:
@@ -102,12 +118,6 @@ def dates_acceptable(core: Core, config: SketchConfig, client: SecureClient) -> 
         return True
     client.stop()
     return False
-
-
-def report_failure(core: Core, client: SecureClient, code: int, text: str) -> None:
-    core.report("update_failed", code=code, text=text)
-    if client.last_error < 0:
-        core.report("tls_error", code=client.last_error, text=client.last_error_text)
 
 
 def utc_now() -> dt.datetime:

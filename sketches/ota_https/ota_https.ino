@@ -4,8 +4,8 @@
  * secure, for arduino-esp32 2.0.x and 3.x.
  *
  * Every setting comes from ota_config.h, which the rig generates (rig/build.py): version, update
- * URL, CA bundle, Wi-Fi, NTP server, OTA_CHECK_DATES, OTA_INSECURE. No secret and no CA is
- * written here.
+ * URL, CA bundle, Wi-Fi, NTP server, OTA_CHECK_DATES, OTA_INSECURE, OTA_SIGNING_KEY. No secret,
+ * no CA and no key is written here.
  * Every line goes out through report(), one call for each line. Each format is an entry of
  * rig/protocol.py (tests/unit/test_protocol.py checks that they match, both ways). The Python
  * twin (rig/virtual/app.py) follows this flow line for line:
@@ -15,38 +15,77 @@
  *   ntp_waiting, wait for a clock past 2020-01-01, ntp_synced;
  *   date_check_off                             only when OTA_CHECK_DATES is 0
  *   insecure_mode                              only when OTA_INSECURE is 1
+ *   signature_required                         only when OTA_SIGNING_KEY is set
  * loop(), one update check:
  *   update_checking
  *   OTA_CHECK_DATES: connect to the URL's host and port first and read the server certificate
  *     no connection        -> update_failed (-1, "HTTP error: connection refused"), tls_error*
  *     now after not_after  -> cert_expired        (connection closed, no request sent)
  *     now before not_before-> cert_not_yet_valid  (connection closed, no request sent)
- *     otherwise            -> cert_dates_ok, then httpUpdate on that same connection
- *   httpUpdate.update() with rebootOnUpdate(false):
+ *     otherwise            -> cert_dates_ok, then the update on that same connection
+ *   no OTA_SIGNING_KEY: httpUpdate.update() with rebootOnUpdate(false):
  *     HTTP_UPDATE_FAILED     -> update_failed (the core's code and text), tls_error*
  *     HTTP_UPDATE_NO_UPDATES -> no_updates
  *     HTTP_UPDATE_OK         -> update_ok, restarting, ESP.restart() (no retry line)
+ *   OTA_SIGNING_KEY: verifiedUpdate(), the sketch's own download (HTTPUpdate's request):
+ *     GET fails               -> update_failed (HTTPClient's code, "HTTP error: " + its text), tls_error*
+ *     304                     -> no_updates
+ *     404, 403, other         -> update_failed (-102, -103, -104 and HTTPUpdate's text)
+ *     200 without a length    -> update_failed (-101, "Server Did Not Report Size")
+ *     200, at most 512 bytes  -> signature_missing
+ *     image too big for slot  -> update_failed (-100, "Not Enough space")
+ *     Update.begin() fails    -> update_failed (Update's code, "Update error: " + its text)
+ *     first byte not 0xE9     -> update_failed (-106, "Verify Bin Header Failed")
+ *     image version older     -> downgrade_refused   (after the first 1024 bytes, none written)
+ *     body stops              -> update_failed (6, "Update error: Stream Read Timeout")
+ *     Update.write() fails    -> update_failed (Update's code, "Update error: " + its text)
+ *     trailer not a signature -> signature_missing
+ *     signature not verified  -> signature_invalid
+ *     signature verified      -> signature_valid, then Update.end(): update_ok, restarting,
+ *                                ESP.restart(); or update_failed (9, ...) if ESP-IDF's image
+ *                                check fails
+ *     a refusal after Update.begin() calls Update.abort(): otadata is untouched, the old
+ *     firmware stays the boot one
  *   retry ("next check in 10 s"), then a 10 s delay
  *   * tls_error only when the TLS client kept an Mbed TLS error (lastError() < 0)
  *
  * The same source builds on both cores. Every call here has the same signature in 2.0.x and
- * 3.x, and 3.x keeps WiFiClientSecure as a typedef of NetworkClientSecure, so the sketch
- * needs no version #if.
+ * 3.x (Mbed TLS 2.28 and 3.6 for the md, pk and asn1 calls), and 3.x keeps WiFiClientSecure as
+ * a typedef of NetworkClientSecure, so the sketch needs no version #if. The one #if is Mbed
+ * TLS's own MBEDTLS_USE_PSA_CRYPTO, which asks for psa_crypto_init() before PK is used.
  */
 
 #include <Arduino.h>
 #include <HTTPClient.h>
 #include <HTTPUpdate.h>
+#include <Update.h>
 #include <WiFi.h>
 #include <WiFiClientSecure.h>
+#include <esp_ota_ops.h>
+#include <esp_partition.h>
+#include <mbedtls/asn1.h>
+#include <mbedtls/md.h>
+#include <mbedtls/pk.h>
+#if defined(MBEDTLS_USE_PSA_CRYPTO)
+#include <psa/crypto.h>
+#endif
 #include <stdarg.h>
+#include <string.h>
 #include <time.h>
 
 #include "ota_config.h"
 
 static const int RETRY_SECONDS = 10;
-static const time_t CLOCK_IS_SET = 1577836800;    // 2020-01-01 00:00:00 UTC
-static const int32_t CONNECT_TIMEOUT_MS = 5000;  // what HTTPClient passes to connect()
+static const time_t CLOCK_IS_SET = 1577836800;         // 2020-01-01 00:00:00 UTC
+static const int32_t CONNECT_TIMEOUT_MS = 5000;       // what HTTPClient passes to connect()
+static const uint16_t UPDATE_HTTP_TIMEOUT_MS = 8000;  // HTTPUpdate's timeout for the answer
+static const size_t SIGNATURE_TRAILER_SIZE = 512;     // after the image (rig/signing.py)
+static const size_t IMAGE_CHUNK_SIZE = 1024;          // read, checked, written, hashed at a time
+static const size_t APP_DESC_VERSION_AT = 0x30;       // esp_app_desc_t.version in the image,
+static const size_t APP_DESC_VERSION_SIZE = 32;       // a char[32] (reference, section 13.5)
+static const uint8_t APP_IMAGE_MAGIC = 0xE9;          // the first byte of every app image
+static const int STREAM_EMPTY_READS = 300;            // as Update.writeStream(): this many reads
+static const uint32_t STREAM_EMPTY_PAUSE_MS = 100;    // that bring nothing, this far apart, end it
 
 // OTA_UPDATE_URL split into parts, using the same rules as HTTPClient::beginInternal
 // (no user@ part).
@@ -135,15 +174,275 @@ static bool datesAcceptable(const mbedtls_x509_crt *leaf) {
   return true;
 }
 
+// HTTPUpdate's request headers (reference, section 2), so that the server sees the same request
+// whichever path asks. HTTPClient itself sends Host and, with HTTP/1.0, Connection: close.
+static void addUpdateHeaders(HTTPClient &http) {
+  http.useHTTP10(true);
+  http.setTimeout(UPDATE_HTTP_TIMEOUT_MS);
+  http.setUserAgent("ESP32-http-Update");
+  http.addHeader("Cache-Control", "no-cache");
+  http.addHeader("x-ESP32-STA-MAC", WiFi.macAddress());
+  http.addHeader("x-ESP32-AP-MAC", WiFi.softAPmacAddress());
+  http.addHeader("x-ESP32-free-space", String(ESP.getFreeSketchSpace()));
+  http.addHeader("x-ESP32-sketch-size", String(ESP.getSketchSize()));
+  String md5 = ESP.getSketchMD5();
+  if (md5.length() != 0) {
+    http.addHeader("x-ESP32-sketch-md5", md5);
+  }
+  // The running image's appended SHA-256, upper-case hex, as HTTPUpdate's getSketchSHA256().
+  uint8_t sha256[32];
+  if (esp_partition_get_sha256(esp_ota_get_running_partition(), sha256) == ESP_OK) {
+    char hex[2 * sizeof sha256 + 1];
+    for (size_t i = 0; i < sizeof sha256; i++) {
+      snprintf(hex + 2 * i, 3, "%02X", sha256[i]);
+    }
+    http.addHeader("x-ESP32-sketch-sha256", hex);
+  }
+  http.addHeader("x-ESP32-chip-size", String(ESP.getFlashChipSize()));
+  http.addHeader("x-ESP32-sdk-version", ESP.getSdkVersion());
+  http.addHeader("x-ESP32-mode", "sketch");
+  if (OTA_FIRMWARE_VERSION[0] != '\0') {
+    http.addHeader("x-ESP32-version", OTA_FIRMWARE_VERSION);
+  }
+}
+
+// One dotted part of a version: its leading digits as a number (anything else in the part
+// counts for nothing). Moves `text` past the part and its dot.
+static unsigned long versionPart(const char *&text) {
+  unsigned long value = 0;
+  while (*text >= '0' && *text <= '9') {
+    value = value * 10 + (*text++ - '0');
+  }
+  while (*text != '\0' && *text != '.') {
+    text++;
+  }
+  if (*text == '.') {
+    text++;
+  }
+  return value;
+}
+
+// Dotted versions compared part by part as numbers ("0.10" is newer than "0.9"; a missing part
+// is 0): < 0 when `a` is older than `b`, 0 when equal, > 0 when newer.
+static int compareVersions(const char *a, const char *b) {
+  while (*a != '\0' || *b != '\0') {
+    unsigned long partA = versionPart(a);
+    unsigned long partB = versionPart(b);
+    if (partA != partB) {
+      return partA < partB ? -1 : 1;
+    }
+  }
+  return 0;
+}
+
+// Update's error as HTTPUpdate reports it: the code and "Update error: " + its text.
+static void reportUpdateError(WiFiClientSecure &client) {
+  reportFailure(client, Update.getError(), String("Update error: ") + Update.errorString());
+}
+
+// The first chunk of the image: an app image (0xE9) no older than this firmware. The version is
+// read from the app descriptor before the signature is checked, so that a refused downgrade
+// ends the download here; it is only trusted because the signature must cover it too. An
+// equal version is let through: re-installing the running version is no downgrade (the rig's
+// server never offers one: it answers 304).
+static bool firstChunkAcceptable(const uint8_t *chunk, size_t length, WiFiClientSecure &client) {
+  if (chunk[0] != APP_IMAGE_MAGIC) {
+    reportFailure(client, HTTP_UE_BIN_VERIFY_HEADER_FAILED, "Verify Bin Header Failed");
+    return false;
+  }
+  char version[APP_DESC_VERSION_SIZE + 1] = {0};  // NUL-terminated even when the field is full
+  if (length > APP_DESC_VERSION_AT) {
+    size_t available = length - APP_DESC_VERSION_AT;
+    size_t copied = available < APP_DESC_VERSION_SIZE ? available : APP_DESC_VERSION_SIZE;
+    memcpy(version, chunk + APP_DESC_VERSION_AT, copied);
+  }
+  if (compareVersions(version, OTA_FIRMWARE_VERSION) < 0) {
+    report("Update: image version %s is older than %s, update refused", version, OTA_FIRMWARE_VERSION);
+    return false;
+  }
+  return true;
+}
+
+// Fills `buffer` with `length` body bytes. readBytes() may bring fewer (3.x's NetworkClient
+// returns as soon as nothing is buffered; 2.0.x after its Stream timeout), so this reads on as
+// Update.writeStream() does; false when the body stops.
+static bool readFully(Stream &body, uint8_t *buffer, size_t length) {
+  int emptyReads = 0;
+  for (size_t got = 0; got < length;) {
+    size_t count = body.readBytes(buffer + got, length - got);
+    if (count > 0) {
+      got += count;
+      emptyReads = 0;
+      continue;
+    }
+    if (++emptyReads >= STREAM_EMPTY_READS) {
+      return false;
+    }
+    delay(STREAM_EMPTY_PAUSE_MS);
+  }
+  return true;
+}
+
+// Reads `length` image bytes from `body` into Update.write() and the SHA-256 `sha`, one chunk
+// at a time. False, after its line, when the first chunk is refused, the body stops or Update
+// fails.
+static bool streamImage(Stream &body, size_t length, mbedtls_md_context_t *sha, WiFiClientSecure &client) {
+  uint8_t chunk[IMAGE_CHUNK_SIZE];
+  for (size_t done = 0; done < length;) {
+    size_t want = length - done < IMAGE_CHUNK_SIZE ? length - done : IMAGE_CHUNK_SIZE;
+    if (!readFully(body, chunk, want)) {
+      reportFailure(client, UPDATE_ERROR_STREAM, "Update error: Stream Read Timeout");
+      return false;
+    }
+    if (done == 0 && !firstChunkAcceptable(chunk, want, client)) {
+      return false;
+    }
+    if (Update.write(chunk, want) != want) {
+      reportUpdateError(client);
+      return false;
+    }
+    mbedtls_md_update(sha, chunk, want);
+    done += want;
+  }
+  return true;
+}
+
+// The DER signature's length if `trailer` holds one (a SEQUENCE) followed by zeros only, as
+// tools/bin_signing.py pads it; 0 if the image carries no signature.
+static size_t signatureLength(uint8_t *trailer) {
+  unsigned char *p = trailer;
+  size_t content = 0;
+  if (mbedtls_asn1_get_tag(&p, trailer + SIGNATURE_TRAILER_SIZE, &content,
+                           MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0) {
+    return 0;
+  }
+  size_t length = (p - trailer) + content;
+  for (size_t i = length; i < SIGNATURE_TRAILER_SIZE; i++) {
+    if (trailer[i] != 0) {
+      return 0;
+    }
+  }
+  return length;
+}
+
+// True if `trailer` is a signature over `digest` made with the private half of OTA_SIGNING_KEY.
+// A key that does not parse verifies nothing (the rig checks the key when it builds).
+static bool signatureVerifies(uint8_t *trailer, const uint8_t *digest) {
+  size_t length = signatureLength(trailer);
+  if (length == 0) {
+    report("Signature: none after the image, update refused");
+    return false;
+  }
+  mbedtls_pk_context key;
+  mbedtls_pk_init(&key);
+  // PEM must be passed with its terminating NUL: sizeof a string literal counts it.
+  const unsigned char *pem = (const unsigned char *)OTA_SIGNING_KEY;
+  bool valid = mbedtls_pk_parse_public_key(&key, pem, sizeof OTA_SIGNING_KEY) == 0
+               && mbedtls_pk_verify(&key, MBEDTLS_MD_SHA256, digest, 32, trailer, length) == 0;
+  mbedtls_pk_free(&key);
+  if (!valid) {
+    report("Signature: does not verify with the built-in key, update refused");
+  }
+  return valid;
+}
+
+// The 200 answer's body: image, then the 512-byte signature trailer. The image goes into the
+// next OTA slot as it arrives, but only Update.end() makes that slot the boot partition, and it
+// runs only after the signature verified. Once Update.begin() ran, every refusal calls
+// Update.abort(), which leaves otadata alone: no refused image is ever bootable, not even for
+// a moment.
+static bool installSigned(Stream &body, int size, WiFiClientSecure &client) {
+  if (size <= 0) {
+    reportFailure(client, HTTP_UE_SERVER_NOT_REPORT_SIZE, "Server Did Not Report Size");
+    return false;
+  }
+  if ((size_t)size <= SIGNATURE_TRAILER_SIZE) {
+    report("Signature: none after the image, update refused");
+    return false;
+  }
+  size_t length = size - SIGNATURE_TRAILER_SIZE;
+  if (length > ESP.getFreeSketchSpace()) {
+    reportFailure(client, HTTP_UE_TOO_LESS_SPACE, "Not Enough space");
+    return false;
+  }
+  if (!Update.begin(length)) {
+    reportUpdateError(client);
+    return false;
+  }
+#if defined(MBEDTLS_USE_PSA_CRYPTO)
+  psa_crypto_init();  // PK (and maybe MD) then run through PSA; calling it again is harmless
+#endif
+  uint8_t digest[32] = {0};  // stays zeros, which no signature matches, if hashing cannot start
+  mbedtls_md_context_t sha;
+  mbedtls_md_init(&sha);
+  mbedtls_md_setup(&sha, mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), 0);
+  mbedtls_md_starts(&sha);
+  bool streamed = streamImage(body, length, &sha, client);
+  mbedtls_md_finish(&sha, digest);
+  mbedtls_md_free(&sha);
+  if (!streamed) {
+    Update.abort();
+    return false;
+  }
+  uint8_t trailer[SIGNATURE_TRAILER_SIZE];
+  if (!readFully(body, trailer, SIGNATURE_TRAILER_SIZE)) {
+    reportFailure(client, UPDATE_ERROR_STREAM, "Update error: Stream Read Timeout");
+    Update.abort();
+    return false;
+  }
+  if (!signatureVerifies(trailer, digest)) {
+    Update.abort();
+    return false;
+  }
+  report("Signature: valid, made with the built-in key");
+  if (!Update.end()) {  // all bytes are in; ESP-IDF checks the image, then switches otadata
+    reportUpdateError(client);
+    return false;
+  }
+  return true;
+}
+
+// The verified update. httpUpdate cannot be used here: its Update.end() makes the new slot the
+// boot partition before update() returns, so a power cut before any check of ours would boot
+// an unverified image. HTTPClient asks with HTTPUpdate's request, and the answers HTTPUpdate
+// knows are reported with its codes; the x-MD5 header is not used (the signature covers more).
+static void verifiedUpdate(WiFiClientSecure &client, const UpdateUrl &url) {
+  HTTPClient http;
+  // The host/port/uri overload keeps a connection the date check opened (see checkForUpdate).
+  http.begin(client, url.host, url.port, url.path, true);
+  addUpdateHeaders(http);
+  int code = http.GET();
+  bool installed = false;
+  if (code <= 0) {
+    reportFailure(client, code, String("HTTP error: ") + HTTPClient::errorToString(code));
+  } else if (code == HTTP_CODE_NOT_MODIFIED) {
+    report("HTTP_UPDATE_NO_UPDATES");
+  } else if (code == HTTP_CODE_NOT_FOUND) {
+    reportFailure(client, HTTP_UE_SERVER_FILE_NOT_FOUND, "File Not Found (404)");
+  } else if (code == HTTP_CODE_FORBIDDEN) {
+    reportFailure(client, HTTP_UE_SERVER_FORBIDDEN, "Forbidden (403)");
+  } else if (code != HTTP_CODE_OK) {
+    reportFailure(client, HTTP_UE_SERVER_WRONG_HTTP_CODE, "Wrong HTTP Code");
+  } else {
+    installed = installSigned(http.getStream(), http.getSize(), client);
+  }
+  http.end();
+  if (installed) {
+    report("HTTP_UPDATE_OK");
+    report("Restarting into the new firmware");
+    Serial.flush();  // the lines must leave the UART before the reset
+    ESP.restart();
+  }
+}
+
 static void checkForUpdate(WiFiClientSecure &client) {
-  t_httpUpdate_return result;
+  UpdateUrl url = parseUrl(OTA_UPDATE_URL);
   if (OTA_CHECK_DATES) {
     // Check the dates on the connection that will carry the firmware. Then hand that same
-    // connection to httpUpdate. HTTPClient::connect() reuses a client that is still connected.
+    // connection to the update. HTTPClient::connect() reuses a client that is still connected.
     // Only the host/port/uri overload keeps it open, though. The URL overload's
     // http.begin(client, url) closes an open client first, because a new HTTPClient's host
     // is still empty and so differs from the URL's host. The request sent is the same either way.
-    UpdateUrl url = parseUrl(OTA_UPDATE_URL);
     const mbedtls_x509_crt *leaf = nullptr;
     if (client.connect(url.host.c_str(), url.port, CONNECT_TIMEOUT_MS)) {
       leaf = client.getPeerCertificate();  // the server's own certificate, first in its chain
@@ -159,11 +458,15 @@ static void checkForUpdate(WiFiClientSecure &client) {
       client.stop();
       return;
     }
-    result = httpUpdate.update(client, url.host, url.port, url.path, OTA_FIRMWARE_VERSION);
-  } else {
-    result = httpUpdate.update(client, OTA_UPDATE_URL, OTA_FIRMWARE_VERSION);
+  }
+  if (OTA_SIGNING_KEY[0] != '\0') {
+    verifiedUpdate(client, url);
+    return;
   }
 
+  t_httpUpdate_return result = OTA_CHECK_DATES
+    ? httpUpdate.update(client, url.host, url.port, url.path, OTA_FIRMWARE_VERSION)
+    : httpUpdate.update(client, OTA_UPDATE_URL, OTA_FIRMWARE_VERSION);
   switch (result) {
     case HTTP_UPDATE_FAILED:
       reportFailure(client, httpUpdate.getLastError(), httpUpdate.getLastErrorString());
@@ -204,6 +507,9 @@ void setup() {
   }
   if (OTA_INSECURE) {
     report("TLS: setInsecure(), any server certificate is accepted: INSECURE");
+  }
+  if (OTA_SIGNING_KEY[0] != '\0') {
+    report("Firmware signature: required, ECDSA P-256 key built in");
   }
 }
 

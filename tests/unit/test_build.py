@@ -46,6 +46,7 @@ def test_the_generated_header_is_one_c_string_per_setting() -> None:
     assert '#define OTA_CA_BUNDLE "-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n"' in header
     assert '#define OTA_WIFI_PASSWORD "pa\\"ss\\\\word"' in header
     assert "#define OTA_CHECK_DATES 1" in header
+    assert '#define OTA_SIGNING_KEY ""' in header  # no key: the stock httpUpdate path
 
 
 @pytest.mark.parametrize("bad", [dict(profile="arduino-esp32-9"), dict(debug_level=6)])

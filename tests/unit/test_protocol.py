@@ -149,7 +149,7 @@ SAMPLES = {
     "not_before": "2025-01-01 00:00:00", "not_after": "2026-01-01 00:00:00", "code": "-1",
     "text": "HTTP error: connection refused", "seconds": "10", "ms": "  2546", "level": "E",
     "file": "ssl_client.cpp", "line": "37", "function": "_handle_error", "message": "start_ssl_client: -9984",
-    "tag": "esp_image", "date": "Jul 29 2019 12:21:46",
+    "tag": "esp_image", "date": "Jul 29 2019 12:21:46", "current": "1.10",
 }
 OVERRIDES = {
     "idf_log": {"ms": "579", "message": "Image hash failed - image is corrupt"},

@@ -1,0 +1,220 @@
+"""The reference sketch's verified update (OTA_SIGNING_KEY set): verifiedUpdate() in
+sketches/ota_https/ota_https.ino, step for step.
+
+The sketch downloads the update itself, because HTTPUpdate's Update.end() makes the new slot
+the boot partition before update() returns. It asks exactly as HTTPUpdate does (HttpUpdate.get:
+same connection reuse, headers, timeouts and answer parsing), reports the answers HTTPUpdate
+knows with HTTPUpdate's codes, and for a 200 reads the signed image (rig/signing.py): the app
+image, Content-Length - 512 bytes, streamed in 1024-byte chunks through Update.write() into the
+next OTA slot, then the 512-byte trailer. The first chunk must start with 0xE9 and carry an app
+descriptor whose version is not older than the running one. Update.end() (ESP-IDF's image
+check, then otadata) runs only once the signature verified with the built-in key; a refusal
+after Update.begin() calls Update.abort(), which leaves otadata alone.
+
+Modelled: every line the sketch prints on this path, the order of its checks, how far the
+download gets before a refusal (the server's record shows it), Update's buffering and abort,
+and the signature check by Mbed TLS itself (python-mbedtls: mbedtls_pk_parse_public_key and
+mbedtls_pk_verify on the exact DER length). python-mbedtls hashes the message it is given, so
+the twin keeps the image bytes where the sketch keeps a running SHA-256. Not modelled: TLS
+errors in mid-body (a broken body is a stream that brings nothing) and flash failures.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from mbedtls import pk
+
+from ..build import SketchConfig
+from .arduino import Core
+from .httpupdate import (BAD_HEADER, FORBIDDEN, HTTPCLIENT_ERRORS, NO_SIZE, NOT_FOUND, TOO_LESS_SPACE, UPDATE_ERRORS,
+                         WRONG_CODE, HttpUpdate)
+from .secure_client import SecureClient
+from .updater import ERROR_STREAM, ERROR_TEXT, STREAM_EMPTY_PAUSE, STREAM_EMPTY_READS, Updater, next_update_partition
+
+SIGNATURE_TRAILER_SIZE = 512
+IMAGE_CHUNK_SIZE = 1024
+APP_DESC_VERSION_AT, APP_DESC_VERSION_SIZE = 0x30, 32  # esp_app_desc_t.version in the image file
+APP_IMAGE_MAGIC = 0xE9
+
+
+def report_failure(core: Core, client: SecureClient, code: int, text: str) -> None:
+    """The sketch's reportFailure(): the result line, then the TLS client's Mbed TLS error if it
+    kept one (the app's httpUpdate path prints failures with it too)."""
+    core.report("update_failed", code=code, text=text)
+    if client.last_error < 0:
+        core.report("tls_error", code=client.last_error, text=client.last_error_text)
+
+
+def compare_versions(a: str, b: str) -> int:
+    """compareVersions(): dotted parts compared as numbers, a missing part counting 0; < 0 when
+    `a` is older than `b`, 0 when equal, > 0 when newer."""
+    parts_a, parts_b = _version_parts(a), _version_parts(b)
+    width = max(len(parts_a), len(parts_b))
+    parts_a += [0] * (width - len(parts_a))
+    parts_b += [0] * (width - len(parts_b))
+    return (parts_a > parts_b) - (parts_a < parts_b)
+
+
+def _version_parts(text: str) -> list[int]:
+    """versionPart() over the whole text: each part's leading digits as an unsigned long
+    (32 bits on the ESP32); anything else in a part counts for nothing."""
+    parts = []
+    for part in text.split("."):
+        value = 0
+        for char in part:
+            if not "0" <= char <= "9":
+                break
+            value = (value * 10 + ord(char) - ord("0")) & 0xFFFFFFFF
+        parts.append(value)
+    return parts
+
+
+def signature_length(trailer: bytes) -> int:
+    """signatureLength(): the DER signature's length if `trailer` opens with a SEQUENCE that
+    mbedtls_asn1_get_tag() accepts (short or 1-4 byte long length form, inside the trailer) and
+    holds only zeros after it; 0 (unsigned) otherwise."""
+    if trailer[0] != 0x30:  # MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE
+        return 0
+    if trailer[1] < 0x80:
+        header, content = 2, trailer[1]
+    else:
+        count = trailer[1] & 0x7F
+        if not 1 <= count <= 4:
+            return 0
+        header, content = 2 + count, int.from_bytes(trailer[2 : 2 + count], "big")
+    length = header + content
+    if length > len(trailer) or any(trailer[length:]):
+        return 0
+    return length
+
+
+class VerifiedUpdate:
+    """verifiedUpdate() for one boot of the app; `update(client)` is True once the new image is
+    verified and activated (the app then prints update_ok and restarts)."""
+
+    def __init__(self, core: Core, http_update: HttpUpdate, config: SketchConfig) -> None:
+        self.core = core
+        self.http = http_update
+        self.config = config
+        self.running = http_update.running
+
+    def update(self, client: SecureClient) -> bool:
+        parts = urlsplit(self.config.update_url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        response = self.http.get(client, parts.hostname or "", parts.port or 443, path, self.config.version)
+        code, installed = response.code, False
+        if code <= 0:
+            self._fail(client, code, f"HTTP error: {HTTPCLIENT_ERRORS.get(code, '')}")
+        elif code == 304:
+            self.core.report("no_updates")
+        elif code in (404, 403):
+            self._fail(client, NOT_FOUND if code == 404 else FORBIDDEN)
+        elif code != 200:
+            self._fail(client, WRONG_CODE)
+        else:
+            installed = self._install(client, response.length)
+        client.stop()  # http.end()
+        return installed
+
+    def _fail(self, client: SecureClient, code: int, text: str | None = None) -> None:
+        report_failure(self.core, client, code, UPDATE_ERRORS[code] if text is None else text)
+
+    def _update_error(self, client: SecureClient, updater: Updater) -> None:
+        self._fail(client, updater.error, f"Update error: {updater.error_text}")
+
+    def _install(self, client: SecureClient, size: int) -> bool:
+        """installSigned(): the 200 answer's body, image then trailer."""
+        if size <= 0:
+            self._fail(client, NO_SIZE)
+            return False
+        if size <= SIGNATURE_TRAILER_SIZE:
+            self.core.report("signature_missing")
+            return False
+        length = size - SIGNATURE_TRAILER_SIZE
+        target = next_update_partition(self.running.table, self.running.partition)
+        if length > (target.size if target else 0):  # ESP.getFreeSketchSpace()
+            self._fail(client, TOO_LESS_SPACE)
+            return False
+        updater = Updater(self.core.chip, self.running.table, self.running.partition)
+        if not updater.begin(length):
+            self._update_error(client, updater)
+            return False
+        image = self._stream_image(client, length, updater)
+        if image is None:
+            updater.abort()
+            return False
+        trailer = self._read_fully(client, SIGNATURE_TRAILER_SIZE)
+        if trailer is None:
+            self._fail(client, ERROR_STREAM, f"Update error: {ERROR_TEXT[ERROR_STREAM]}")
+            updater.abort()
+            return False
+        if not self._signature_verifies(trailer, image):
+            updater.abort()
+            return False
+        self.core.report("signature_valid")
+        if not updater.end():
+            for tag, message in updater.idf_errors:
+                self.core.idf_error(tag, message)
+            self._update_error(client, updater)
+            return False
+        return True
+
+    def _stream_image(self, client: SecureClient, length: int, updater: Updater) -> bytes | None:
+        """streamImage(): the image, chunk by chunk, into Update.write(); None (after its line)
+        when the first chunk is refused, the body stops or Update fails."""
+        image = bytearray()
+        while len(image) < length:
+            chunk = self._read_fully(client, min(IMAGE_CHUNK_SIZE, length - len(image)))
+            if chunk is None:
+                self._fail(client, ERROR_STREAM, f"Update error: {ERROR_TEXT[ERROR_STREAM]}")
+                return None
+            if not image and not self._first_chunk_acceptable(client, chunk):
+                return None
+            if updater.write(chunk) != len(chunk):
+                self._update_error(client, updater)
+                return None
+            image += chunk
+        return bytes(image)
+
+    def _read_fully(self, client: SecureClient, count: int) -> bytes | None:
+        """readFully(): readBytes() until `count` bytes are in, as Update.writeStream() reads: a
+        read that brings nothing is retried after 100 ms, and 300 such reads in a row end it."""
+        data, empty = b"", 0
+        while len(data) < count:
+            self.core.chip.check_reset()
+            got = client.read_bytes(count - len(data))
+            if got:
+                data, empty = data + got, 0
+                continue
+            empty += 1
+            if empty >= STREAM_EMPTY_READS:
+                return None
+            self.core.delay(STREAM_EMPTY_PAUSE)
+        return data
+
+    def _first_chunk_acceptable(self, client: SecureClient, chunk: bytes) -> bool:
+        """firstChunkAcceptable(): an app image (0xE9) no older than the running version (an
+        equal one passes)."""
+        if chunk[0] != APP_IMAGE_MAGIC:
+            self._fail(client, BAD_HEADER)
+            return False
+        field = chunk[APP_DESC_VERSION_AT : APP_DESC_VERSION_AT + APP_DESC_VERSION_SIZE]
+        version = field.split(b"\0", 1)[0].decode("utf-8", "replace")
+        if compare_versions(version, self.config.version) < 0:
+            self.core.report("downgrade_refused", version=version, current=self.config.version)
+            return False
+        return True
+
+    def _signature_verifies(self, trailer: bytes, image: bytes) -> bool:
+        """signatureVerifies(). The key always parses: SketchConfig accepts only a P-256 public
+        key."""
+        length = signature_length(trailer)
+        if not length:
+            self.core.report("signature_missing")
+            return False
+        key = pk.ECC.from_buffer(self.config.signing_key.encode())
+        if not key.verify(image, trailer[:length], "sha256"):
+            self.core.report("signature_invalid")
+            return False
+        return True
