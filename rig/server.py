@@ -53,23 +53,29 @@ CHUNK_SIZE = 4096
 OCTET_STREAM = "application/octet-stream"
 CLOSED = "closed"
 SHUTDOWN = "server shutdown"
+TIMEOUT = "timeout"
 TLS_VERSIONS = {"TLSv1": ssl.TLSVersion.TLSv1, "TLSv1.1": ssl.TLSVersion.TLSv1_1,
                 "TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 _ALERT_REASON = re.compile(r"(?:SSLV3|TLSV1|TLSV13)_ALERT_(?P<name>\w+)")
 
 
-def parse_version(text: str) -> tuple[tuple[int, int | str], ...]:
+def parse_version(text: str) -> tuple[tuple[int, int, str], ...]:
     """A firmware version as a key that compares the way people read versions.
 
-    The dotted parts of a version compare left to right: numeric parts as integers, so
+    The dotted parts of a version compare left to right: numeric parts as numbers, so
     "0.10" > "0.9", other parts as text, and a text part after any number. Trailing zero
     parts do not count, so "1.0" == "1.0.0"; otherwise a longer version is the newer one.
+    A number compares by its count of digits, then digit by digit, so that any header a
+    client sends is a key: int() refuses more than 4300 digits.
     """
-    parts = [
-        (0, int(part)) if part.isascii() and part.isdecimal() else (1, part)
-        for part in text.strip().split(".")
-    ]
-    while parts and parts[-1] == (0, 0):
+    parts = []
+    for part in text.strip().split("."):
+        if part.isascii() and part.isdecimal():
+            digits = part.lstrip("0")
+            parts.append((0, len(digits), digits))
+        else:
+            parts.append((1, 0, part))
+    while parts and parts[-1] == (0, 0, ""):
         parts.pop()
     return tuple(parts)
 
@@ -127,7 +133,10 @@ class ConnectionRecord:
     """One TCP connection to a listener, from accept to close.
 
     `start` is ISO 8601 UTC, `duration` seconds; `sni` the server name the client asked for;
-    `ended` is "closed" or "server shutdown" for a connection still open when the server stopped.
+    `error` what the server refused before any route saw a request (aiohttp's parser: "400
+    Invalid method encountered"); `ended` is "closed", "timeout" for a client the server
+    dropped for keeping it waiting (see UpdateServer), or "server shutdown" for a connection
+    still open when the server stopped.
     """
 
     listener: str
@@ -137,6 +146,7 @@ class ConnectionRecord:
     sni: str | None = None
     tls: TlsRecord | None = None
     requests: list[RequestRecord] = field(default_factory=list)
+    error: str | None = None
     ended: str | None = None
 
     def to_json(self) -> str:
@@ -262,6 +272,14 @@ class UpdateServer:
 
     `start()` and `stop()` (or a `with` block) run it in a background thread. `stop()`
     records the connections still open, marked "server shutdown".
+
+    A client cannot hold a connection open by saying nothing, or too little: the TLS
+    handshake must finish within `handshake_timeout` seconds, and after it the server waits
+    at most `request_timeout` seconds for a request's headers (then again after each
+    response, for the next request or the rest of a body it does not read) before dropping
+    the connection, recorded as ended "timeout". Both are read at each connection, so a
+    test may shorten them on a running server. aiohttp's parser answers 400 to a request
+    line or header field over 8190 bytes and to more than 128 headers.
     """
 
     def __init__(
@@ -270,11 +288,13 @@ class UpdateServer:
         record_path: Path,
         host: str = "127.0.0.1",
         handshake_timeout: float = 30.0,
+        request_timeout: float = 10.0,
     ) -> None:
         self.firmware_dir = Path(firmware_dir)
         self.record_path = Path(record_path)
         self.host = host
         self.handshake_timeout = handshake_timeout
+        self.request_timeout = request_timeout
         self.listeners: dict[str, Listener] = {}
         self._offer: Offer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -353,6 +373,12 @@ class UpdateServer:
             if not self._idle.wait_for(lambda: not self._open, timeout):
                 raise TimeoutError(f"{len(self._open)} connection(s) still open after {timeout} s")
 
+    def sending(self) -> list[RequestRecord]:
+        """The requests on connections still open (their records are written at close), so
+        a rig can watch a download as it goes: `bytes_sent` grows as the body goes out."""
+        with self._idle:
+            return [request for connection in self._open for request in connection.record.requests]
+
     def __enter__(self) -> "UpdateServer":
         return self.start()
 
@@ -413,9 +439,13 @@ class UpdateServer:
                 headers=[(name.decode("latin-1"), value.decode("latin-1"))
                          for name, value in request.raw_headers],
             )
-            connection: _Connection = request.transport.get_protocol()
+            connection: _Connection = request.protocol.connection
             connection.record.requests.append(record)
-            return await _send(request, record, decide(request))
+            connection.request_started()
+            try:
+                return await _send(request, record, decide(request))
+            finally:
+                connection.wait_for_request()
 
         return handle
 
@@ -439,11 +469,18 @@ class UpdateServer:
         return Reply(200, offer.image, headers, offer.rate, fault.framing, fault.drop_after, fault.stall_after)
 
     def _firmware(self, request: web.Request) -> Reply:
-        """A `.bin` file directly inside the firmware folder; anything else, 404."""
+        """A `.bin` file directly inside the firmware folder; anything else, 404.
+
+        The name comes percent-decoded, so it may hold "../", "/" or a NUL (which no file
+        system call accepts): only a name that resolves to a file in the folder is served.
+        """
         name = request.match_info["name"]
+        if not name.endswith(".bin") or "\0" in name:
+            log.info("404 for firmware %r", name)
+            return Reply(404)
         folder = self.firmware_dir.resolve()
         path = (folder / name).resolve()
-        if not name.endswith(".bin") or path.parent != folder or not path.is_file():
+        if path.parent != folder or not path.is_file():
             log.info("404 for firmware %r", name)
             return Reply(404)
         return Reply(200, path.read_bytes(), {"Content-Type": OCTET_STREAM})
@@ -468,11 +505,12 @@ async def _send(request: web.Request, record: RequestRecord, reply: Reply) -> we
         await response.prepare(request)
         for start in range(0, len(body) if stop is None else min(stop, len(body)), CHUNK_SIZE):
             chunk = body[start:start + CHUNK_SIZE if stop is None else min(start + CHUNK_SIZE, stop)]
+            # The pause for `rate` comes before a chunk, not after: a client that has the whole
+            # body may hang up at once. aiohttp only waits when the transport is full; yield
+            # anyway, so that a client's reset is noticed before the next chunk.
+            await asyncio.sleep(len(chunk) / reply.rate if reply.rate else 0)
             await response.write(chunk)
             record.bytes_sent += len(chunk)
-            # aiohttp only waits when the transport is full; yield anyway, so that a client's
-            # reset is noticed before the next chunk instead of after the whole body.
-            await asyncio.sleep(len(chunk) / reply.rate if reply.rate else 0)
         if stop is not None:
             await _stop_sending(request, record, dropped=reply.drop_after is not None)
             return response
@@ -505,20 +543,49 @@ def _chunked(data: bytes) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
 
 
+class _Handler(RequestHandler):
+    """aiohttp's request handler for one connection, knowing that connection's record.
+
+    A request aiohttp refuses before any route sees it (its parser's 400: a bad method, a
+    broken request line, headers over the limits) is answered with the bare status and
+    noted in the record, instead of being logged with a traceback at error level: a
+    scanner's garbage is not the server's error. A route's exception (500) still is.
+    """
+
+    def __init__(self, connection: "_Connection", manager: web.Server, lingering_time: float) -> None:
+        super().__init__(manager, loop=asyncio.get_running_loop(), lingering_time=lingering_time)
+        self.connection = connection
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        text = (message or str(exc or "")).strip()  # the parser's message goes on to quote the bytes
+        self.connection.record.error = f"{status} {text.splitlines()[0].rstrip(':') if text else ''}".strip()
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        log.info("%s from %s", self.connection.record.error, self.connection.record.peer)
+        response = web.Response(status=status)
+        response.force_close()
+        return response
+
+
 class _Connection(asyncio.Protocol):
     """One accepted TCP connection: the TLS handshake done here, so its outcome is recorded,
     then aiohttp's request handler behind it.
 
     This protocol stays under the TLS transport and forwards to the handler, so it also
-    hears `connection_lost` and can finish the record.
+    hears `connection_lost` and can finish the record. The TLS transport hands over the
+    client's first bytes when they come with its last handshake message (as a fast client
+    sends them), before `start_tls` returns and the handler exists: they wait here for it.
     """
 
     def __init__(self, server: UpdateServer, listener: Listener) -> None:
         self._server = server
         self._listener = listener
         self._transport: asyncio.Transport | None = None
-        self._handler: RequestHandler | None = None
+        self._handler: _Handler | None = None
         self._handshake: asyncio.Task | None = None
+        self._early = bytearray()  # bytes received before the handler exists
+        self._timer: asyncio.TimerHandle | None = None  # see wait_for_request
         self._started = 0.0
         self._finished = False
         self.record: ConnectionRecord | None = None
@@ -556,8 +623,13 @@ class _Connection(asyncio.Protocol):
             ok=True, certificate=certificate, version=ssl_object.version(), cipher=ssl_object.cipher()[0]
         )
         self._transport = transport
-        self._handler = self._server._runner.server()
+        # aiohttp reads and drops a body no route wanted ("lingering") for as long as the
+        # server waits for a request, so that its task ends with the connection.
+        self._handler = _Handler(self, self._server._runner.server, lingering_time=self._server.request_timeout)
         self._handler.connection_made(transport)  # start_tls does not call it
+        self.wait_for_request()
+        if self._early:
+            self._handler.data_received(bytes(self._early))
 
     def _on_sni(
         self, _ssl_object: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext
@@ -565,10 +637,13 @@ class _Connection(asyncio.Protocol):
         self.record.sni = server_name
 
     def data_received(self, data: bytes) -> None:
-        self._handler.data_received(data)
+        if self._handler is None:
+            self._early += data
+        else:
+            self._handler.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._handler.eof_received()
+        return None if self._handler is None else self._handler.eof_received()
 
     def pause_writing(self) -> None:
         self._handler.pause_writing()
@@ -580,6 +655,21 @@ class _Connection(asyncio.Protocol):
         if self._handler is not None:  # else the handshake failed and its task finishes
             self._handler.connection_lost(exc)
             self.finish(CLOSED)
+
+    def wait_for_request(self) -> None:
+        """Give the client `request_timeout` seconds to complete a request's headers."""
+        if not self._finished:
+            self._timer = asyncio.get_running_loop().call_later(self._server.request_timeout, self._time_out)
+
+    def request_started(self) -> None:
+        """A request's headers are in: the server is the one to act until it has answered."""
+        self._timer.cancel()
+
+    def _time_out(self) -> None:
+        log.info("%s on %s sent no complete request within %s s: dropped", self.record.peer,
+                 self.record.listener, self._server.request_timeout)
+        self.finish(TIMEOUT)
+        self._transport.abort()
 
     def shut_down(self) -> None:
         """Record this connection as ended by the server's shutdown, then drop it."""
@@ -594,6 +684,8 @@ class _Connection(asyncio.Protocol):
         if self._finished:
             return
         self._finished = True
+        if self._timer is not None:
+            self._timer.cancel()
         self.record.duration = round(time.monotonic() - self._started, 6)
         self.record.ended = ended
         self._server._record(self)

@@ -7,14 +7,16 @@ what the server wrote to its record file, read back with ServerLog.
 
 import hashlib
 import http.client
+import logging
 import os
 import socket
 import ssl
+import time
 
 import pytest
 
 from rig.certs import Pki
-from rig.server import SHUTDOWN, ConnectionRecord, Fault, ServerLog, UpdateServer, parse_version
+from rig.server import SHUTDOWN, TIMEOUT, ConnectionRecord, Fault, ServerLog, UpdateServer, parse_version
 
 DEVICE_HEADERS = [
     ("User-Agent", "ESP32-http-Update"),
@@ -439,3 +441,144 @@ def test_a_stall_fault_sends_part_of_the_body_then_holds_the_connection_silent(s
 def test_a_body_is_either_dropped_or_stalled():
     with pytest.raises(ValueError, match="either dropped or stalled"):
         Fault(drop_after=1, stall_after=1)
+
+
+# Robustness: what a hostile or broken client cannot do to the server (rig.hostile floods it).
+
+
+def status_of(answer: bytes) -> bytes:
+    """The status code of a raw HTTP answer ("HTTP/1.x NNN ..."), as bytes."""
+    assert answer.startswith(b"HTTP/1."), answer[:100]
+    return answer[9:12]
+
+
+def tls_in_memory(authority) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+    """A TLS client whose bytes go where the test puts them: (client, incoming, outgoing)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = ssl.create_default_context(cadata=authority.pem).wrap_bio(incoming, outgoing, server_hostname="ota.local")
+    return client, incoming, outgoing
+
+
+def test_a_request_sent_with_the_last_handshake_message_is_answered(server, pki):
+    """A fast client's Finished and its request can reach the server in one TCP segment, so
+    the TLS layer hands the request over before the handshake's own code has returned."""
+    client, incoming, outgoing = tls_in_memory(pki.authority())
+    with socket.create_connection(("127.0.0.1", server.listeners["main"].port), timeout=5) as raw:
+        while True:
+            try:
+                client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                incoming.write(raw.recv(65536))
+        client.write(b"GET /update HTTP/1.0\r\nHost: ota.local\r\n\r\n")
+        raw.sendall(outgoing.read())  # the client's Finished and the request, in one segment
+        answer = b""
+        while not answer.endswith(b"\r\n\r\n") and (data := raw.recv(65536)):
+            incoming.write(data)
+            try:
+                answer += client.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+    assert answer.startswith(b"HTTP/1.0 403 Forbidden")
+    server.wait_idle()
+    [request] = server.log.requests()
+    assert (request.path, request.status) == ("/update", 403)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET\x00 /update HTTP/1.0\r\n\r\n",
+    b"GET /update HTTP/1.0\r\nX-Big: " + b"a" * 65536 + b"\r\n\r\n",
+    b"GET /update HTTP/1.0\r\n" + b"X-h: v\r\n" * 10_000 + b"\r\n",
+], ids=["NUL in the method", "a 64 kB header", "10,000 headers"])
+def test_a_request_the_parser_refuses_is_answered_400_and_recorded_without_a_traceback(server, pki, caplog,
+                                                                                        request_bytes):
+    with connect(server, pki.authority()) as tls:
+        tls.sendall(request_bytes)
+        answer, _ = read_until_quiet(tls, quiet=5)
+    server.wait_idle()
+    assert status_of(answer) == b"400"
+    [connection] = server.log.connections()
+    assert connection.requests == [] and connection.error.startswith("400 ")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.fixture
+def impatient(tmp_path, firmware, pki):
+    """A server that waits 0.3 s for a handshake or a request."""
+    with UpdateServer(firmware, tmp_path / "server.jsonl", handshake_timeout=0.3, request_timeout=0.3) as server:
+        server.add_listener("main", pki.dns())
+        yield server
+
+
+def trickle(tls: ssl.SSLSocket, data: bytes, pace: float) -> float | None:
+    """Send `data` one byte every `pace` seconds, listening in between: the seconds until the
+    server closed the connection, or None if it let the whole trickle through."""
+    started = time.monotonic()
+    tls.settimeout(pace)
+    for byte in data:
+        try:
+            tls.sendall(bytes([byte]))
+            if tls.recv(1) == b"":
+                return time.monotonic() - started
+        except TimeoutError:  # `pace` seconds of silence: the next byte
+            continue
+        except OSError:  # a reset, or a write after the server's close
+            return time.monotonic() - started
+    return None
+
+
+def test_slowloris_is_dropped_after_the_request_timeout_however_it_trickles(impatient, pki):
+    """A client that sends a header byte every 50 ms (4 s in all), never the end of its headers."""
+    with connect(impatient, pki.authority()) as tls:
+        tls.sendall(b"GET /update HTTP/1.1\r\nHost: ota.local\r\n")
+        dropped_after = trickle(tls, b"X-a: b\r\n" * 10, pace=0.05)
+    assert dropped_after is not None and 0.2 < dropped_after < 2
+    impatient.wait_idle()
+    [connection] = impatient.log.connections()
+    assert connection.tls.ok and connection.requests == [] and connection.ended == TIMEOUT
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"GET /update HTTP/1.1\r\nHost: ota.local\r\n\r\n", 403),  # kept alive, then silent
+    (b"GET /update HTTP/1.0\r\nContent-Length: 1000000000\r\n\r\nabc", 403),  # a body that never comes
+], ids=["idle after a response", "a body that never comes"])
+def test_a_client_that_leaves_the_server_waiting_after_a_response_is_dropped(impatient, pki, request_bytes, status):
+    with connect(impatient, pki.authority()) as tls:
+        tls.sendall(request_bytes)
+        started = time.monotonic()
+        answer, ending = read_until_quiet(tls, quiet=5)
+    assert status_of(answer) == str(status).encode()
+    assert ending in ("eof", "broken") and time.monotonic() - started < 2
+    impatient.wait_idle()
+    [connection] = impatient.log.connections()
+    assert [r.status for r in connection.requests] == [status] and connection.ended == TIMEOUT
+
+
+def test_a_version_of_thousands_of_digits_is_compared_not_refused(server, pki, image):
+    """int() refuses more than 4300 digits; a version header may hold any number of them."""
+    huge = "1" + "0" * 5000
+    assert parse_version(huge) > parse_version("9" * 4999) > parse_version("0.2")
+    assert parse_version("0" * 5000 + "1.0") == parse_version("1")
+    server.offer("1.0.1", image)
+    response, body = get(server, pki, headers=with_header("x-ESP32-version", huge))
+    assert (response.status, body) == (304, b"")
+
+
+@pytest.mark.parametrize("path", ["/firmware/app.bin%00", "/firmware/..%2fsecret.bin%00.bin"])
+def test_a_firmware_name_with_a_nul_byte_is_404(server, pki, image, path):
+    response, body = get(server, pki, path=path)
+    assert (response.status, body) == (404, b"")
+
+
+def test_a_paced_download_is_complete_when_the_client_hangs_up_after_the_last_byte(server, pki):
+    image = bytes(range(256)) * 64  # 16 KiB: four chunks at 0.05 s each
+    server.offer("1.0.1", image, rate=4096 / 0.05)
+    with connect(server, pki.authority()) as tls:
+        send_request(tls)
+        response = http.client.HTTPResponse(tls)
+        response.begin()
+        assert response.read() == image  # exactly Content-Length bytes; then the client closes
+    server.wait_idle()
+    [download] = server.log.downloads()
+    assert (download.bytes_sent, download.complete) == (len(image), True)

@@ -1,0 +1,87 @@
+"""rig.hostile against small TLS servers with known behaviour: a client that claims to find
+a leak must find one when a server leaks, and name what each server answered."""
+
+import socketserver
+import ssl
+import threading
+
+import pytest
+
+from rig import hostile
+from rig.certs import Pki
+
+SECRET = b"the secret next to the firmware folder"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+def serve(pki, answer: bytes | None):
+    """A threaded TLS server on 127.0.0.1 that reads once, then sends `answer` and closes
+    (or, with None, holds the connection silent until the client leaves). Yields its port."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert = pki.dns()
+    context.load_cert_chain(cert.cert_pem, cert.key_pem)
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.settimeout(0.5)  # for the handshake: some cases never finish it
+            try:
+                with context.wrap_socket(self.request, server_side=True) as tls:
+                    tls.settimeout(5)
+                    tls.recv(65536)
+                    if answer is None:
+                        while tls.recv(65536):
+                            pass
+                    else:
+                        tls.sendall(answer)
+            except OSError:  # garbage instead of TLS, a client's reset, a timeout
+                pass
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        request_queue_size = 128  # the flood connects 50 at a time
+
+    with Server(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        yield server.server_address[1]
+        server.shutdown()
+
+
+@pytest.fixture
+def leaky(pki):
+    yield from serve(pki, b"HTTP/1.0 200 OK\r\n\r\n" + SECRET)
+
+
+@pytest.fixture
+def silent(pki):
+    yield from serve(pki, None)
+
+
+def flood(port, pki, tmp_path, **options) -> hostile.Flood:
+    return hostile.flood("127.0.0.1", port, pki.authority().pem, "ota.local", secret=tmp_path / "canary.bin",
+                         **options)
+
+
+def test_every_traversal_answered_200_is_a_finding(leaky, pki, tmp_path):
+    cases = hostile.catalogue(tmp_path / "canary.bin")
+    result = flood(leaky, pki, tmp_path, count=2 * len(cases), deadline=3)
+    assert len(result.attempts) == 2 * len(cases)
+    assert all(sum(counts.values()) == 2 for counts in result.by_case().values())  # each case twice
+    traversals = [a for a in result.attempts if a.case.group == "traversal"]
+    assert len(traversals) >= 2 * 15 and result.findings == traversals
+    assert all(SECRET in a.received and a.outcome == "http 200" for a in traversals)
+    hung_up = {a.case.name for a in result.attempts if a.outcome == "hung up"}
+    assert hung_up == {c.name for c in cases if c.then != "read"}
+    # OpenSSL answers a record longer than TLS allows with a record_overflow alert
+    assert result.by_case()["TLS record of 64 kB announced"] == {"tls alert": 2}
+
+
+def test_a_server_that_never_closes_shows_as_timeout_at_the_deadline(silent, pki, tmp_path):
+    result = flood(silent, pki, tmp_path, count=len(hostile.catalogue(tmp_path / "canary.bin")), deadline=1)
+    waited = [a for a in result.attempts if a.case.tls and a.case.then == "read"]
+    assert {(a.outcome, a.ending) for a in waited} == {("timeout", "deadline")}
+    assert max(a.seconds for a in result.attempts) < 2  # a slow sender stops at the deadline too
+    assert result.findings == []
