@@ -43,7 +43,8 @@ from .flash import Esptool, FlashError
 log = logging.getLogger(__name__)
 
 BAUD = 115200
-RESET_PULSE = 0.1  # seconds EN is held low
+RESET_PULSE = 0.1  # seconds EN is held low through DTR/RTS (the bridge's RC circuit needs time)
+WIRED_PULSE = 0.01  # a twin's wired EN acts when the command is answered: no circuit to settle
 REAPPEAR_TIMEOUT = 10.0  # seconds a vanished port gets to come back (USB re-enumeration takes 1-3 s)
 LOCK_DIR_ENV = "OTA_RIG_LOCK_DIR"
 
@@ -200,7 +201,7 @@ class VirtualBoard(SerialBoard):
     def enter_bootloader(self) -> None:
         if self.wired:
             self.wire("IO0 0", "EN 0")
-            time.sleep(RESET_PULSE)
+            time.sleep(WIRED_PULSE)
             self.wire("EN 1")
 
     def reset(self, line: serial.SerialBase, discard_pending: bool = False) -> None:
@@ -208,7 +209,7 @@ class VirtualBoard(SerialBoard):
             super().reset(line, discard_pending)
             return
         self.wire("IO0 1", "EN 0")
-        time.sleep(RESET_PULSE)
+        time.sleep(WIRED_PULSE)
         if discard_pending:
             line.reset_input_buffer()
         self.wire("EN 1")

@@ -207,6 +207,7 @@ class Monitor:
                     if self.reopen is None:
                         self._fail(self._lost)
                         return
+                    log.warning("%s: %s; reopening it", self.log_path.name, self._lost)
                     try:
                         self.port = self.reopen()
                     except Exception as gone:  # it did not come back in time
@@ -231,7 +232,6 @@ class Monitor:
         self._end_line()
         with self._changed:
             self._lost = f"the serial port went away at {time.monotonic() - self.started_at:.3f} s ({_named(err)})"
-        log.warning("%s: %s", self.log_path.name, self._lost)
 
     def _fail(self, reason: str | None) -> None:
         log.warning("%s: reading the serial port ends: %s", self.log_path.name, reason)
@@ -294,6 +294,11 @@ class Monitor:
         """Every event so far, cursor or not."""
         with self._changed:
             return [item.event for item in self._received if item.event is not None]
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from the port so far, in finished lines or not."""
+        return self._bytes
 
     @property
     def error(self) -> str | None:

@@ -26,8 +26,9 @@ EPILOG = f"""\
 With --rfc2217 the port carries DTR/RTS, so esptool's resets work as on a USB bridge (PORT 0
 picks a free port). A pty carries no modem lines: the twin starts in download mode, and its EN
 and IO0 pins are wired to standard input (lines `EN 0`, `EN 1`, `IO0 0`, `IO0 1`; `USB 0` and
-`USB 1` take the port off the host and back, as a pulled cable; each is answered `ok` on
-standard output).
+`USB 1` take the port off the host and back, as a pulled cable; `NOISE <hex bytes>` puts bytes
+on the line as a flaky cable would; `CLOCK <rate> <seconds>` runs the chip's clock faster for
+that many device seconds; each is answered `ok` on standard output).
 Set {PACING_ENV}=1 to make the UART take the time a real line takes at its baud rate.
 """
 

@@ -152,6 +152,8 @@ class PtyServer:
         self._closed = False
         self._master = self._slave = -1
         self._lock = threading.Lock()  # the UART's writes against unplugging
+        self._reading = threading.Lock()  # held by serve_forever while it waits on the master
+        self._wake, self._waker = os.pipe()  # a byte here ends that wait
         self.plug()
 
     @property
@@ -179,6 +181,10 @@ class PtyServer:
             self.link.unlink()
         with self._lock:
             master, slave, self._master, self._slave = self._master, self._slave, -1, -1
+        # A select() waiting on the master keeps it open past close(), and the port would stay
+        # up until that wait ends: wake serve_forever and close once it has let go.
+        os.write(self._waker, b"\0")
+        with self._reading:
             os.close(slave)
             os.close(master)  # readers of the slave side now get EIO, as from a vanished device
 
@@ -215,20 +221,23 @@ class PtyServer:
 
     def serve_forever(self) -> None:
         while not self._closed:
-            master = self._master
+            with self._reading:
+                master = self._master
+                if master >= 0:
+                    self._serve(master)
             if master < 0:
                 time.sleep(0.05)
-                continue
-            try:
-                ready, _, _ = select.select([master], [], [], 0.5)
-                if ready:
-                    self.chip.uart.feed(os.read(master, 65536))
-            except BlockingIOError:
-                continue
-            except (OSError, ValueError):
-                if self._closed or master != self._master:
-                    continue  # closed or unplugged under us
-                raise
+
+    def _serve(self, master: int) -> None:
+        """Wait up to 0.5 s for host bytes and hand them to the chip; unplug() cuts the wait short."""
+        try:
+            ready, _, _ = select.select([master, self._wake], [], [], 0.5)
+            if self._wake in ready:
+                os.read(self._wake, 64)
+            if master in ready:
+                self.chip.uart.feed(os.read(master, 65536))
+        except BlockingIOError:
+            pass  # readable, yet nothing to read after all
 
     def close(self) -> None:
         self._closed = True

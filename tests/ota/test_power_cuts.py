@@ -8,7 +8,7 @@ Why (docs/scenarios.md): Update holds the image's first 16 bytes back until Upda
 half-written slot never looks like an image; esp_ota_set_boot_partition() writes the new
 otadata entry into the sector that is not active, erase first, so a cut there leaves the old
 entry in charge; once the entry is written the new slot boots (NEW, then PENDING_VERIFY until
-the app confirms itself as VALID).
+the app confirms itself as VALID; a cut in that last gap rolls back to the old slot).
 """
 
 from __future__ import annotations
@@ -45,7 +45,12 @@ def test_a_power_cut_during_the_download_leaves_the_old_firmware_then_the_update
     assert_boots_slot_holding(ota, new)
 
 
-def test_a_power_cut_right_after_the_image_is_written_boots_the_new_firmware(ota, pki) -> None:
+def test_a_power_cut_right_after_the_image_is_written_ends_on_the_new_firmware(ota, pki) -> None:
+    """The cut lands as the device announces HTTP_UPDATE_OK, with otadata already switched,
+    and the device restarting by itself within milliseconds. Either it had not yet started
+    0.2 (or 0.2 had confirmed itself): 0.2 boots. Or the cut fell between the bootloader's
+    PENDING_VERIFY and the app's confirmation: the bootloader marks 0.2 ABORTED, 0.1 boots
+    and downloads it again. Both are what ESP-IDF does; either way 0.2 ends up running."""
     listener = ota.listen(pki.dns())
     old, new = ota.build("0.1", listener), ota.build("0.2", listener)
     ota.offer(new)
@@ -54,7 +59,10 @@ def test_a_power_cut_right_after_the_image_is_written_boots_the_new_firmware(ota
     monitor.expect("update_ok", timeout=BOOT_TIMEOUT)  # Update.end() has switched otadata
     monitor.cursor = monitor.mark()
     ota.power_cut()
-    monitor.expect_sequence([("reset", {"reason": "POWERON_RESET"}), ("firmware_version", {"version": "0.2"}),
-                             "no_updates"], timeout=2 * BOOT_TIMEOUT)
-    assert len(ota.server_log.downloads()) == 1
+    monitor.expect("reset", timeout=BOOT_TIMEOUT, reason="POWERON_RESET")
+    first = monitor.expect("firmware_version", timeout=BOOT_TIMEOUT).fields["version"]
+    assert first in ("0.1", "0.2")
+    monitor.expect_sequence([("firmware_version", {"version": "0.2"}), "no_updates"] if first == "0.1"
+                            else ["no_updates"], timeout=2 * BOOT_TIMEOUT)
+    assert len(ota.server_log.downloads()) == (2 if first == "0.1" else 1)
     assert_boots_slot_holding(ota, new)
