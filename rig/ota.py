@@ -211,11 +211,12 @@ class OtaScenario:
             self._line = None
 
     def close(self) -> None:
+        """The board first, so that no request of its is cut off by the server going away."""
         self._close_line()
+        self.board.close()
         with self._timed("server"):
             self.server.stop()
         (self.folder / "timings.json").write_text(json.dumps(self.timings, indent=2))
-        self.board.close()
 
     def __enter__(self) -> "OtaScenario":
         return self

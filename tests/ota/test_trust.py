@@ -97,14 +97,15 @@ DATED = pytest.mark.parametrize(("kind", "event", "field"), [
 def test_certificate_out_of_its_dates_is_refused_by_the_sketchs_date_check(ota, pki, kind, event, field) -> None:
     cert = getattr(pki, kind)()
     listener = ota.listen(cert)
-    old = ota.build("0.1", listener)
-    ota.offer(ota.build("0.2", listener))
+    old, new = ota.build("0.1", listener), ota.build("0.2", listener)
+    ota.offer(new)
 
     monitor = ota.start(old)
     monitor.expect(event, timeout=BOOT_TIMEOUT, **{field: getattr(cert, field).strftime("%Y-%m-%d %H:%M:%S")})
     monitor.not_matching("update_ok")
     (connection,) = ota.server_log.connections()
     assert connection.tls.ok and connection.requests == []
+    recovers_once_fixed(ota, monitor, lambda: setattr(listener, "cert", pki.dns()), new)
 
 
 @DATED
