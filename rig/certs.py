@@ -158,25 +158,18 @@ class Pki:
 
     def expired(self, host: str | None = None) -> ServerCert:
         """Valid from 60 days ago until yesterday; otherwise like `dns`."""
-        host = host or self.hostname
-        now = _now()
-        return self._kind(
-            f"expired-{host}",
-            host,
-            not_before=now - datetime.timedelta(days=60),
-            not_after=now - datetime.timedelta(days=1),
-        )
+        return self._dated("expired", host, -60, -1)
 
     def not_yet_valid(self, host: str | None = None) -> ServerCert:
         """Valid from tomorrow for 60 days; otherwise like `dns`."""
+        return self._dated("not-yet-valid", host, 1, 60)
+
+    def _dated(self, kind: str, host: str | None, first_day: int, last_day: int) -> ServerCert:
+        """Like `dns`, valid from `first_day` to `last_day` days from now."""
         host = host or self.hostname
         now = _now()
-        return self._kind(
-            f"not-yet-valid-{host}",
-            host,
-            not_before=now + datetime.timedelta(days=1),
-            not_after=now + datetime.timedelta(days=60),
-        )
+        return self._kind(f"{kind}-{host}", host, not_before=now + datetime.timedelta(days=first_day),
+                          not_after=now + datetime.timedelta(days=last_day))
 
     def other_ca(self, host: str | None = None) -> ServerCert:
         """Like `dns`, but signed by the "other" CA, which the device does not trust."""

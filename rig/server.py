@@ -475,12 +475,9 @@ class UpdateServer:
         system call accepts): only a name that resolves to a file in the folder is served.
         """
         name = request.match_info["name"]
-        if not name.endswith(".bin") or "\0" in name:
-            log.info("404 for firmware %r", name)
-            return Reply(404)
         folder = self.firmware_dir.resolve()
-        path = (folder / name).resolve()
-        if path.parent != folder or not path.is_file():
+        path = None if "\0" in name else (folder / name).resolve()
+        if not name.endswith(".bin") or path is None or path.parent != folder or not path.is_file():
             log.info("404 for firmware %r", name)
             return Reply(404)
         return Reply(200, path.read_bytes(), {"Content-Type": OCTET_STREAM})
@@ -501,10 +498,11 @@ async def _send(request: web.Request, record: RequestRecord, reply: Reply) -> we
     record.status = reply.status
     record.content_length = response.content_length
     stop = reply.drop_after if reply.drop_after is not None else reply.stall_after
+    end = len(body) if stop is None else min(stop, len(body))
     try:
         await response.prepare(request)
-        for start in range(0, len(body) if stop is None else min(stop, len(body)), CHUNK_SIZE):
-            chunk = body[start:start + CHUNK_SIZE if stop is None else min(start + CHUNK_SIZE, stop)]
+        for start in range(0, end, CHUNK_SIZE):
+            chunk = body[start:min(start + CHUNK_SIZE, end)]
             # The pause for `rate` comes before a chunk, not after: a client that has the whole
             # body may hang up at once. aiohttp only waits when the transport is full; yield
             # anyway, so that a client's reset is noticed before the next chunk.

@@ -90,8 +90,7 @@ def second_stage(chip: Chip) -> None:
         log.info("bootloader: no valid partition table (%s)", err)
         give_up(chip)
         return
-    if table.otadata is not None and table.ota_slots:
-        otadata.bootloader_rollback_step(chip, table)
+    otadata.bootloader_rollback_step(chip, table)
     for partition in boot_candidates(chip, table):
         image_bytes = chip.flash.read(partition.offset, partition.size)
         try:
@@ -99,8 +98,7 @@ def second_stage(chip: Chip) -> None:
         except FirmwareFormatError as err:
             log.info("bootloader: %s is not bootable (%s)", partition.name, err)
             continue
-        if table.otadata is not None:
-            otadata.mark_booting(chip, table, partition)
+        otadata.mark_booting(chip, table, partition)
         log.info("bootloader: starting %s at 0x%x", partition.name, partition.offset)
         app.run(chip, table, partition, image)
         return
@@ -112,10 +110,9 @@ def boot_candidates(chip: Chip, table: PartitionTable) -> list[firmware.Partitio
     """The slot otadata selects first, then the other app slots, like ESP-IDF's fallback."""
     slots = list(table.ota_slots)
     factory = [p for p in table.partitions if p.type == 0 and p.subtype == 0x00]
-    otadata = table.otadata
     chosen = None
-    if otadata is not None and slots:
-        chosen = firmware.active_ota_slot(chip.flash.read(otadata.offset, 2 * firmware.OTADATA_SECTOR), len(slots))
+    if table.otadata is not None and slots:
+        chosen = firmware.active_ota_slot(otadata.read(chip, table), len(slots))
     if chosen is None:
         return factory + slots
     return [slots[chosen]] + [s for i, s in enumerate(slots) if i != chosen][::-1] + factory

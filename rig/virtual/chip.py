@@ -319,9 +319,12 @@ class Clock:
 
     def now(self) -> float:
         with self._lock:
-            if self._rate != 1.0:
-                return self._device0
-            return self._device0 + time.monotonic() - self._real0
+            return self._now()
+
+    def _now(self) -> float:
+        if self._rate != 1.0:
+            return self._device0
+        return self._device0 + time.monotonic() - self._real0
 
     @property
     def rate(self) -> float:
@@ -332,15 +335,14 @@ class Clock:
         """Run `rate` times faster for the next `device_seconds` of device time."""
         if rate < 1:
             raise ValueError(f"a time lapse runs at 1x or faster, not {rate:g}x")
-        now = self.now()
         with self._lock:
+            now = self._now()
             self._device0, self._rate, self._lapse_ends = now, float(rate), now + device_seconds
 
     def end_lapse(self) -> None:
         """Back to real time at once (a reset ends whatever the lapse was for)."""
-        now = self.now()
         with self._lock:
-            self._device0, self._real0, self._rate = now, time.monotonic(), 1.0
+            self._device0, self._real0, self._rate = self._now(), time.monotonic(), 1.0
 
     def real_seconds(self, device_seconds: float) -> float:
         """How long a wait of `device_seconds` takes in real time at the current rate."""

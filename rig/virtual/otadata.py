@@ -45,9 +45,15 @@ def select(chip: Chip, table: PartitionTable, slot: Partition) -> None:
     log.info("otadata sector %d now boots %s (NEW)", sector, slot.name)
 
 
+def _has_ota(table: PartitionTable) -> bool:
+    return table.otadata is not None and bool(table.ota_slots)
+
+
 def bootloader_rollback_step(chip: Chip, table: PartitionTable) -> None:
     """Before choosing a slot: PENDING_VERIFY entries become ABORTED; afterwards the chosen
-    entry, if NEW, becomes PENDING_VERIFY (see `mark_booting`)."""
+    entry, if NEW, becomes PENDING_VERIFY (see `mark_booting`). Nothing without otadata."""
+    if not _has_ota(table):
+        return
     data = read(chip, table)
     for sector, entry in enumerate(firmware.ota_entries(data)):
         if entry.is_valid and entry.state == OtaState.PENDING_VERIFY:
@@ -77,11 +83,11 @@ def _move(chip: Chip, table: PartitionTable, slot: Partition, before: OtaState, 
 
 def mark_booting(chip: Chip, table: PartitionTable, slot: Partition) -> None:
     """The bootloader, about to start `slot`: a NEW entry becomes PENDING_VERIFY."""
-    if slot in table.ota_slots:
+    if _has_ota(table) and slot in table.ota_slots:
         _move(chip, table, slot, OtaState.NEW, OtaState.PENDING_VERIFY)
 
 
 def mark_valid(chip: Chip, table: PartitionTable, slot: Partition) -> None:
     """initArduino(): esp_ota_mark_app_valid_cancel_rollback() for a PENDING_VERIFY app."""
-    if table.otadata is not None and slot in table.ota_slots:
+    if _has_ota(table) and slot in table.ota_slots:
         _move(chip, table, slot, OtaState.PENDING_VERIFY, OtaState.VALID)

@@ -177,13 +177,8 @@ class Updater:
         except FirmwareFormatError as err:
             self.idf_errors.append(("esp_image", idf_image_error(err)))
             return self._fail(ERROR_ACTIVATE)
-        self._switch_boot_partition()
-        return True
-
-    def _switch_boot_partition(self) -> None:
-        assert self.target is not None
         otadata.select(self.chip, self.table, self.target)
-
+        return True
 
 def idf_image_error(err: FirmwareFormatError) -> str:
     """The esp_image line ESP-IDF logs for an image that fails verification (the reference's

@@ -15,13 +15,23 @@ from rig.server import ConnectionRecord
 BOOT_TIMEOUT = 10  # seconds from reset to the first check's result, with a margin for slow CI
 
 
+def partition_table(artifacts: Artifacts) -> firmware.PartitionTable:
+    """The partition table the build was flashed with."""
+    return firmware.PartitionTable.from_bytes(artifacts.partitions.read_bytes())
+
+
+def read_otadata(ota: OtaScenario, artifacts: Artifacts) -> bytes:
+    """Both otadata sectors, read back with esptool."""
+    return ota.read_flash(partition_table(artifacts).otadata.offset, 2 * firmware.OTADATA_SECTOR)
+
+
 def assert_boots_slot_holding(ota: OtaScenario, artifacts: Artifacts,
                               state: firmware.OtaState = firmware.OtaState.VALID) -> None:
     """Read otadata and the slot it selects back with esptool: both otadata entries are whole
     (erased or with a matching CRC, never half-written), the selected one is in rollback
     `state` (VALID: the app confirmed itself at boot), and its slot holds the served image."""
-    table = firmware.PartitionTable.from_bytes(artifacts.partitions.read_bytes())
-    otadata = ota.read_flash(table.otadata.offset, 2 * firmware.OTADATA_SECTOR)
+    table = partition_table(artifacts)
+    otadata = read_otadata(ota, artifacts)
     entries = firmware.ota_entries(otadata)
     assert all(entry.is_whole for entry in entries), f"otadata is half-written: {entries}"
     sector = firmware.active_sector(entries)

@@ -18,7 +18,7 @@ from rig.build import Artifacts
 from rig.server import RequestRecord
 from rig.signing import SIGNATURE_SIZE, KeyPair, reseal, sign
 
-from .conftest import BOOT_TIMEOUT, assert_boots_slot_holding, recovers_once_fixed
+from .conftest import BOOT_TIMEOUT, assert_boots_slot_holding, partition_table, read_otadata, recovers_once_fixed
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +29,6 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
 @pytest.fixture(scope="session")
 def other_keys(tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
     return KeyPair.load_or_create(tmp_path_factory.mktemp("another-signing-key"))
-
-
-def slots(artifacts: Artifacts) -> tuple[firmware.Partition, ...]:
-    return firmware.PartitionTable.from_bytes(artifacts.partitions.read_bytes()).ota_slots
 
 
 def signed_builds(ota, pki, keys: KeyPair, *versions: str) -> list[Artifacts]:
@@ -63,10 +59,8 @@ def boot_partition_switches(ota, artifacts: Artifacts) -> int:
     read back with esptool: boot_app0 leaves sequence number 1 (ota_0), and every switch,
     however brief, writes the next number. So a refused image that was activated even for a
     moment, and then undone, would leave its mark."""
-    table = firmware.PartitionTable.from_bytes(artifacts.partitions.read_bytes())
-    otadata = ota.read_flash(table.otadata.offset, 2 * firmware.OTADATA_SECTOR)
-    sectors = (otadata[:firmware.OTADATA_SECTOR], otadata[firmware.OTADATA_SECTOR:])
-    return max(entry.seq for entry in map(firmware.OtaEntry.from_bytes, sectors) if entry.is_valid) - 1
+    entries = firmware.ota_entries(read_otadata(ota, artifacts))
+    return max(entry.seq for entry in entries if entry.is_valid) - 1
 
 
 def reseal_with_one_byte_changed(signed: bytes) -> bytes:
@@ -105,7 +99,7 @@ def test_a_validly_signed_image_is_installed_without_its_trailer(ota, pki, keys)
     assert again.header("x-ESP32-version") == "0.2" and again.status == 304
     assert_boots_slot_holding(ota, new)
     image = new.app.read_bytes()
-    assert ota.read_flash(slots(new)[1].offset + len(image), SIGNATURE_SIZE) == b"\xff" * SIGNATURE_SIZE
+    assert ota.read_flash(partition_table(new).ota_slots[1].offset + len(image), SIGNATURE_SIZE) == b"\xff" * SIGNATURE_SIZE
 
 
 def test_an_image_changed_after_signing_is_refused(ota, pki, keys) -> None:

@@ -11,10 +11,9 @@ from typing import Callable
 import pytest
 
 from rig.build import Artifacts
-from rig.firmware import PartitionTable
 from rig.server import Fault, RequestRecord
 
-from .conftest import BOOT_TIMEOUT, recovers_once_fixed
+from .conftest import BOOT_TIMEOUT, partition_table, recovers_once_fixed
 
 Tamper = Callable[[Artifacts], dict]  # the good build -> keyword arguments for ota.offer
 
@@ -91,7 +90,7 @@ def test_a_body_not_starting_with_0xe9_is_refused_before_the_download(ota, pki) 
 
 def test_an_image_larger_than_the_next_ota_slot_is_refused_before_the_download(ota, pki) -> None:
     def too_large(new: Artifacts) -> dict:
-        slot = PartitionTable.from_bytes(new.partitions.read_bytes()).ota_slots[1].size
+        slot = partition_table(new).ota_slots[1].size
         return {"image": new.app.read_bytes().ljust(slot + 1, b"\xff")}
 
     refused = refused_then_recovers(ota, pki, too_large, -100, "Not Enough space")
