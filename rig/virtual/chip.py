@@ -345,8 +345,17 @@ class Clock:
             self._device0, self._real0, self._rate = self._now(), time.monotonic(), 1.0
 
     def real_seconds(self, device_seconds: float) -> float:
-        """How long a wait of `device_seconds` takes in real time at the current rate."""
-        return max(0.0, device_seconds) / self.rate
+        """How long a wait of `device_seconds` takes in real time: the part the lapse still
+        covers at its rate, the rest as it comes (a wait never runs fast past the lapse's end)."""
+        device_seconds = max(0.0, device_seconds)
+        with self._lock:
+            if self._rate == 1.0:
+                return device_seconds
+            fast = min(device_seconds, self._lapse_left())
+            return fast / self._rate + device_seconds - fast
+
+    def _lapse_left(self) -> float:
+        return max(0.0, self._lapse_ends - self._device0)
 
     def waiting(self) -> tuple[float, float]:
         """Call as a wait starts; hand the result to `waited`."""
@@ -355,12 +364,16 @@ class Clock:
 
     def waited(self, started: tuple[float, float], at_most: float) -> None:
         """A wait that started at `started` is over: under a lapse, device time moves by the
-        real time it took times the rate, up to the wait's own length `at_most`."""
+        real time it took times the rate while the lapse lasted, then by the real time, up to
+        the wait's own length `at_most`."""
         real_start, rate = started
         with self._lock:
             if rate == 1.0 or self._rate == 1.0:
                 return  # real time carried it
-            self._device0 += min((time.monotonic() - real_start) * rate, at_most)
+            real = time.monotonic() - real_start
+            left = self._lapse_left()
+            passed = real * rate if real * rate <= left else left + real - left / rate
+            self._device0 += min(passed, at_most)
             if self._device0 >= self._lapse_ends:
                 self._real0, self._rate = time.monotonic(), 1.0
 

@@ -43,8 +43,9 @@ def test_a_download_that_stops_halfway_is_given_up_after_the_cores_timeout(ota, 
         ("update_failed", {"code": "6", "text": "Update error: Stream Read Timeout"}),
     ], timeout=give_up / rate + BOOT_TIMEOUT)
     # The device's own clock: the failure comes the computed time after the stop (which is
-    # within a second of the app's start here), not sooner and not much later.
-    assert give_up <= int(write_failed.fields["ms"]) / 1000 <= give_up + 2
+    # a second or two after the app's start here, more on a loaded runner), not sooner and not
+    # much later (a core waiting 8 s a byte, as the twin once modelled, would take 40 minutes).
+    assert give_up <= int(write_failed.fields["ms"]) / 1000 <= give_up + 5
 
     (request,) = ota.server_log.requests()
     assert request.bytes_sent == half and not request.complete

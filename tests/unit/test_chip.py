@@ -458,6 +458,16 @@ def test_a_time_lapse_ends_after_its_device_seconds(chip: Chip) -> None:
     assert time.monotonic() - started >= 0.19
 
 
+def test_a_wait_that_crosses_the_lapses_end_runs_its_rest_in_real_time(chip: Chip) -> None:
+    # A sketch's next check, a 10 s delay() begun with 1 s of lapse left, takes 9 s, not 10 ms.
+    chip.time_lapse(1000, 1.0)
+    before, started = chip.clock.now(), time.monotonic()
+    chip.sleep(1.3)
+    assert time.monotonic() - started >= 0.29
+    assert chip.clock.now() - before == pytest.approx(1.3, abs=0.02)
+    assert chip.clock.rate == 1.0
+
+
 def test_a_reset_ends_a_time_lapse(chip: Chip) -> None:
     chip.time_lapse(100, 1000)
     with pytest.raises(ChipReset):
