@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m rig.demo
+	$(VENV)/bin/rig run
 
 # RFC2217 tests spend their time in pyserial's 50 ms polls, not on the CPU: run them in parallel.
 test: $(VENV)/.installed

@@ -5,7 +5,7 @@ the rig's own work.
 
 Runs the scenarios one after another (no parallelism) and prints, per scenario, the wall time
 pytest measured (setup + call + teardown) and the rig's own steps as the scenario recorded them
-in timings.json: starting the board, the server and its listeners, builds, esptool writing and
+in scenario.json's timings: starting the board, the server and its listeners, builds, esptool writing and
 reading back flash. What is left is the device's time: booting, Wi-Fi, TLS, download, reboot,
 plus the monitor's reaction time.
 """
@@ -56,8 +56,8 @@ def main() -> int:
         print(f"\n{'scenario':<95} {'wall s':>7} {'rig s':>6} {'device s':>8}  rig steps (s)")
         total = rig_total = 0.0
         for nodeid, wall in durations.wall.items():
-            timings_file = Path(out) / folder_name(nodeid) / "timings.json"
-            timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+            record = Path(out) / folder_name(nodeid) / "scenario.json"
+            timings = json.loads(record.read_text())["timings"] if record.exists() else {}
             rig = sum(timings.get(step, 0.0) for step in STEPS)
             steps = " ".join(f"{step} {timings.get(step, 0.0):.2f}" for step in STEPS)
             name = nodeid.split("::", 1)[1]

@@ -39,6 +39,15 @@ class ChipInfo:
     mac: str  # "24:6f:28:7a:d8:84"
 
 
+def connected_chip(output: str) -> ChipInfo | None:
+    """The chip esptool described when it connected, from any command's output (None if it
+    never got that far)."""
+    fields = dict(re.findall(r"^(Chip type|Features|Crystal frequency|MAC):\s+(.+)$", output, re.M))
+    if len(fields) < 4:
+        return None
+    return ChipInfo(fields["Chip type"], fields["Features"], fields["Crystal frequency"], fields["MAC"])
+
+
 # esptool's words for the failures a rig meets, and the sentence the rig says instead.
 _DIAGNOSES = [
     (r"No serial data received|Failed to connect to ESP32|Invalid head of packet|Wrong boot mode detected",
@@ -111,8 +120,10 @@ class Esptool:
     # --- what the rig does with a board -------------------------------------------------
     def chip_info(self) -> ChipInfo:
         output = self.run("chip-id")
-        fields = dict(re.findall(r"^(Chip type|Features|Crystal frequency|MAC):\s+(.+)$", output, re.M))
-        return ChipInfo(fields["Chip type"], fields["Features"], fields["Crystal frequency"], fields["MAC"])
+        info = connected_chip(output)
+        if info is None:
+            raise FlashError(f"esptool chip-id on {self.port} did not describe the chip", output)
+        return info
 
     def read_mac(self) -> str:
         return re.findall(r"^MAC:\s+([0-9a-f:]{17})$", self.run("read-mac"), re.M)[-1]

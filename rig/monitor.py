@@ -85,6 +85,18 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Expectation:
+    """One thing a test waited for, and how it turned out: "met" (`index` is the line that
+    matched, `t` when it ended), "missed" (it did not come; `t` when the wait gave up), "absent"
+    (a `not_matching` watch that saw none) or "came" (one that did; `index` is that line)."""
+
+    what: str  # describe()'s words: "'update_failed' (code='-1')", or "line matching '...'"
+    outcome: str
+    t: float
+    index: int | None = None
+
+
+@dataclass(frozen=True)
 class Received:
     """One raw line (without its line ending) and the event it became, if any."""
 
@@ -136,6 +148,7 @@ class Monitor:
         self.table = tuple(table)
         self.started_at = time.monotonic()
         self._received: list[Received] = []
+        self.expectations: list[Expectation] = []  # every wait, in the order the test made them
         self._cursor = 0
         self._bytes = 0
         self._last_data = 0.0  # time.monotonic() of the last bytes read
@@ -335,7 +348,8 @@ class Monitor:
         self._check_name(name)
         timeout *= self.time_scale
         received = self._wait(lambda item: item.event is not None and item.event.matches(name, fields),
-                              time.monotonic() + timeout, f"event {describe(name, fields)}", timeout)
+                              time.monotonic() + timeout, f"event {describe(name, fields)}", timeout,
+                              describe(name, fields))
         assert received.event is not None
         return received.event
 
@@ -350,7 +364,7 @@ class Monitor:
             what = f"event {describe(name, fields)} (step {number} of {len(steps)}"
             what += f", after {', '.join(event.name for event in found)})" if found else ")"
             received = self._wait(lambda item: item.event is not None and item.event.matches(name, fields),
-                                  deadline, what, timeout)
+                                  deadline, what, timeout, describe(name, fields))
             assert received.event is not None
             found.append(received.event)
         return found
@@ -361,7 +375,7 @@ class Monitor:
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         timeout *= self.time_scale
         received = self._wait(lambda item: regex.search(item.text) is not None, time.monotonic() + timeout,
-                              f"a line matching {regex.pattern!r}", timeout)
+                              f"a line matching {regex.pattern!r}", timeout, f"line matching {regex.pattern!r}")
         match = regex.search(received.text)
         assert match is not None
         return match
@@ -374,17 +388,20 @@ class Monitor:
         deadline = time.monotonic() + within
         with self._changed:
             while True:
-                for item in self._received[self._cursor :]:
+                for index, item in enumerate(self._received[self._cursor :], self._cursor):
                     if item.event is not None and item.event.matches(name, fields):
+                        self._expected(f"no {describe(name, fields)}", "came", item.t, index)
                         raise UnexpectedEvent(
                             f"event {describe(name, fields)} came, and it must not: {item.text!r} at "
                             f"{item.elapsed:.3f} s; {self._tail()}"
                         )
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    self._expected(f"no {describe(name, fields)}", "absent", time.monotonic())
                     return
                 if self._done:  # the rest of the watch cannot happen: no evidence of absence
                     reason = self._error or "the monitor stopped"
+                    self._expected(f"no {describe(name, fields)}", "missed", time.monotonic())
                     raise ExpectTimeout(
                         f"Watching that event {describe(name, fields)} does not come for {within:g} s ended "
                         f"{within - left:.3f} s into it: {reason}; {self._tail()}"
@@ -395,7 +412,13 @@ class Monitor:
         if name not in self._names:  # a typo, not a timeout
             raise KeyError(f"no protocol line named {name!r}")
 
-    def _wait(self, wanted: Callable[[Received], bool], deadline: float, what: str, timeout: float) -> Received:
+    def _expected(self, what: str, outcome: str, t: float, index: int | None = None) -> None:
+        self.expectations.append(Expectation(what, outcome, t, index))
+
+    def _wait(self, wanted: Callable[[Received], bool], deadline: float, what: str, timeout: float,
+              wanted_words: str) -> Received:
+        """The first line from the cursor `wanted` accepts; `what` names it in a failure,
+        `wanted_words` in `expectations`."""
         with self._changed:
             position = self._cursor
             while True:
@@ -404,10 +427,13 @@ class Monitor:
                     position += 1
                     if wanted(item):
                         self._cursor = position
+                        self._expected(wanted_words, "met", item.t, position - 1)
                         return item
+                now = time.monotonic()
+                if self._done or now >= deadline:
+                    self._expected(wanted_words, "missed", now)
                 if self._done:
                     raise ExpectTimeout(f"Waiting for {what}, {self._error or 'the monitor stopped'}; {self._tail()}")
-                now = time.monotonic()
                 if now >= deadline:
                     if self._lost:
                         why = f": {self._lost} and has not come back yet"

@@ -9,29 +9,55 @@ esptool and the serial monitor, all writing their records into the scenario's fo
     monitor.expect("update_ok", timeout=10)
 
 The folder keeps everything a reader needs afterwards: serial.log (every UART line as it
-arrived), server.jsonl (every connection the server saw), esptool.log, and for the virtual
-board twin.log and flash.bin.
+arrived), server.jsonl (every connection the server saw), esptool.log, for the virtual board
+twin.log and flash.bin, and, written at close, scenario.json: the scenario's facts on one
+clock (rig.results), for the run's results.json and report.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import preflight
+from . import preflight, results
 from .board import REAPPEAR_TIMEOUT, SerialBoard
 from .build import ArduinoCliBuilder, Artifacts, SketchConfig, VirtualBuilder
 from .certs import Pki, ServerCert
-from .flash import Esptool, FlashError
+from .flash import ChipInfo, Esptool, FlashError, connected_chip
 from .monitor import Monitor
 from .server import Fault, Listener, RequestRecord, ServerLog, UpdateServer
 
 log = logging.getLogger(__name__)
+progress = logging.getLogger("rig.progress")  # what `rig run` shows while a scenario runs
+
+
+@dataclass(frozen=True)
+class Step:
+    """Something the rig did to the board, in seconds since the scenario began."""
+
+    name: str  # "build", "flash", "reset", "read-back", "power cut"
+    start: float
+    end: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Offered:
+    """What /update handed out: the version it claimed and the bytes it served."""
+
+    version: str
+    sha256: str
+    size: int
+    rate: float | None
+    fault: str | None  # Fault's repr when the answer went wrong on purpose
 
 
 class OtaScenario:
@@ -49,6 +75,14 @@ class OtaScenario:
         self.wifi = wifi  # (SSID, password) the sketch joins; None: SketchConfig's defaults
         self.ports = {} if ports is None else ports  # listener name -> port, shared by a session
         self.timings: dict[str, float] = defaultdict(float)  # seconds the rig itself spent, by step
+        self.began = time.monotonic()  # the scenario's clock starts here
+        self.began_at = datetime.datetime.now(datetime.timezone.utc)
+        self.steps: list[Step] = []
+        self.builds: list[tuple[SketchConfig, Artifacts]] = []
+        self.offered: list[Offered] = []
+        self.monitors: list[Monitor] = []  # one per start(), in order: serial.log holds them all
+        self.chip_seen: ChipInfo | None = None  # as esptool described the board
+        self.about: dict[str, object] = {}  # what the test runner knows (test name, board kind)
         with self._timed("server"):
             # The server listens on the address the board reaches the runner at, the one the
             # certificates name.
@@ -59,12 +93,22 @@ class OtaScenario:
         self._chip = "esp32"  # esptool's --chip: what the last flashed build is for
 
     @contextmanager
-    def _timed(self, step: str) -> Iterator[None]:
+    def _timed(self, step: str, detail: str = "") -> Iterator[None]:
+        """Count the time in `step`; a step the board sees is also a Step of the timeline."""
         started = time.monotonic()
+        if step != "server":
+            progress.info("%s %s", step, detail)
         try:
             yield
         finally:
-            self.timings[step] += time.monotonic() - started
+            ended = time.monotonic()
+            self.timings[step] += ended - started
+            if step != "server":
+                self.steps.append(Step(step, started - self.began, ended - self.began, detail))
+
+    def _instant(self, step: str, detail: str = "") -> None:
+        now = time.monotonic() - self.began
+        self.steps.append(Step(step, now, now, detail))
 
     # --- the server side --------------------------------------------------------------
     def listen(self, cert: ServerCert, name: str | None = None, tls_versions: tuple[str, ...] = ()) -> Listener:
@@ -87,7 +131,10 @@ class OtaScenario:
               image: bytes | None = None) -> None:
         """Serve `artifacts`' app on /update (at `rate` bytes per second, if given), or `image`
         in its place (a tampered copy), answering with `fault` if given."""
-        self.server.offer(artifacts.version, artifacts.app if image is None else image, rate=rate, fault=fault)
+        data = artifacts.app.read_bytes() if image is None else image
+        self.server.offer(artifacts.version, data, rate=rate, fault=fault)
+        self.offered.append(Offered(artifacts.version, hashlib.sha256(data).hexdigest(), len(data), rate,
+                                    None if fault == Fault() else repr(fault)))
 
     def wait_for_download(self, at_least: int, timeout: float) -> RequestRecord:
         """Wait until an answer has sent `at_least` body bytes, as the server sees it: a
@@ -122,15 +169,17 @@ class OtaScenario:
         sketch = SketchConfig(version=version, update_url=url,
                               ca_bundle=self.pki.authority().pem if ca_bundle is None else ca_bundle,
                               profile=self.profile, **config)  # type: ignore[arg-type]
-        with self._timed("build"):
-            return self.builder.build(sketch)
+        with self._timed("build", version):
+            artifacts = self.builder.build(sketch)
+        self.builds.append((sketch, artifacts))
+        return artifacts
 
     def flash(self, artifacts: Artifacts) -> str:
         """Check the artifact set against the board (rig.preflight), then write it with
         esptool, as a user would; esptool.log keeps its output."""
         preflight.check(artifacts, self.board.chip)
         self._chip = artifacts.chip
-        with self._timed("flash"):
+        with self._timed("flash", artifacts.version):
             return self._esptool(lambda tool: tool.write(artifacts.flash_files()))
 
     def start(self, artifacts: Artifacts) -> Monitor:
@@ -138,9 +187,11 @@ class OtaScenario:
         self.flash(artifacts)
         self._line = self.board.open()
         self.board.reset(self._line, discard_pending=True)
+        self._instant("reset", artifacts.version)
         self.monitor = Monitor(self._line, self.folder / "serial.log", reopen=self._reopen_line,
                                time_scale=self.board.time_scale)
         self.monitor.start()
+        self.monitors.append(self.monitor)
         return self.monitor
 
     def _reopen_line(self):
@@ -157,6 +208,7 @@ class OtaScenario:
         """Press reset with the monitor running (everything the board says stays in the log)."""
         assert self._line is not None, "start() the board first"
         self.board.reset(self._line)
+        self._instant("reset")
 
     def power_cut(self) -> str:
         """Cut the board's power wherever it is and bring it back, with the monitor following.
@@ -165,6 +217,7 @@ class OtaScenario:
         EN pulled ("EN"), the nearest a bench without a power relay gets: the chip stops
         mid-instruction either way and flash keeps what was written. Returns which it was."""
         assert self.monitor is not None, "start() the board first"
+        self._instant("power cut")
         if not hasattr(self.board, "power_cycle"):
             self.reset()
             return "EN"
@@ -185,7 +238,7 @@ class OtaScenario:
 
     def read_flash(self, offset: int, size: int) -> bytes:
         """Read flash back with esptool (the monitor stops: the port is esptool's now)."""
-        with self._timed("read-back"):
+        with self._timed("read-back", f"0x{offset:x}+0x{size:x}"):
             return self._esptool(lambda tool: tool.read(offset, size))
 
     def _esptool(self, action):
@@ -201,6 +254,7 @@ class OtaScenario:
                 record.write(err.output)
                 raise
             record.write(tool.last_output)
+        self.chip_seen = self.chip_seen or connected_chip(tool.last_output)
         return result
 
     def _close_line(self) -> None:
@@ -216,7 +270,7 @@ class OtaScenario:
         self.board.close()
         with self._timed("server"):
             self.server.stop()
-        (self.folder / "timings.json").write_text(json.dumps(self.timings, indent=2))
+        (self.folder / "scenario.json").write_text(json.dumps(results.scenario_record(self), indent=1))
 
     def __enter__(self) -> "OtaScenario":
         return self

@@ -21,6 +21,8 @@ Other options:
   --profile NAME            the device profile (core line); by default tests marked
                             `each_profile` run once per profile the builder can make
   --ota-out DIR             where each test's folder goes (default out/tests)
+  --rig-report DIR          write the run's results.json, junit.xml and report.html there
+                            (rig.results; `rig run` passes it)
 
 Fixtures: `pki` (the session's certificates), `builder`, `profile`, `board` and `ota` (an
 `OtaScenario` writing serial.log, server.jsonl and esptool.log into the test's own folder).
@@ -41,6 +43,7 @@ from .board import BoardError, PortLock, SerialBoard, VirtualBoard, find_by_mac,
 from .build import ArduinoCliBuilder, BuildError, VirtualBuilder
 from .certs import DEFAULT_HOST, DEFAULT_IP, Pki
 from .ota import OtaScenario
+from .results import RunRecorder
 from .virtual import profiles
 
 VIRTUAL_BOARDS = {"virtual": "pty", "virtual-rfc2217": "rfc2217"}
@@ -90,14 +93,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wifi-password", default=env("OTA_WIFI_PASSWORD"),
                     help="its password (env OTA_WIFI_PASSWORD)")
     group.addoption("--ota-out", default="out/tests", help="folder for each test's records (default out/tests)")
+    group.addoption("--rig-report", default=None, metavar="DIR",
+                    help="write the run's results.json, junit.xml and report.html into DIR")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "each_profile: the verdict depends on the device profile; run it for each")
     try:
-        config.stash[BENCH] = settle_bench(config)
+        config.stash[BENCH] = bench = settle_bench(config)
     except (BuildError, network.NetworkError) as err:
         raise pytest.UsageError(str(err)) from err
+    report = config.getoption("--rig-report")
+    if report and not hasattr(config, "workerinput"):  # the controller gathers; xdist workers test
+        cores = {profile: bench.arduino_cli.core_version() for profile in bench.profiles} if bench.arduino_cli else {}
+        config.pluginmanager.register(RunRecorder(
+            config.rootpath / report, config.rootpath / config.getoption("--ota-out"), bench.board, cores),
+            "rig-results")
 
 
 def settle_bench(config: pytest.Config) -> Bench:
@@ -214,8 +225,11 @@ def listener_ports() -> dict[str, int]:
 
 
 @pytest.fixture
-def ota(test_dir: Path, board: SerialBoard, pki: Pki, builder, bench: Bench, profile: str,
-        listener_ports: dict[str, int]):
+def ota(request: pytest.FixtureRequest, test_dir: Path, board: SerialBoard, pki: Pki, builder, bench: Bench,
+        profile: str, listener_ports: dict[str, int]):
     with OtaScenario(test_dir, board, pki, builder, profile, wifi=bench.wifi, ports=listener_ports) as scenario:
         scenario.timings["board"] = board.start_seconds
+        doc = (request.function.__doc__ or "").strip()
+        scenario.about.update(board_kind=bench.board if bench.virtual else "serial",
+                              doc=" ".join(doc.split("\n\n")[0].split()))
         yield scenario

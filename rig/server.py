@@ -48,6 +48,7 @@ from aiohttp.web_protocol import RequestHandler
 from rig.certs import ServerCert
 
 log = logging.getLogger(__name__)
+progress = logging.getLogger("rig.progress")  # what `rig run` shows while a scenario runs
 
 CHUNK_SIZE = 4096
 OCTET_STREAM = "application/octet-stream"
@@ -98,6 +99,9 @@ class RequestRecord:
     `headers` are (name, value) pairs in the order and case received. `bytes_sent` counts the
     body bytes handed to the connection (headers not counted), so a client that drops
     mid-body shows how far it got; `complete` is true once the whole response was written.
+    Times are seconds since the connection was accepted: `at` when the request's headers were
+    in, `body_started` when its body began to go out and `body_ended` when the last of it went
+    (or the connection was dropped or stalled), None for an answer without a body.
     """
 
     method: str
@@ -108,6 +112,9 @@ class RequestRecord:
     content_length: int | None = None
     bytes_sent: int = 0
     complete: bool = False
+    at: float | None = None
+    body_started: float | None = None
+    body_ended: float | None = None
 
     def header(self, name: str) -> str | None:
         """The first value of header `name`, matched regardless of case as HTTP does."""
@@ -118,7 +125,8 @@ class RequestRecord:
 class TlsRecord:
     """How the TLS handshake went: the certificate the server presented (its ServerCert
     name), version and cipher if it succeeded, else the error text and the alert the client
-    sent (None when the failure was not a client's alert)."""
+    sent (None when the failure was not a client's alert); `seconds` from the connection's
+    accept to the handshake's end."""
 
     ok: bool
     certificate: str | None = None
@@ -126,6 +134,7 @@ class TlsRecord:
     cipher: str | None = None
     error: str | None = None
     alert: str | None = None
+    seconds: float | None = None
 
 
 @dataclass
@@ -440,10 +449,11 @@ class UpdateServer:
                          for name, value in request.raw_headers],
             )
             connection: _Connection = request.protocol.connection
+            record.at = connection.elapsed()
             connection.record.requests.append(record)
             connection.request_started()
             try:
-                return await _send(request, record, decide(request))
+                return await _send(request, record, decide(request), connection.elapsed)
             finally:
                 connection.wait_for_request()
 
@@ -483,8 +493,10 @@ class UpdateServer:
         return Reply(200, path.read_bytes(), {"Content-Type": OCTET_STREAM})
 
 
-async def _send(request: web.Request, record: RequestRecord, reply: Reply) -> web.StreamResponse:
-    """Stream `reply` in chunks, counting in `record` the body bytes that went out."""
+async def _send(request: web.Request, record: RequestRecord, reply: Reply,
+                elapsed: Callable[[], float]) -> web.StreamResponse:
+    """Stream `reply` in chunks, counting in `record` the body bytes that went out and noting,
+    by the connection's clock `elapsed`, when they began and ended."""
     response = web.StreamResponse(status=reply.status, headers=reply.headers)
     body = reply.body
     if reply.framing == "chunked":
@@ -501,6 +513,8 @@ async def _send(request: web.Request, record: RequestRecord, reply: Reply) -> we
     end = len(body) if stop is None else min(stop, len(body))
     try:
         await response.prepare(request)
+        if body:
+            record.body_started = elapsed()
         for start in range(0, end, CHUNK_SIZE):
             chunk = body[start:min(start + CHUNK_SIZE, end)]
             # The pause for `rate` comes before a chunk, not after: a client that has the whole
@@ -509,7 +523,10 @@ async def _send(request: web.Request, record: RequestRecord, reply: Reply) -> we
             await asyncio.sleep(len(chunk) / reply.rate if reply.rate else 0)
             await response.write(chunk)
             record.bytes_sent += len(chunk)
+            _report_progress(record, len(chunk), len(body))
         if stop is not None:
+            if body:
+                record.body_ended = elapsed()
             await _stop_sending(request, record, dropped=reply.drop_after is not None)
             return response
         await response.write_eof()
@@ -518,7 +535,15 @@ async def _send(request: web.Request, record: RequestRecord, reply: Reply) -> we
                  record.path, record.bytes_sent, len(body), error)
     else:
         record.complete = True
+    if body and record.body_ended is None:
+        record.body_ended = elapsed()
     return response
+
+
+def _report_progress(record: RequestRecord, chunk: int, total: int) -> None:
+    """Tell `rig run` (logger rig.progress) how far a body is: at each tenth of it."""
+    if record.bytes_sent * 10 // total != (record.bytes_sent - chunk) * 10 // total:
+        progress.info("download %s: %d of %d bytes", record.path, record.bytes_sent, total)
 
 
 async def _stop_sending(request: web.Request, record: RequestRecord, dropped: bool) -> None:
@@ -610,15 +635,16 @@ class _Connection(asyncio.Protocol):
                 ssl_handshake_timeout=self._server.handshake_timeout,
             )
         except OSError as error:  # ssl.SSLError, a reset, the handshake timeout, no key file
-            self.record.tls = TlsRecord(ok=False, certificate=certificate,
-                                        error=str(error) or type(error).__name__, alert=tls_alert(error))
+            self.record.tls = TlsRecord(ok=False, certificate=certificate, error=str(error) or type(error).__name__,
+                                        alert=tls_alert(error), seconds=self.elapsed())
             log.info("TLS handshake with %s on %s failed: %s", self.record.peer,
                      self.record.listener, self.record.tls.error)
             self.finish(CLOSED)
             return
         ssl_object = transport.get_extra_info("ssl_object")
         self.record.tls = TlsRecord(
-            ok=True, certificate=certificate, version=ssl_object.version(), cipher=ssl_object.cipher()[0]
+            ok=True, certificate=certificate, version=ssl_object.version(), cipher=ssl_object.cipher()[0],
+            seconds=self.elapsed(),
         )
         self._transport = transport
         # aiohttp reads and drops a body no route wanted ("lingering") for as long as the
@@ -654,6 +680,10 @@ class _Connection(asyncio.Protocol):
             self._handler.connection_lost(exc)
             self.finish(CLOSED)
 
+    def elapsed(self) -> float:
+        """Seconds since this connection was accepted (the times in its record)."""
+        return round(time.monotonic() - self._started, 6)
+
     def wait_for_request(self) -> None:
         """Give the client `request_timeout` seconds to complete a request's headers."""
         if not self._finished:
@@ -684,7 +714,7 @@ class _Connection(asyncio.Protocol):
         self._finished = True
         if self._timer is not None:
             self._timer.cancel()
-        self.record.duration = round(time.monotonic() - self._started, 6)
+        self.record.duration = self.elapsed()
         self.record.ended = ended
         self._server._record(self)
 

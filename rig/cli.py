@@ -1,0 +1,156 @@
+"""The `rig` command: the rig's jobs from a terminal or a CI script.
+
+    rig run [--board B] [--profile P] [-k EXPR]   the OTA scenarios, with a report
+    rig serve                                     the update server alone, for work with a board
+    rig certs                                     a CA and server certificates on disk
+    rig virtual --flash F --pty LINK              a virtual ESP32
+    rig report RESULTS                            report.html and junit.xml again from results.json
+    rig compare OLD NEW                           what got worse between two runs
+
+A failure is one sentence saying what is wrong and what to do about it; `--debug` adds the
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from . import __version__
+
+
+class CommandError(Exception):
+    """What the user must fix, in one sentence (what is wrong, then what to do)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("rig: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001: every failure becomes one sentence
+        if args.debug:
+            traceback.print_exc()
+        print(f"rig: {one_sentence(error)}", file=sys.stderr)
+        return 2
+
+
+def one_sentence(error: BaseException) -> str:
+    """The sentence a user reads for `error`: the rig's own errors say what to fix; anything
+    else is named and points at --debug."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if isinstance(error, CommandError) or type(error).__module__.startswith("rig."):
+        return text or type(error).__name__
+    if isinstance(error, FileNotFoundError) and error.filename:
+        return f"{error.filename}: no such file; check the path"
+    if isinstance(error, OSError):
+        return f"{text}; check the path, port or permission it names"
+    return f"unexpected {type(error).__name__}: {text} (run again with --debug for the traceback)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rig", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"rig {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the OTA scenarios (tests/ota) and write the report")
+    run.add_argument("--board", default="virtual", help="virtual (default), virtual-rfc2217, a port, mac:<MAC> or rfc2217://host:port")
+    run.add_argument("--profile", help="only this device profile (default: each profile a scenario depends on)")
+    run.add_argument("-k", dest="keyword", help="only the scenarios matching this pytest expression")
+    run.add_argument("--out", type=Path, default=Path("out/runs"), help="where the run's folder goes (default out/runs)")
+    run.add_argument("--jobs", "-j", type=int, default=None,
+                     help="scenarios at once on virtual boards (default 4); a real board runs one")
+    run.add_argument("--compare-to", type=Path, metavar="RESULTS",
+                     help="an earlier results.json: say what got worse, and fail if anything did")
+    run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARG", help="passed on to pytest after --")
+    run.set_defaults(handler=_run)
+
+    serve = commands.add_parser("serve", help="the HTTPS update server alone, for manual work with a board")
+    serve.add_argument("--folder", type=Path, default=Path("out/serve"),
+                       help="its certificates, firmware folder and record (default out/serve; kept between runs)")
+    serve.add_argument("--host", default=None, help="address to listen on (default: this machine's address on the default route)")
+    serve.add_argument("--port", type=int, default=8443, help="port (default 8443)")
+    serve.add_argument("--hostname", default=None, help="the DNS name in the certificate and URL (default ota.local)")
+    serve.add_argument("--firmware", type=Path, help="an app image (.bin) to offer on /update")
+    serve.add_argument("--firmware-version", help="the version --firmware is (compared with x-ESP32-version)")
+    serve.set_defaults(handler=_serve)
+
+    certs = commands.add_parser("certs", help="write a CA and a server certificate for manual work")
+    certs.add_argument("--out", type=Path, default=Path("out/serve"), help="folder (default out/serve; an existing CA is kept)")
+    certs.add_argument("--hostname", default=None, help="DNS name of the server certificate (default ota.local)")
+    certs.add_argument("--ip", default=None, help="also an IP-address certificate for this address")
+    certs.set_defaults(handler=_certs)
+
+    virtual = commands.add_parser("virtual", help="start a virtual ESP32 (see `rig virtual -- --help`)",
+                                  add_help=False)
+    virtual.add_argument("twin_args", nargs=argparse.REMAINDER)
+    virtual.set_defaults(handler=_virtual)
+
+    report = commands.add_parser("report", help="write report.html and junit.xml from a results.json")
+    report.add_argument("results", type=Path, help="a run's results.json (or its folder)")
+    report.add_argument("--out", type=Path, help="folder for the two files (default: beside results.json)")
+    report.set_defaults(handler=_report)
+
+    compare = commands.add_parser("compare", help="verdict flips and slower steps between two runs")
+    compare.add_argument("old", type=Path, help="the earlier results.json (or its run folder)")
+    compare.add_argument("new", type=Path, help="the later results.json (or its run folder)")
+    compare.add_argument("--threshold", type=float, default=1.5,
+                         help="a duration is a regression when it grows by this factor (default 1.5)")
+    compare.add_argument("--min-seconds", type=float, default=0.5,
+                         help="... and by at least this many seconds (default 0.5)")
+    compare.add_argument("--markdown", type=Path, metavar="FILE", help="also write the comparison as markdown to FILE")
+    compare.set_defaults(handler=_compare)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .run import run
+    return run(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .manual import serve
+    return serve(args.folder, host=args.host, port=args.port, hostname=args.hostname,
+                 firmware=args.firmware, firmware_version=args.firmware_version)
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from .manual import write_certs
+    return write_certs(args.out, hostname=args.hostname, ip=args.ip)
+
+
+def _virtual(args: argparse.Namespace) -> int:
+    from .virtual.__main__ import main as twin
+    forwarded = args.twin_args[1:] if args.twin_args[:1] == ["--"] else args.twin_args
+    return twin(forwarded)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .results import load, write_reports
+    results_path, results = load(args.results)
+    for path in write_reports(results, args.out or results_path.parent, results_path.parent):
+        print(path)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+    from .results import load
+    _, old = load(args.old)
+    _, new = load(args.new)
+    comparison = compare(old, new, threshold=args.threshold, min_seconds=args.min_seconds)
+    print(comparison.text())
+    if args.markdown:
+        args.markdown.write_text(comparison.markdown())
+    return 1 if comparison.regressed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

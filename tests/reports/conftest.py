@@ -1,0 +1,30 @@
+"""A real run on the twin, made once for the report tests: three scenarios of tests/ota and the
+deliberate failure, error and skip of deliberate.py, with --rig-report, as `rig run` makes it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rig.results import load
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ("test_older_device_updates_reboots_and_runs_the_new_version or test_device_on_the_latest_version "
+             "or test_certificate_from_another_ca_is_refused or deliberate")
+
+
+@pytest.fixture(scope="session")
+def twin_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """(run folder, results) of a real run: results.json, junit.xml, report.html, scenarios/."""
+    folder = tmp_path_factory.mktemp("run") / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/ota/test_update.py", "tests/ota/test_trust.py",
+         str(Path(__file__).with_name("deliberate.py")), "-k", SCENARIOS, "--profile", "arduino-esp32-2.0",
+         "--rig-report", str(folder), "--ota-out", str(folder / "scenarios"),
+         "-p", "no:cacheprovider", "-o", "addopts=", "-q"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, f"the run should fail exactly as deliberate.py makes it:\n{done.stdout}{done.stderr}"
+    return load(folder)[0].parent, load(folder)[1]
