@@ -251,6 +251,10 @@ class Pki:
         key_pem = key.private_bytes(Encoding.PEM, PrivateFormat.TraditionalOpenSSL, NoEncryption())
         return self._store(name, (identity,), signer, cert.public_bytes(Encoding.PEM), key_pem)
 
+    def find(self, name: str) -> ServerCert:
+        """The certificate issued under `name` (KeyError if none was)."""
+        return self._certs[name]
+
     def bundle(self, *authorities: Authority) -> str:
         """The PEM text of several CA certificates, one after the other: a sketch's trust list."""
         if not authorities:

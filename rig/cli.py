@@ -26,8 +26,15 @@ class CommandError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = [word for word in argv if not word.startswith("-")]
+    if words[:1] == ["virtual"]:  # the twin's own options, untouched (rig.virtual's parser)
+        at = argv.index("virtual")
+        args = parser.parse_args([*argv[:at], "virtual"])
+        args.twin_args = argv[at + 1:]
+    else:
+        args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
@@ -88,10 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--ip", default=None, help="also an IP-address certificate for this address")
     certs.set_defaults(handler=_certs)
 
-    virtual = commands.add_parser("virtual", help="start a virtual ESP32 (see `rig virtual -- --help`)",
+    virtual = commands.add_parser("virtual", help="start a virtual ESP32 (`rig virtual --help` for its options)",
                                   add_help=False)
-    virtual.add_argument("twin_args", nargs=argparse.REMAINDER)
-    virtual.set_defaults(handler=_virtual)
+    virtual.set_defaults(handler=_virtual, twin_args=[])
 
     report = commands.add_parser("report", help="write report.html and junit.xml from a results.json")
     report.add_argument("results", type=Path, help="a run's results.json (or its folder)")
@@ -128,8 +134,7 @@ def _certs(args: argparse.Namespace) -> int:
 
 def _virtual(args: argparse.Namespace) -> int:
     from .virtual.__main__ import main as twin
-    forwarded = args.twin_args[1:] if args.twin_args[:1] == ["--"] else args.twin_args
-    return twin(forwarded)
+    return twin(args.twin_args)
 
 
 def _report(args: argparse.Namespace) -> int:

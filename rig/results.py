@@ -21,6 +21,7 @@ import datetime
 import hashlib
 import json
 import platform
+import shlex
 import os
 import subprocess
 import sys
@@ -86,7 +87,7 @@ def scenario_record(scenario: OtaScenario) -> dict[str, Any]:
                       **_file_facts(artifacts.app)} for sketch, artifacts in scenario.builds]
         + [{"version": offer.version, "role": "offered", "sha256": offer.sha256, "size": offer.size,
             "rate": offer.rate, "fault": offer.fault} for offer in scenario.offered],
-        "certificates": _certificates(scenario),
+        "certificates": _certificates(scenario, connections),
         "steps": steps,
         "observed": observed,
         "expected": expected,
@@ -187,11 +188,15 @@ def _file_facts(path: Path) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
-def _certificates(scenario: OtaScenario) -> list[dict[str, Any]]:
-    """The leaves the listeners presented and the CAs the builds trusted, by SHA-256."""
+def _certificates(scenario: OtaScenario, connections: list[dict]) -> list[dict[str, Any]]:
+    """The leaves the listeners presented (a listener may have moved to another certificate
+    during the scenario: the server's record names each one it presented) and the CAs the
+    builds trusted, by SHA-256."""
     found: dict[str, dict[str, Any]] = {}
-    for listener in scenario.server.listeners.values():
-        cert = listener.cert
+    presented = [(listener, listener.cert) for listener in scenario.server.listeners.values()]
+    presented += [(scenario.server.listeners[c["listener"]], scenario.pki.find(c["tls"]["certificate"]))
+                  for c in connections if c["tls"] and c["tls"]["certificate"]]
+    for listener, cert in presented:
         found.setdefault(cert.fingerprint, {
             "name": cert.name, "role": "server", "sha256": cert.fingerprint, "identities": list(cert.identities),
             "issuer": cert.authority.name if cert.authority else "self-signed",
@@ -285,7 +290,7 @@ def run_record(tests: list[dict[str, Any]], started: datetime.datetime, board: s
                 "esptool": _installed("esptool"), "host": platform.node()},
         "run": {"started": started.isoformat(), "finished": finished.isoformat(),
                 "seconds": round((finished - started).total_seconds(), 3),
-                "command": " ".join(Path(sys.argv[0]).name if i == 0 else arg for i, arg in enumerate(sys.argv)),
+                "command": _command(),
                 "board": board},
         "board": seen_board or {"kind": board, "port": None, "chip": None, "mac": None},
         "profiles": [{"name": name, "core": cores.get(name, profiles.get(name).core),
@@ -304,6 +309,13 @@ def _unique(tests: list[dict], key: str, by: str, keep=lambda item: True) -> lis
             if keep(item):
                 found.setdefault(item[by], {k: v for k, v in item.items() if k not in ("listener", "port")})
     return list(found.values())
+
+
+def _command() -> str:
+    """The command line that made the run, as typed: `rig run -k ...`, `python -m pytest ...`."""
+    if sys.orig_argv[1:2] == ["-m"]:
+        return shlex.join(["python", *sys.orig_argv[1:]])
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
 def _commit() -> str | None:

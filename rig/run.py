@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if jobs > 1 and not virtual:
         raise CommandError("a real board runs one scenario at a time; drop --jobs")
     baseline = load(args.compare_to)[1] if args.compare_to else None
+    previous = _latest(args.out)
     folder = new_run_folder(args.out)
     pytest_args = [str(SCENARIOS), "--board", args.board, "--rig-report", str(folder),
                    "--ota-out", str(folder / "scenarios"), "-o", "addopts=", "-p", "no:terminal",
@@ -54,16 +55,19 @@ def run(args: argparse.Namespace) -> int:
         pytest_args += ["-k", args.keyword]
     pytest_args += args.pytest_args
 
-    print(f"rig run: OTA scenarios on {args.board}, {jobs} at a time; records in {folder}", flush=True)
     # pytest captures file descriptors 1 and 2 while a test runs; the status line written from
     # inside a scenario goes to a copy of the terminal's descriptor, which capture leaves alone.
     with os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", errors="replace") as terminal:
-        printer = ScenarioPrinter(folder / "scenarios", terminal, live=terminal.isatty())
+        printer = ScenarioPrinter(folder / "scenarios", terminal, live=terminal.isatty(),
+                                  heading=f"rig run: OTA scenarios on {args.board}, {jobs} at a time; records in {folder}")
         code = pytest.main(pytest_args, plugins=[printer])
-    if code == pytest.ExitCode.NO_TESTS_COLLECTED:
-        raise CommandError(f"no scenario matches -k {args.keyword!r}; see the names in docs/scenarios.md")
-    if code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR) or not (folder / "results.json").exists():
-        return int(code) or 2  # pytest has said why, in one line
+    if code in (pytest.ExitCode.NO_TESTS_COLLECTED, pytest.ExitCode.USAGE_ERROR):
+        drop_run_folder(folder, previous)  # nothing ran: no record to keep
+        if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+            raise CommandError(f"no scenario matches -k {args.keyword!r}; see the names in docs/scenarios.md")
+        return int(code)  # pytest has said why, in one sentence
+    if not (folder / "results.json").exists():
+        return int(code) or 2  # pytest broke down and has said why
     results = load(folder)[1]
     print(summary_line(results))
     for name in ("report.html", "results.json", "junit.xml"):
@@ -93,6 +97,20 @@ def new_run_folder(out: Path) -> Path:
     return folder
 
 
+def _latest(out: Path) -> Path | None:
+    latest = out / "latest"
+    return latest.resolve() if latest.is_symlink() and latest.resolve().exists() else None
+
+
+def drop_run_folder(folder: Path, previous: Path | None) -> None:
+    """Remove a run's folder that holds nothing, and point out/latest back where it was."""
+    shutil.rmtree(folder, ignore_errors=True)
+    latest = folder.parent / "latest"
+    latest.unlink(missing_ok=True)
+    if previous is not None:
+        latest.symlink_to(previous.name)
+
+
 def summary_line(results: dict) -> str:
     summary = results["summary"]
     parts = [f"{summary[word]} {word}" for word in ("failed", "error", "skipped") if summary[word]]
@@ -105,7 +123,8 @@ class ScenarioPrinter:
     what the rig is doing in the scenario under way (from the `rig.progress` log; with
     scenarios running in pytest-xdist workers, only which one started last)."""
 
-    def __init__(self, scenarios: Path, out: TextIO, live: bool) -> None:
+    def __init__(self, scenarios: Path, out: TextIO, live: bool, heading: str) -> None:
+        self.heading = heading  # printed once pytest has accepted the options
         self.scenarios = scenarios
         self.out = out
         self.live = live
@@ -116,6 +135,8 @@ class ScenarioPrinter:
         self._handler = _StatusHandler(self)
 
     def pytest_sessionstart(self) -> None:
+        self.out.write(self.heading + "\n")
+        self.out.flush()
         if self.live:
             progress = logging.getLogger("rig.progress")
             progress.setLevel(logging.INFO)

@@ -18,12 +18,14 @@ SCENARIOS = ("test_older_device_updates_reboots_and_runs_the_new_version or test
 
 @pytest.fixture(scope="session")
 def twin_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """(run folder, results) of a real run: results.json, junit.xml, report.html, scenarios/."""
+    """(run folder, results) of a real run: results.json, junit.xml, report.html, scenarios/;
+    beside the folder, pytest-junit.xml is what pytest's own --junitxml wrote."""
     folder = tmp_path_factory.mktemp("run") / "run"
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "tests/ota/test_update.py", "tests/ota/test_trust.py",
          str(Path(__file__).with_name("deliberate.py")), "-k", SCENARIOS, "--profile", "arduino-esp32-2.0",
          "--rig-report", str(folder), "--ota-out", str(folder / "scenarios"),
+         "--junitxml", str(folder.parent / "pytest-junit.xml"),  # pytest's own view, to check ours against
          "-p", "no:cacheprovider", "-o", "addopts=", "-q"],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, f"the run should fail exactly as deliberate.py makes it:\n{done.stdout}{done.stderr}"
