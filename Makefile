@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (the rig's main job on the virtual ESP32) and `make test`.
+# Two entry points: `make demo` (the rig's main job on the virtual ESP32: `rig run`) and `make test`.
 # Both create .venv and install the rig into it on first use.
 PYTHON ?= python3
 VENV := .venv
@@ -24,7 +24,7 @@ test: $(VENV)/.installed
 BOARD ?= $(OTA_BOARD)
 hardware: $(VENV)/.installed
 	@test -n "$(BOARD)" || { echo "make hardware needs BOARD=/dev/ttyUSB0, mac:<MAC> or rfc2217://host:port"; exit 2; }
-	$(PY) -m pytest tests/hardware tests/ota --board "$(BOARD)" --timeout 900 --junitxml out/junit.xml $(PYTEST_ARGS)
+	$(PY) -m pytest tests/hardware tests/ota --board "$(BOARD)" --timeout 900 --rig-report out/hardware $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) bench/ota_scenarios.py
