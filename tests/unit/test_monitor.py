@@ -126,6 +126,30 @@ def test_expect_sequence_fails_on_the_wrong_order_naming_the_step(port, monitor:
     assert "'update_ok'" in str(failure.value) and "step 2 of 2, after update_checking" in str(failure.value)
 
 
+def test_every_wait_is_kept_with_its_outcome_and_the_line_that_settled_it(port, monitor: Monitor) -> None:
+    send(port, "boot chatter", "HTTP_UPDATE_OK", "Restarting into the new firmware", "HTTP_UPDATE_NO_UPDATES")
+    monitor.expect_sequence(["update_ok", "restarting"], timeout=1)
+    monitor.expect_raw("NO_UPDATES$", timeout=1)
+    monitor.not_matching("update_failed", within=0.05)
+    with pytest.raises(ExpectTimeout):
+        monitor.expect("firmware_version", timeout=0.1, version="9.9")
+    monitor.cursor = 0
+    with pytest.raises(UnexpectedEvent):
+        monitor.not_matching("update_ok")
+
+    kept = [(wait.what, wait.outcome, wait.index) for wait in monitor.expectations]
+    assert kept == [
+        ("'update_ok'", "met", 1), ("'restarting'", "met", 2), ("line matching 'NO_UPDATES$'", "met", 3),
+        ("no 'update_failed'", "absent", None), ("'firmware_version' (version='9.9')", "missed", None),
+        ("no 'update_ok'", "came", 1),
+    ]
+    lines = monitor.lines
+    assert [lines[wait.index] for wait in monitor.expectations if wait.outcome == "met"] == [
+        "HTTP_UPDATE_OK", "Restarting into the new firmware", "HTTP_UPDATE_NO_UPDATES"]
+    times = [wait.t for wait in monitor.expectations[:5]]
+    assert times == sorted(times)
+
+
 def test_not_matching_passes_when_absent_and_fails_when_present(port, monitor: Monitor) -> None:
     send(port, "HTTP_UPDATE_NO_UPDATES", "HTTP_UPDATE_FAILD Error (-1): HTTP error: connection refused")
     monitor.expect("no_updates", timeout=1)

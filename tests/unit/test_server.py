@@ -582,3 +582,34 @@ def test_a_paced_download_is_complete_when_the_client_hangs_up_after_the_last_by
     server.wait_idle()
     [download] = server.log.downloads()
     assert (download.bytes_sent, download.complete) == (len(image), True)
+
+
+def test_the_record_times_the_handshake_the_request_and_the_body_on_the_connections_clock(server, pki, caplog):
+    image = bytes(range(256)) * 64  # 16 KiB: four chunks, the pause before each 0.05 s
+    server.offer("1.0.1", image, rate=4096 / 0.05)
+    caplog.set_level(logging.INFO, logger="rig.progress")
+    started = time.monotonic()
+    with connect(server, pki.authority()) as tls:
+        tls.do_handshake()
+        handshake_done = time.monotonic() - started
+        time.sleep(0.1)  # the device thinks before it asks
+        send_request(tls)
+        response = http.client.HTTPResponse(tls)
+        response.begin()
+        assert response.read() == image
+    server.wait_idle()
+    [connection] = server.log.connections()
+    [download] = connection.requests
+    assert 0 < connection.tls.seconds <= handshake_done + 0.05
+    assert download.at >= connection.tls.seconds + 0.1
+    assert download.at <= download.body_started < download.body_ended <= connection.duration
+    assert download.body_ended - download.body_started >= 3 * 0.05  # the pauses before chunks 2-4
+    progress = [r.getMessage() for r in caplog.records if r.name == "rig.progress"]
+    assert progress[-1] == f"download /update: {len(image)} of {len(image)} bytes" and len(progress) == 4
+
+
+def test_an_answer_without_a_body_has_no_body_times(server, pki):
+    response, _ = get(server, pki, headers=with_header("x-ESP32-version", "9.9"))
+    assert response.status == 304
+    [request] = server.log.requests()
+    assert request.at is not None and (request.body_started, request.body_ended) == (None, None)
