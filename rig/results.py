@@ -235,6 +235,7 @@ class RunRecorder:
             verdict, message = verdict_of(report)
             if test["verdict"] in (None, "passed"):  # a teardown error after a pass is the news
                 test["verdict"], test["message"] = verdict, message
+                test["details"] = _details(report)
         if report.when == "teardown":
             folder = self.scenarios / folder_name(report.nodeid)
             record = folder / "scenario.json"
@@ -271,10 +272,20 @@ def verdict_of(report: pytest.TestReport) -> tuple[str, str | None]:
     if report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         return "skipped", reason.removeprefix("Skipped: ")
-    crash = getattr(report.longrepr, "reprcrash", None)
-    text = crash.message if crash is not None else str(report.longrepr)
-    line = next((part.strip() for part in text.splitlines() if part.strip()), "failed")
+    line = next((part.strip() for part in _details(report).splitlines() if part.strip()), "failed")
+    # "...did not come within 1 s; the last 15 lines received:": the lines are in `details`
+    if line.endswith(":") and "; " in line:
+        line = line.rsplit("; ", 1)[0]
     return ("failed" if report.when == "call" else "error"), line
+
+
+def _details(report: pytest.TestReport) -> str | None:
+    """The whole failure message (an ExpectTimeout's quotes the last lines the port sent),
+    without the traceback; None for a test that passed or was skipped."""
+    if report.passed or report.skipped:
+        return None
+    crash = getattr(report.longrepr, "reprcrash", None)
+    return crash.message if crash is not None else str(report.longrepr)
 
 
 def run_record(tests: list[dict[str, Any]], started: datetime.datetime, board: str,
@@ -337,13 +348,25 @@ def _installed(package: str) -> str | None:
 
 
 def write_reports(results: dict[str, Any], out: Path, run_dir: Path) -> list[Path]:
-    """junit.xml and report.html for `results` into `out`; log paths are read from `run_dir`."""
+    """junit.xml and report.html for `results` into `out`; log paths in `results` are
+    relative to `run_dir`, and in the two files relative to `out`."""
     from . import junit, report
     out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() != run_dir.resolve():
+        results = rebased(results, run_dir, out)
     written = [out / "junit.xml", out / "report.html"]
     written[0].write_text(junit.render(results), encoding="utf-8")
-    written[1].write_text(report.render(results, run_dir), encoding="utf-8")
+    written[1].write_text(report.render(results, out), encoding="utf-8")
     return written
+
+
+def rebased(results: dict[str, Any], run_dir: Path, out: Path) -> dict[str, Any]:
+    """A copy of `results` whose log paths, relative to `run_dir`, are relative to `out`."""
+    copy = json.loads(json.dumps(results))
+    for test in copy["scenarios"]:
+        for name, path in (test.get("logs") or {}).items():
+            test["logs"][name] = os.path.relpath(run_dir.resolve() / path, out.resolve())
+    return copy
 
 
 # --- reading one back -----------------------------------------------------------------------

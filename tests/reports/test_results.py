@@ -151,9 +151,22 @@ def test_junit_xml_names_tests_as_pytest_does_and_carries_the_facts(twin_run) ->
 
 def test_rig_report_writes_the_same_records_again(twin_run, tmp_path: Path) -> None:
     folder, _ = twin_run
-    done = subprocess.run([sys.executable, "-m", "rig.cli", "report", str(folder), "--out", str(tmp_path)],
+    written = {name: (folder / name).read_text() for name in ("junit.xml", "report.html")}
+    done = subprocess.run([sys.executable, "-m", "rig.cli", "report", str(folder)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [str(tmp_path / "junit.xml"), str(tmp_path / "report.html")]
-    assert (tmp_path / "junit.xml").read_text() == (folder / "junit.xml").read_text()
-    assert (tmp_path / "report.html").read_text() == (folder / "report.html").read_text()
+    assert done.stdout.split() == [str(folder / "junit.xml"), str(folder / "report.html")]
+    assert {name: (folder / name).read_text() for name in written} == written
+
+
+def test_a_report_written_elsewhere_links_the_runs_logs_from_there(twin_run, tmp_path: Path) -> None:
+    folder, results = twin_run
+    out = tmp_path / "elsewhere"
+    done = subprocess.run([sys.executable, "-m", "rig.cli", "report", str(folder / "results.json"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    serial_paths = [p.get("value") for p in ET.parse(out / "junit.xml").iter("property") if p.get("name") == "log.serial"]
+    assert len(serial_paths) == sum(1 for s in results["scenarios"] if "serial" in s.get("logs", {})) == 4
+    for path in serial_paths:
+        assert (out / path).read_text().startswith("ets ")  # the ROM banner: the log itself
+    assert "HTTP_UPDATE_OK" in (out / "report.html").read_text()  # the logs were found and shown
