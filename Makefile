@@ -17,7 +17,7 @@ demo: $(VENV)/.installed
 
 # RFC2217 tests spend their time in pyserial's 50 ms polls, not on the CPU: run them in parallel.
 test: $(VENV)/.installed
-	$(PY) -m pytest -n 8
+	$(PY) -m pytest -n 8 --dist loadgroup
 
 # The suite on a real board (docs/hardware.md): make hardware BOARD=/dev/ttyUSB0 (or mac:..., rfc2217://...).
 # Wi-Fi from OTA_WIFI_SSID / OTA_WIFI_PASSWORD; arduino-cli with the esp32 core on PATH.

@@ -109,8 +109,8 @@ class Pki:
         if name not in self._authorities:
             ca = trustme.CA(organization_name=ORGANIZATION, organization_unit_name=f"{name} CA")
             cert_pem = self.folder / f"ca-{name}.pem"
-            _write(cert_pem, ca.cert_pem.bytes())
-            _write(self.folder / f"ca-{name}.key", ca.private_key_pem.bytes(), private=True)
+            write_pem(cert_pem, ca.cert_pem.bytes())
+            write_pem(self.folder / f"ca-{name}.key", ca.private_key_pem.bytes(), private=True)
             pem = ca.cert_pem.bytes().decode("ascii")
             self._authorities[name] = Authority(name, cert_pem, pem, ca)
         return self._authorities[name]
@@ -264,7 +264,7 @@ class Pki:
     def write_bundle(self, filename: str, *authorities: Authority) -> Path:
         """Write `bundle(*authorities)` to `folder/filename` and return its path."""
         path = self.folder / filename
-        _write(path, self.bundle(*authorities).encode("ascii"))
+        write_pem(path, self.bundle(*authorities).encode("ascii"))
         return path
 
     def _kind(self, name: str, identity: str, **options) -> ServerCert:
@@ -284,8 +284,8 @@ class Pki:
         """Write a leaf's files and describe it from what was written."""
         cert_path = self.folder / f"{name}.pem"
         key_path = self.folder / f"{name}.key"
-        _write(cert_path, chain_pem)
-        _write(key_path, key_pem, private=True)
+        write_pem(cert_path, chain_pem)
+        write_pem(key_path, key_pem, private=True)
         leaf = x509.load_pem_x509_certificates(chain_pem)[0]
         cert = ServerCert(
             name=name,
@@ -305,7 +305,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 
 
-def _write(path: Path, data: bytes, private: bool = False) -> None:
+def write_pem(path: Path, data: bytes, private: bool = False) -> None:
     """Write `data` to `path`; a private file is mode 0600 whatever the umask or old mode."""
     mode = 0o600 if private else 0o644
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, load_pem_priv
 
 from . import network
 from .build import SketchConfig
-from .certs import DEFAULT_HOST, ORGANIZATION, Authority, ServerCert, _write
+from .certs import DEFAULT_HOST, ORGANIZATION, Authority, ServerCert, write_pem
 from .cli import CommandError
 from .firmware import FirmwareFormatError, parse_image
 from .server import CLOSED, ConnectionRecord, UpdateServer
@@ -109,8 +109,8 @@ def _authority(folder: Path) -> tuple[Authority, bool]:
         ca = _load_ca(cert_path, key_path)
     else:
         ca = trustme.CA(organization_name=ORGANIZATION, organization_unit_name="manual CA")
-        _write(cert_path, ca.cert_pem.bytes())
-        _write(key_path, ca.private_key_pem.bytes(), private=True)
+        write_pem(cert_path, ca.cert_pem.bytes())
+        write_pem(key_path, ca.private_key_pem.bytes(), private=True)
     return Authority("ca", cert_path, ca.cert_pem.bytes().decode("ascii"), ca), kept
 
 
@@ -134,8 +134,8 @@ def _issue(folder: Path, name: str, identity: str, authority: Authority) -> Serv
     leaf = authority.ca.issue_cert(identity, organization_name=ORGANIZATION, organization_unit_name=name)
     cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
     chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
-    _write(cert_path, chain)
-    _write(key_path, leaf.private_key_pem.bytes(), private=True)
+    write_pem(cert_path, chain)
+    write_pem(key_path, leaf.private_key_pem.bytes(), private=True)
     cert = x509.load_pem_x509_certificates(chain)[0]
     return ServerCert(name, (identity,), cert_path, key_path, authority, cert.not_valid_before_utc,
                       cert.not_valid_after_utc, _fingerprint(cert))

@@ -43,7 +43,7 @@ progress = logging.getLogger("rig.progress")  # what `rig run` shows while a sce
 class Step:
     """Something the rig did to the board, in seconds since the scenario began."""
 
-    name: str  # "build", "flash", "reset", "read-back", "power cut"
+    name: str  # "build", "flash", "reset", "read-back", "power cut", "time lapse"
     start: float
     end: float
     detail: str = ""
@@ -234,7 +234,9 @@ class OtaScenario:
     def time_lapse(self, rate: float, device_seconds: float) -> float:
         """Let the board's next `device_seconds` pass `rate` times faster (a twin only);
         returns the rate in force, to scale the timeouts that wait for it."""
-        return self.board.time_lapse(rate, device_seconds)
+        rate = self.board.time_lapse(rate, device_seconds)
+        self._instant("time lapse", f"{rate:g}x for {device_seconds:g} device s")
+        return rate
 
     def read_flash(self, offset: int, size: int) -> bytes:
         """Read flash back with esptool (the monitor stops: the port is esptool's now)."""

@@ -42,7 +42,7 @@ BAD = ("failed", "error")  # the verdicts "show only failures" keeps
 MAX_LOG_LINES = 3000  # serial lines shown per scenario: two thirds from the start, the rest from the end
 MAX_LOG_BYTES = 400_000
 OPEN_TABLE_ROWS = 8  # a header table with more rows starts folded
-INSTANTS = ("reset", "power cut")  # steps that are a moment, not a span
+INSTANTS = ("reset", "power cut", "time lapse")  # steps that are a moment, not a span
 
 # Timeline geometry, in SVG user units (pixels at 100 %).
 WIDTH, LEFT, RIGHT = 1160, 76, 24

@@ -16,6 +16,14 @@ SCENARIOS = ("test_older_device_updates_reboots_and_runs_the_new_version or test
              "or test_certificate_from_another_ca_is_refused or deliberate")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep the tests that share the run on one pytest-xdist worker (make test: --dist
+    loadgroup), so the run is made once, not once per worker."""
+    for item in items:
+        if "twin_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("twin_run"))
+
+
 @pytest.fixture(scope="session")
 def twin_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """(run folder, results) of a real run: results.json, junit.xml, report.html, scenarios/;
