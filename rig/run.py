@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
                    "-p", "no:cacheprovider"]
     if jobs > 1:
         pytest_args += ["-n", str(jobs)]
+    if not virtual:  # the core's own timeouts run in full on a board (docs/hardware.md)
+        pytest_args += ["--timeout", "900"]
     if args.profile:
         pytest_args += ["--profile", args.profile]
     if args.keyword:

@@ -494,10 +494,17 @@ def test_a_request_sent_with_the_last_handshake_message_is_answered(server, pki)
 def test_a_request_the_parser_refuses_is_answered_400_and_recorded_without_a_traceback(server, pki, caplog,
                                                                                         request_bytes):
     with connect(server, pki.authority()) as tls:
-        tls.sendall(request_bytes)
+        try:
+            tls.sendall(request_bytes)
+        except (ConnectionError, ssl.SSLError):
+            # The server answered and closed before the client had sent it all (80 kB of
+            # headers): the rest met a reset, which may take the answer with it.
+            pass
         answer, _ = read_until_quiet(tls, quiet=5)
     server.wait_idle()
-    assert status_of(answer) == b"400"
+    assert answer or len(request_bytes) > 65536, "a short request must get its answer"
+    if answer:
+        assert status_of(answer) == b"400"
     [connection] = server.log.connections()
     assert connection.requests == [] and connection.error.startswith("400 ")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
