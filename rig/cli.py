@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
+from .compare import MIN_SECONDS, THRESHOLD
 
 
 class CommandError(Exception):
@@ -107,10 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="verdict flips and slower steps between two runs")
     compare.add_argument("old", type=Path, help="the earlier results.json (or its run folder)")
     compare.add_argument("new", type=Path, help="the later results.json (or its run folder)")
-    compare.add_argument("--threshold", type=float, default=1.5,
-                         help="a duration is a regression when it grows by this factor (default 1.5)")
-    compare.add_argument("--min-seconds", type=float, default=0.5,
-                         help="... and by at least this many seconds (default 0.5)")
+    compare.add_argument("--threshold", type=float, default=THRESHOLD,
+                         help=f"a duration is a regression when it grows by this factor or more (default {THRESHOLD:g})")
+    compare.add_argument("--min-seconds", type=float, default=MIN_SECONDS,
+                         help=f"... and by at least this many seconds (default {MIN_SECONDS:g})")
     compare.add_argument("--markdown", type=Path, metavar="FILE", help="also write the comparison as markdown to FILE")
     compare.set_defaults(handler=_compare)
     return parser

@@ -66,7 +66,7 @@ def test_rig_run_compared_with_a_faster_earlier_run_says_so_and_fails(tmp_path: 
     folder, results = twin_run
     earlier = copy.deepcopy(results)
     update = next(s for s in earlier["scenarios"] if s["name"].startswith(ONE_UPDATE))
-    update["durations"]["total"] = 0.05  # as if it had taken 50 ms: this run is far slower
+    update["durations"]["total"] = 0.01  # as if it had taken 10 ms: this run is far slower
     baseline = tmp_path / "earlier" / "results.json"
     baseline.parent.mkdir()
     baseline.write_text(json.dumps(earlier))
