@@ -272,7 +272,12 @@ class OtaScenario:
         self.board.close()
         with self._timed("server"):
             self.server.stop()
-        (self.folder / "scenario.json").write_text(json.dumps(results.scenario_record(self), indent=1))
+        try:
+            record = results.scenario_record(self)
+        except (OSError, ValueError, KeyError) as err:  # a record file the rig cannot read back
+            log.warning("%s: no scenario record: %s", self.folder.name, err)
+            record = {"record_error": f"{type(err).__name__}: {err}"}
+        (self.folder / "scenario.json").write_text(json.dumps(record, indent=1))
 
     def __enter__(self) -> "OtaScenario":
         return self

@@ -315,7 +315,8 @@ def _scenario(key: str, scenario: dict[str, Any], run_dir: Path) -> str:
     if scenario.get("details") or scenario.get("message"):
         parts.append(f"<pre class=\"message\">{_e(scenario.get('details') or scenario['message'])}</pre>")
     if "observed" not in scenario:
-        parts.append("<p class=\"note\">This test left no scenario record: it ended before its scenario began.</p>")
+        why = scenario.get("record_error") or "it ended before its scenario began"
+        parts.append(f"<p class=\"note\">This test left no scenario record: {_e(why)}.</p>")
     else:
         log = _read_log(scenario, run_dir)
         parts += [

@@ -238,10 +238,10 @@ class RunRecorder:
                 test["details"] = _details(report)
         if report.when == "teardown":
             folder = self.scenarios / folder_name(report.nodeid)
-            record = folder / "scenario.json"
-            if record.exists():
-                test.update({key: value for key, value in json.loads(record.read_text()).items() if key not in test})
-                test["logs"] = {name: os.path.relpath(folder / file, self.folder) for name, file in test["logs"].items()}
+            if (folder / "scenario.json").exists():
+                test.update({key: value for key, value in _scenario_file(folder).items() if key not in test})
+                logs = test.setdefault("logs", {})
+                test["logs"] = {name: os.path.relpath(folder / file, self.folder) for name, file in logs.items()}
                 test["logs"]["folder"] = os.path.relpath(folder, self.folder)
             test.setdefault("durations", {})["total"] = round(test.pop("_seconds"), 4)
 
@@ -256,6 +256,16 @@ class RunRecorder:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for path in self.written:
             terminalreporter.write_line(f"rig: wrote {path}")
+
+
+def _scenario_file(folder: Path) -> dict[str, Any]:
+    """A scenario's scenario.json; one that cannot be read (a run killed as it wrote) is said
+    in `record_error`, and the test keeps its verdict."""
+    try:
+        record = json.loads((folder / "scenario.json").read_text())
+    except (OSError, ValueError) as err:
+        return {"record_error": f"{folder / 'scenario.json'} is unreadable ({err})"}
+    return record if isinstance(record, dict) else {"record_error": "scenario.json holds no JSON object"}
 
 
 def _test_record(nodeid: str) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from rig import protocol
 from rig.build import SketchConfig
 from rig.firmware import APP_OFFSET, parse_image
@@ -170,3 +172,18 @@ def test_a_report_written_elsewhere_links_the_runs_logs_from_there(twin_run, tmp
     for path in serial_paths:
         assert (out / path).read_text().startswith("ets ")  # the ROM banner: the log itself
     assert "HTTP_UPDATE_OK" in (out / "report.html").read_text()  # the logs were found and shown
+
+
+def test_an_unreadable_scenario_record_is_named_and_the_verdict_kept(tmp_path: Path) -> None:
+    from rig.results import RunRecorder
+
+    folder = tmp_path / "scenarios" / "test_x.test_y"
+    folder.mkdir(parents=True)
+    (folder / "scenario.json").write_text('{"observed": [')  # a run killed while writing it
+    recorder = RunRecorder(tmp_path, tmp_path / "scenarios", "virtual", {})
+    for when in ("setup", "call", "teardown"):
+        recorder.pytest_runtest_logreport(pytest.TestReport(
+            "tests/ota/test_x.py::test_y", ("tests/ota/test_x.py", 1, "test_y"), {}, "passed", None, when, duration=0.1))
+    (test,) = recorder.tests.values()
+    assert test["verdict"] == "passed"
+    assert test["record_error"].startswith(f"{folder / 'scenario.json'} is unreadable")
