@@ -608,7 +608,9 @@ def test_the_record_times_the_handshake_the_request_and_the_body_on_the_connecti
     [connection] = server.log.connections()
     [download] = connection.requests
     assert 0 < connection.tls.seconds <= handshake_done + 0.05
-    assert download.at >= connection.tls.seconds + 0.1
+    # the server finishes its handshake when the client's Finished arrives, a little after the
+    # client is done with it; the request comes the client's 0.1 s of thought later
+    assert download.at >= 0.1 and download.at > connection.tls.seconds
     assert download.at <= download.body_started < download.body_ended <= connection.duration
     assert download.body_ended - download.body_started >= 3 * 0.05  # the pauses before chunks 2-4
     progress = [r.getMessage() for r in caplog.records if r.name == "rig.progress"]
