@@ -62,18 +62,20 @@ def test_on_a_terminal_rig_run_shows_the_build_flash_and_download_under_way(tmp_
     assert "\x1b[K" in text and f"PASS  {ONE_UPDATE}" in text
 
 
-def test_rig_run_compared_with_a_faster_earlier_run_says_so_and_fails(tmp_path: Path, twin_run) -> None:
-    folder, results = twin_run
+def test_rig_run_compared_with_an_earlier_run_says_what_got_worse_and_fails(tmp_path: Path, twin_run) -> None:
+    _, results = twin_run
     earlier = copy.deepcopy(results)
-    update = next(s for s in earlier["scenarios"] if s["name"].startswith(ONE_UPDATE))
-    update["durations"]["total"] = 0.01  # as if it had taken 10 ms: this run is far slower
+    # The earlier run passed a scenario this run does not have: what it proved is proved no more.
+    gone = copy.deepcopy(next(s for s in earlier["scenarios"] if s["name"].startswith(ONE_UPDATE)))
+    gone["id"] = gone["id"].replace(ONE_UPDATE, "test_a_scenario_since_removed")
+    earlier["scenarios"].append(gone)
     baseline = tmp_path / "earlier" / "results.json"
     baseline.parent.mkdir()
     baseline.write_text(json.dumps(earlier))
     done = rig("run", "-k", ONE_UPDATE, "--profile", "arduino-esp32-2.0", "--out", str(tmp_path / "runs"),
                "--compare-to", str(baseline))
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "REGRESSED" in done.stdout and "total" in done.stdout
+    assert "REGRESSED" in done.stdout and "test_a_scenario_since_removed" in done.stdout
 
 
 @pytest.mark.parametrize("args, sentence", [
