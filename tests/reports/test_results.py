@@ -117,7 +117,8 @@ def test_download_and_handshake_figures_are_the_servers_own(twin_run) -> None:
     assert figures["bytes_per_second"] == round(figures["bytes"] / figures["seconds"])
     assert record["durations"]["tls_handshake"] == min(connections, key=lambda c: c["start"])["tls"]["seconds"]
     steps = record["durations"]
-    assert 0 < steps["boot"] < steps["total"] and 0 < steps["reboot"] < steps["total"] and steps["flash"] > 0
+    # the twin's UART is unpaced: HTTP_UPDATE_OK and the new version can come in one read
+    assert 0 <= steps["boot"] < steps["total"] and 0 <= steps["reboot"] < steps["total"] and steps["flash"] > 0
 
 
 def test_a_refused_handshake_is_on_the_scenarios_timeline_with_its_alert(twin_run) -> None:
