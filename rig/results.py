@@ -34,7 +34,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from . import __version__, protocol
+from . import __version__
 from .server import ServerLog
 from .virtual import profiles
 
@@ -232,7 +232,7 @@ class RunRecorder:
         test = self.tests.setdefault(report.nodeid, _test_record(report.nodeid))
         test["_seconds"] += report.duration
         if report.when == "call" or report.failed or (report.skipped and test["verdict"] is None):
-            verdict, message = verdict_of(report)
+            verdict, message = _verdict_of(report)
             if test["verdict"] in (None, "passed"):  # a teardown error after a pass is the news
                 test["verdict"], test["message"] = verdict, message
                 test["details"] = _details(report)
@@ -274,7 +274,7 @@ def _test_record(nodeid: str) -> dict[str, Any]:
             "_seconds": 0.0}
 
 
-def verdict_of(report: pytest.TestReport) -> tuple[str, str | None]:
+def _verdict_of(report: pytest.TestReport) -> tuple[str, str | None]:
     """pytest's word for how a phase went (a failed setup or teardown is an "error") and the
     one line that says why."""
     if report.passed:

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import logging
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import TextIO
 
 import pytest
 
-from .plugin import VIRTUAL_BOARDS, folder_name
+from .plugin import VIRTUAL_BOARDS
+from .results import RunRecorder, load
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "tests" / "ota"
 VERDICT_WORDS = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP"}
@@ -34,7 +33,6 @@ def run(args: argparse.Namespace) -> int:
     """Run the scenarios as `args` says; the exit status is pytest's, or 1 for a regression
     against --compare-to."""
     from .cli import CommandError
-    from .results import load
 
     virtual = args.board in VIRTUAL_BOARDS
     # Twins spend most of their time waiting on ptys and sockets: 4 at a time pays even on 2 cores.
@@ -60,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     # pytest captures file descriptors 1 and 2 while a test runs; the status line written from
     # inside a scenario goes to a copy of the terminal's descriptor, which capture leaves alone.
     with os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", errors="replace") as terminal:
-        printer = ScenarioPrinter(folder / "scenarios", terminal, live=terminal.isatty(),
+        printer = ScenarioPrinter(terminal, live=terminal.isatty(),
                                   heading=f"rig run: OTA scenarios on {args.board}, {jobs} at a time; records in {folder}")
         code = pytest.main(pytest_args, plugins=[printer])
     if code in (pytest.ExitCode.NO_TESTS_COLLECTED, pytest.ExitCode.USAGE_ERROR):
@@ -121,22 +119,21 @@ def summary_line(results: dict) -> str:
 
 
 class ScenarioPrinter:
-    """A pytest plugin printing each scenario as it ends, and, with `live`, a status line of
-    what the rig is doing in the scenario under way (from the `rig.progress` log; with
-    scenarios running in pytest-xdist workers, only which one started last)."""
+    """A pytest plugin printing each scenario as it ends, from its record in the run's
+    RunRecorder (rig.results), and, with `live`, a status line of what the rig is doing in the
+    scenario under way (from the `rig.progress` log; with scenarios running in pytest-xdist
+    workers, only which one started last)."""
 
-    def __init__(self, scenarios: Path, out: TextIO, live: bool, heading: str) -> None:
+    def __init__(self, out: TextIO, live: bool, heading: str) -> None:
         self.heading = heading  # printed once pytest has accepted the options
-        self.scenarios = scenarios
         self.out = out
         self.live = live
-        self.verdicts: dict[str, tuple[str, str | None]] = {}
-        self.started: dict[str, float] = {}
+        self.recorder: RunRecorder | None = None
         self.current = ""
-        self._status_shown = False
         self._handler = _StatusHandler(self)
 
-    def pytest_sessionstart(self) -> None:
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.recorder = session.config.pluginmanager.get_plugin("rig-results")
         self.out.write(self.heading + "\n")
         self.out.flush()
         if self.live:
@@ -151,33 +148,24 @@ class ScenarioPrinter:
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:
         self.current = nodeid.split("::", 1)[1]
-        self.started[nodeid] = time.monotonic()
         self.status("starting")
 
+    @pytest.hookimpl(trylast=True)  # after RunRecorder has the teardown in its record
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from .results import verdict_of
-        if report.when == "call" or report.failed or (report.skipped and report.nodeid not in self.verdicts):
-            verdict = verdict_of(report)
-            if self.verdicts.get(report.nodeid, ("passed",))[0] == "passed":
-                self.verdicts[report.nodeid] = verdict
-        if report.when == "teardown":
-            self.print_scenario(report.nodeid, time.monotonic() - self.started.get(report.nodeid, time.monotonic()))
+        if report.when == "teardown" and self.recorder is not None:
+            self.print_scenario(self.recorder.tests[report.nodeid])
 
-    def print_scenario(self, nodeid: str, seconds: float) -> None:
-        verdict, why = self.verdicts.get(nodeid, ("error", "no report"))
-        folder = self.scenarios / folder_name(nodeid)
-        record = folder / "scenario.json"
-        steps = []
-        if record.exists():
-            steps = [event["transition"] for event in json.loads(record.read_text())["observed"] if event["transition"]]
+    def print_scenario(self, test: dict) -> None:
+        verdict, why = test["verdict"], test["message"]
         self.status("")
-        lines = [f"{VERDICT_WORDS[verdict]:<5} {nodeid.split('::', 1)[1]}  ({seconds:.1f} s)"]
-        if record.exists():
+        lines = [f"{VERDICT_WORDS[verdict]:<5} {test['name']}  ({test['durations']['total']:.1f} s)"]
+        if "observed" in test:
+            steps = [event["transition"] for event in test["observed"] if event["transition"]]
             lines.append(f"      {' → '.join(steps) or 'no serial output'}")
         if why and verdict != "passed":
             lines.append(f"      {'why' if verdict != 'skipped' else 'skipped'}: {why}")
-        if record.exists():
-            lines.append(f"      logs: {folder}")
+        if "folder" in test.get("logs", {}):
+            lines.append(f"      logs: {(self.recorder.folder / test['logs']['folder']).resolve()}")
         self.out.write("\n".join(lines) + "\n")
         self.out.flush()
 
