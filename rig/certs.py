@@ -295,10 +295,15 @@ class Pki:
             authority=authority,
             not_before=leaf.not_valid_before_utc,
             not_after=leaf.not_valid_after_utc,
-            fingerprint=hashlib.sha256(leaf.public_bytes(Encoding.DER)).hexdigest(),
+            fingerprint=fingerprint(leaf),
         )
         self._certs[name] = cert
         return cert
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """A certificate's SHA-256 fingerprint: of its DER encoding, in lowercase hex."""
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
 
 
 def _now() -> datetime.datetime:

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .compare import MIN_SECONDS, THRESHOLD
+from .compare import MIN_SECONDS, THRESHOLD, compare
 
 
 class CommandError(Exception):
@@ -147,7 +147,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .compare import compare
     from .results import load
     _, old = load(args.old)
     _, new = load(args.new)

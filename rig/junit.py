@@ -59,8 +59,7 @@ def scenario_properties(scenario: dict[str, Any]) -> list[tuple[str, Any]]:
         else:
             pairs.append((f"duration.{name}", value))
     for number, wait in enumerate(scenario.get("expected", ()), 1):
-        at = "" if wait["t"] is None else f" at {wait['t']:.3f} s"
-        pairs.append((f"expected.{number}", f"{wait['what']}: {wait['outcome']}{at}"))
+        pairs.append((f"expected.{number}", f"{wait['what']}: {wait['outcome']} at {wait['t']:.3f} s"))
     steps = [event for event in scenario.get("observed", ()) if event["transition"]]
     for number, event in enumerate(steps, 1):
         pairs.append((f"observed.{number}", f"{event['t']:.3f} s {event['transition']}"))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime
 import errno
-import hashlib
 import io
 import ipaddress
 import signal
@@ -31,11 +30,11 @@ from typing import TextIO
 
 import trustme
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from . import network
 from .build import SketchConfig
-from .certs import DEFAULT_HOST, ORGANIZATION, Authority, ServerCert, write_pem
+from .certs import DEFAULT_HOST, ORGANIZATION, Authority, ServerCert, fingerprint, write_pem
 from .cli import CommandError
 from .firmware import FirmwareFormatError, parse_image
 from .server import CLOSED, ConnectionRecord, UpdateServer
@@ -65,7 +64,7 @@ class KeptCerts:
         """One line per file: whether it was kept or written, its path, and for a
         certificate what it is for and its SHA-256 fingerprint."""
         ca_state = "kept" if self.ca_kept else "written"
-        ca_fingerprint = _fingerprint(x509.load_pem_x509_certificate(self.authority.pem.encode()))
+        ca_fingerprint = fingerprint(x509.load_pem_x509_certificate(self.authority.pem.encode()))
         lines = [f"{ca_state:8} {self.authority.cert_pem}  CA  sha256 {ca_fingerprint}",
                  f"{ca_state:8} {self.authority.cert_pem.parent / CA_KEY}"]
         for cert in (self.server, self.server_ip):
@@ -138,11 +137,7 @@ def _issue(folder: Path, name: str, identity: str, authority: Authority) -> Serv
     write_pem(key_path, leaf.private_key_pem.bytes(), private=True)
     cert = x509.load_pem_x509_certificates(chain)[0]
     return ServerCert(name, (identity,), cert_path, key_path, authority, cert.not_valid_before_utc,
-                      cert.not_valid_after_utc, _fingerprint(cert))
-
-
-def _fingerprint(cert: x509.Certificate) -> str:
-    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+                      cert.not_valid_after_utc, fingerprint(cert))
 
 
 def serve(folder: Path, *, host: str | None, port: int, hostname: str | None, firmware: Path | None,

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import __version__
+from .certs import fingerprint
 from .server import ServerLog
 from .virtual import profiles
 
@@ -205,9 +205,9 @@ def _certificates(scenario: OtaScenario, connections: list[dict]) -> list[dict[s
         })
     for sketch, _ in scenario.builds:
         for ca in x509.load_pem_x509_certificates(sketch.ca_bundle.encode()) if sketch.ca_bundle else ():
-            fingerprint = hashlib.sha256(ca.public_bytes(Encoding.DER)).hexdigest()
-            found.setdefault(fingerprint, {"name": ca.subject.rfc4514_string(), "role": "trusted CA",
-                                           "sha256": fingerprint, "not_after": ca.not_valid_after_utc.isoformat()})
+            sha256 = fingerprint(ca)
+            found.setdefault(sha256, {"name": ca.subject.rfc4514_string(), "role": "trusted CA",
+                                      "sha256": sha256, "not_after": ca.not_valid_after_utc.isoformat()})
     return list(found.values())
 
 
