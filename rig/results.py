@@ -58,6 +58,7 @@ LABELS = {
     "signature_valid": "signature valid",
     "signature_invalid": "signature invalid",
     "signature_missing": "signature missing",
+    "image_mismatch": "image does not match its manifest",
     "downgrade_refused": "downgrade refused",
     "insecure_mode": "setInsecure",
 }

@@ -4,37 +4,42 @@ sketches/ota_https/ota_https.ino, step for step.
 The sketch downloads the update itself, because HTTPUpdate's Update.end() makes the new slot
 the boot partition before update() returns. It asks exactly as HTTPUpdate does (HttpUpdate.get:
 same connection reuse, headers, timeouts and answer parsing), reports the answers HTTPUpdate
-knows with HTTPUpdate's codes, and for a 200 reads the signed image (rig/signing.py): the app
-image, Content-Length - 512 bytes, streamed in 1024-byte chunks through Update.write() into the
-next OTA slot, then the 512-byte trailer. The first chunk must start with 0xE9 and carry an app
-descriptor whose version is not older than the running one. Update.end() (ESP-IDF's image
-check, then otadata) runs only once the signature verified with the built-in key; a refusal
-after Update.begin() calls Update.abort(), which leaves otadata alone.
+knows with HTTPUpdate's codes, and for a 200 reads a signed release (rig/signing.py): first the
+256-byte manifest, whose statement (version, image size, image SHA-256) must be signed with the
+built-in key, name the image the server sends and a version no older than the running one; only
+then Update.begin(), the image streamed in 1024-byte chunks through Update.write() and SHA-256,
+and Update.end() (ESP-IDF's image check, then otadata) once the hash is the signed one. A
+refusal before Update.begin() writes nothing; one after it calls Update.abort(), which leaves
+otadata alone.
+
+The running version is the sketch's own OTA_FIRMWARE_VERSION (SketchConfig.version), never the
+app descriptor's, which a real build fills with the lib-builder's version.
 
 Modelled: every line the sketch prints on this path, the order of its checks, how far the
 download gets before a refusal (the server's record shows it), Update's buffering and abort,
 and the signature check by Mbed TLS itself (python-mbedtls: mbedtls_pk_parse_public_key and
-mbedtls_pk_verify on the exact DER length). python-mbedtls hashes the message it is given, so
-the twin keeps the image bytes where the sketch keeps a running SHA-256. Not modelled: TLS
-errors in mid-body (a broken body is a stream that brings nothing) and flash failures.
+mbedtls_pk_verify on the exact DER length; python-mbedtls hashes the message it is given, so
+the twin hands it the statement where the sketch hands its SHA-256). Not modelled: TLS errors
+in mid-body (a broken body is a stream that brings nothing) and flash failures.
 """
 
 from __future__ import annotations
 
+import hashlib
 from urllib.parse import urlsplit
 
 from mbedtls import pk
 
 from ..build import SketchConfig
+from ..signing import (IMAGE_SHA256_AT, IMAGE_SIZE_AT, MANIFEST_MAGIC, MANIFEST_SIZE, STATEMENT_SIZE, VERSION_AT,
+                       VERSION_SIZE)
 from .arduino import Core
 from .httpupdate import (BAD_HEADER, FORBIDDEN, HTTPCLIENT_ERRORS, NO_SIZE, NOT_FOUND, TOO_LESS_SPACE, UPDATE_ERRORS,
                          WRONG_CODE, HttpUpdate)
 from .secure_client import SecureClient
 from .updater import ERROR_STREAM, ERROR_TEXT, STREAM_EMPTY_PAUSE, STREAM_EMPTY_READS, Updater, next_update_partition
 
-SIGNATURE_TRAILER_SIZE = 512
 IMAGE_CHUNK_SIZE = 1024
-APP_DESC_VERSION_AT, APP_DESC_VERSION_SIZE = 0x30, 32  # esp_app_desc_t.version in the image file
 APP_IMAGE_MAGIC = 0xE9
 
 
@@ -70,23 +75,29 @@ def _version_parts(text: str) -> list[int]:
     return parts
 
 
-def signature_length(trailer: bytes) -> int:
-    """signatureLength(): the DER signature's length if `trailer` opens with a SEQUENCE that
-    mbedtls_asn1_get_tag() accepts (short or 1-4 byte long length form, inside the trailer) and
-    holds only zeros after it; 0 (unsigned) otherwise."""
-    if trailer[0] != 0x30:  # MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE
+def signature_length(area: bytes) -> int:
+    """signatureLength(): the DER signature's length if the manifest's signature `area` opens
+    with a SEQUENCE that mbedtls_asn1_get_tag() accepts (short or 1-4 byte long length form,
+    inside the area) and holds only zeros after it; 0 (unsigned) otherwise."""
+    if area[0] != 0x30:  # MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE
         return 0
-    if trailer[1] < 0x80:
-        header, content = 2, trailer[1]
+    if area[1] < 0x80:
+        header, content = 2, area[1]
     else:
-        count = trailer[1] & 0x7F
+        count = area[1] & 0x7F
         if not 1 <= count <= 4:
             return 0
-        header, content = 2 + count, int.from_bytes(trailer[2 : 2 + count], "big")
+        header, content = 2 + count, int.from_bytes(area[2 : 2 + count], "big")
     length = header + content
-    if length > len(trailer) or any(trailer[length:]):
+    if length > len(area) or any(area[length:]):
         return 0
     return length
+
+
+def manifest_version(manifest: bytes) -> str:
+    """The manifest's version field as the sketch reads it: a C string of at most 32 bytes."""
+    field = manifest[VERSION_AT : VERSION_AT + VERSION_SIZE]
+    return field.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 class VerifiedUpdate:
@@ -120,18 +131,27 @@ class VerifiedUpdate:
     def _fail(self, client: SecureClient, code: int, text: str | None = None) -> None:
         report_failure(self.core, client, code, UPDATE_ERRORS[code] if text is None else text)
 
+    def _stream_error(self, client: SecureClient) -> None:
+        self._fail(client, ERROR_STREAM, f"Update error: {ERROR_TEXT[ERROR_STREAM]}")
+
     def _update_error(self, client: SecureClient, updater: Updater) -> None:
         self._fail(client, updater.error, f"Update error: {updater.error_text}")
 
     def _install(self, client: SecureClient, size: int) -> bool:
-        """installSigned(): the 200 answer's body, image then trailer."""
+        """installSigned(): the 200 answer's body, manifest then image."""
         if size <= 0:
             self._fail(client, NO_SIZE)
             return False
-        if size <= SIGNATURE_TRAILER_SIZE:
+        if size <= MANIFEST_SIZE:
             self.core.report("signature_missing")
             return False
-        length = size - SIGNATURE_TRAILER_SIZE
+        manifest = self._read_fully(client, MANIFEST_SIZE)
+        if manifest is None:
+            self._stream_error(client)
+            return False
+        if not self._manifest_acceptable(manifest, size - MANIFEST_SIZE):
+            return False
+        length = size - MANIFEST_SIZE
         target = next_update_partition(self.running.table, self.running.partition)
         if length > (target.size if target else 0):  # ESP.getFreeSketchSpace()
             self._fail(client, TOO_LESS_SPACE)
@@ -140,16 +160,12 @@ class VerifiedUpdate:
         if not updater.begin(length):
             self._update_error(client, updater)
             return False
-        image = self._stream_image(client, length, updater)
-        if image is None:
+        digest = self._stream_image(client, length, updater)
+        if digest is None:
             updater.abort()
             return False
-        trailer = self._read_fully(client, SIGNATURE_TRAILER_SIZE)
-        if trailer is None:
-            self._fail(client, ERROR_STREAM, f"Update error: {ERROR_TEXT[ERROR_STREAM]}")
-            updater.abort()
-            return False
-        if not self._signature_verifies(trailer, image):
+        if digest != manifest[IMAGE_SHA256_AT : IMAGE_SHA256_AT + 32]:
+            self.core.report("image_mismatch")
             updater.abort()
             return False
         self.core.report("signature_valid")
@@ -160,22 +176,57 @@ class VerifiedUpdate:
             return False
         return True
 
+    def _manifest_acceptable(self, manifest: bytes, image_size: int) -> bool:
+        """manifestAcceptable(): a manifest, signed with the built-in key, for an image of the
+        size the server sends, and of a version no older than the running one (an equal one
+        passes: re-installing is no downgrade)."""
+        if manifest[: len(MANIFEST_MAGIC)] != MANIFEST_MAGIC:
+            self.core.report("signature_missing")
+            return False
+        if not self._statement_verifies(manifest):
+            return False
+        if int.from_bytes(manifest[IMAGE_SIZE_AT : IMAGE_SIZE_AT + 4], "little") != image_size:
+            self.core.report("image_mismatch")
+            return False
+        version = manifest_version(manifest)
+        if compare_versions(version, self.config.version) < 0:
+            self.core.report("downgrade_refused", version=version, current=self.config.version)
+            return False
+        return True
+
+    def _statement_verifies(self, manifest: bytes) -> bool:
+        """statementVerifies(). The key always parses: SketchConfig accepts only a P-256 public
+        key."""
+        area = manifest[STATEMENT_SIZE:MANIFEST_SIZE]
+        length = signature_length(area)
+        if not length:
+            self.core.report("signature_missing")
+            return False
+        key = pk.ECC.from_buffer(self.config.signing_key.encode())
+        if not key.verify(manifest[:STATEMENT_SIZE], area[:length], "sha256"):
+            self.core.report("signature_invalid")
+            return False
+        return True
+
     def _stream_image(self, client: SecureClient, length: int, updater: Updater) -> bytes | None:
-        """streamImage(): the image, chunk by chunk, into Update.write(); None (after its line)
-        when the first chunk is refused, the body stops or Update fails."""
-        image = bytearray()
-        while len(image) < length:
-            chunk = self._read_fully(client, min(IMAGE_CHUNK_SIZE, length - len(image)))
+        """streamImage(): the image, chunk by chunk, into Update.write() and SHA-256; its digest,
+        or None (after its line) when the first byte is not 0xE9, the body stops or Update
+        fails."""
+        sha, done = hashlib.sha256(), 0
+        while done < length:
+            chunk = self._read_fully(client, min(IMAGE_CHUNK_SIZE, length - done))
             if chunk is None:
-                self._fail(client, ERROR_STREAM, f"Update error: {ERROR_TEXT[ERROR_STREAM]}")
+                self._stream_error(client)
                 return None
-            if not image and not self._first_chunk_acceptable(client, chunk):
+            if done == 0 and chunk[0] != APP_IMAGE_MAGIC:
+                self._fail(client, BAD_HEADER)
                 return None
             if updater.write(chunk) != len(chunk):
                 self._update_error(client, updater)
                 return None
-            image += chunk
-        return bytes(image)
+            sha.update(chunk)
+            done += len(chunk)
+        return sha.digest()
 
     def _read_fully(self, client: SecureClient, count: int) -> bytes | None:
         """readFully(): readBytes() until `count` bytes are in, as Update.writeStream() reads: a
@@ -192,29 +243,3 @@ class VerifiedUpdate:
                 return None
             self.core.delay(STREAM_EMPTY_PAUSE)
         return data
-
-    def _first_chunk_acceptable(self, client: SecureClient, chunk: bytes) -> bool:
-        """firstChunkAcceptable(): an app image (0xE9) no older than the running version (an
-        equal one passes)."""
-        if chunk[0] != APP_IMAGE_MAGIC:
-            self._fail(client, BAD_HEADER)
-            return False
-        field = chunk[APP_DESC_VERSION_AT : APP_DESC_VERSION_AT + APP_DESC_VERSION_SIZE]
-        version = field.split(b"\0", 1)[0].decode("utf-8", "replace")
-        if compare_versions(version, self.config.version) < 0:
-            self.core.report("downgrade_refused", version=version, current=self.config.version)
-            return False
-        return True
-
-    def _signature_verifies(self, trailer: bytes, image: bytes) -> bool:
-        """signatureVerifies(). The key always parses: SketchConfig accepts only a P-256 public
-        key."""
-        length = signature_length(trailer)
-        if not length:
-            self.core.report("signature_missing")
-            return False
-        key = pk.ECC.from_buffer(self.config.signing_key.encode())
-        if not key.verify(image, trailer[:length], "sha256"):
-            self.core.report("signature_invalid")
-            return False
-        return True

@@ -27,21 +27,26 @@
  *     HTTP_UPDATE_FAILED     -> update_failed (the core's code and text), tls_error*
  *     HTTP_UPDATE_NO_UPDATES -> no_updates
  *     HTTP_UPDATE_OK         -> update_ok, restarting, ESP.restart() (no retry line)
- *   OTA_SIGNING_KEY: verifiedUpdate(), the sketch's own download (HTTPUpdate's request):
+ *   OTA_SIGNING_KEY: verifiedUpdate(), the sketch's own download (HTTPUpdate's request) of a
+ *   signed release, a 256-byte manifest then the image (rig/signing.py has the format):
  *     GET fails               -> update_failed (HTTPClient's code, "HTTP error: " + its text), tls_error*
  *     304                     -> no_updates
  *     404, 403, other         -> update_failed (-102, -103, -104 and HTTPUpdate's text)
  *     200 without a length    -> update_failed (-101, "Server Did Not Report Size")
- *     200, at most 512 bytes  -> signature_missing
+ *     200, at most 256 bytes  -> signature_missing
+ *     body stops              -> update_failed (6, "Update error: Stream Read Timeout")
+ *     no manifest magic       -> signature_missing
+ *     no DER signature        -> signature_missing
+ *     signature not verified  -> signature_invalid
+ *     image size not signed   -> image_mismatch
+ *     signed version older    -> downgrade_refused
+ *       (each of these after the 256 manifest bytes, before Update.begin(): nothing written)
  *     image too big for slot  -> update_failed (-100, "Not Enough space")
  *     Update.begin() fails    -> update_failed (Update's code, "Update error: " + its text)
  *     first byte not 0xE9     -> update_failed (-106, "Verify Bin Header Failed")
- *     image version older     -> downgrade_refused   (after the first 1024 bytes, none written)
- *     body stops              -> update_failed (6, "Update error: Stream Read Timeout")
  *     Update.write() fails    -> update_failed (Update's code, "Update error: " + its text)
- *     trailer not a signature -> signature_missing
- *     signature not verified  -> signature_invalid
- *     signature verified      -> signature_valid, then Update.end(): update_ok, restarting,
+ *     image SHA-256 not signed-> image_mismatch
+ *     all verified            -> signature_valid, then Update.end(): update_ok, restarting,
  *                                ESP.restart(); or update_failed (9, ...) if ESP-IDF's image
  *                                check fails
  *     a refusal after Update.begin() calls Update.abort(): otadata is untouched, the old
@@ -79,10 +84,16 @@ static const int RETRY_SECONDS = 10;
 static const time_t CLOCK_IS_SET = 1577836800;         // 2020-01-01 00:00:00 UTC
 static const int32_t CONNECT_TIMEOUT_MS = 5000;       // what HTTPClient passes to connect()
 static const uint16_t UPDATE_HTTP_TIMEOUT_MS = 8000;  // HTTPUpdate's timeout for the answer
-static const size_t SIGNATURE_TRAILER_SIZE = 512;     // after the image (rig/signing.py)
-static const size_t IMAGE_CHUNK_SIZE = 1024;          // read, checked, written, hashed at a time
-static const size_t APP_DESC_VERSION_AT = 0x30;       // esp_app_desc_t.version in the image,
-static const size_t APP_DESC_VERSION_SIZE = 32;       // a char[32] (reference, section 13.5)
+// The signed manifest before the image (rig/signing.py). Not the app descriptor's version: an
+// arduino-cli build holds the lib-builder's version there, the same for every sketch.
+static const char MANIFEST_MAGIC[] = "OTA-MANIFEST-V1";  // 16 bytes with its NUL
+static const size_t MANIFEST_SIZE = 256;              // statement, then signature area
+static const size_t STATEMENT_SIZE = 128;             // the signed part
+static const size_t VERSION_AT = 16;                  // char[32], NUL-terminated
+static const size_t VERSION_SIZE = 32;
+static const size_t IMAGE_SIZE_AT = 48;               // u32, little-endian
+static const size_t IMAGE_SHA256_AT = 52;             // 32 bytes
+static const size_t IMAGE_CHUNK_SIZE = 1024;          // read, written, hashed at a time
 static const uint8_t APP_IMAGE_MAGIC = 0xE9;          // the first byte of every app image
 static const int STREAM_EMPTY_READS = 300;            // as Update.writeStream(): this many reads
 static const uint32_t STREAM_EMPTY_PAUSE_MS = 100;    // that bring nothing, this far apart, end it
@@ -240,29 +251,6 @@ static void reportUpdateError(WiFiClientSecure &client) {
   reportFailure(client, Update.getError(), String("Update error: ") + Update.errorString());
 }
 
-// The first chunk of the image: an app image (0xE9) no older than this firmware. The version is
-// read from the app descriptor before the signature is checked, so that a refused downgrade
-// ends the download here; it is only trusted because the signature must cover it too. An
-// equal version is let through: re-installing the running version is no downgrade (the rig's
-// server never offers one: it answers 304).
-static bool firstChunkAcceptable(const uint8_t *chunk, size_t length, WiFiClientSecure &client) {
-  if (chunk[0] != APP_IMAGE_MAGIC) {
-    reportFailure(client, HTTP_UE_BIN_VERIFY_HEADER_FAILED, "Verify Bin Header Failed");
-    return false;
-  }
-  char version[APP_DESC_VERSION_SIZE + 1] = {0};  // NUL-terminated even when the field is full
-  if (length > APP_DESC_VERSION_AT) {
-    size_t available = length - APP_DESC_VERSION_AT;
-    size_t copied = available < APP_DESC_VERSION_SIZE ? available : APP_DESC_VERSION_SIZE;
-    memcpy(version, chunk + APP_DESC_VERSION_AT, copied);
-  }
-  if (compareVersions(version, OTA_FIRMWARE_VERSION) < 0) {
-    report("Update: image version %s is older than %s, update refused", version, OTA_FIRMWARE_VERSION);
-    return false;
-  }
-  return true;
-}
-
 // Fills `buffer` with `length` body bytes. readBytes() may bring fewer (3.x's NetworkClient
 // returns as soon as nothing is buffered; 2.0.x after its Stream timeout), so this reads on as
 // Update.writeStream() does; false when the body stops.
@@ -284,8 +272,8 @@ static bool readFully(Stream &body, uint8_t *buffer, size_t length) {
 }
 
 // Reads `length` image bytes from `body` into Update.write() and the SHA-256 `sha`, one chunk
-// at a time. False, after its line, when the first chunk is refused, the body stops or Update
-// fails.
+// at a time. False, after its line, when the image does not start with 0xE9, the body stops or
+// Update fails.
 static bool streamImage(Stream &body, size_t length, mbedtls_md_context_t *sha, WiFiClientSecure &client) {
   uint8_t chunk[IMAGE_CHUNK_SIZE];
   for (size_t done = 0; done < length;) {
@@ -294,7 +282,8 @@ static bool streamImage(Stream &body, size_t length, mbedtls_md_context_t *sha, 
       reportFailure(client, UPDATE_ERROR_STREAM, "Update error: Stream Read Timeout");
       return false;
     }
-    if (done == 0 && !firstChunkAcceptable(chunk, want, client)) {
+    if (done == 0 && chunk[0] != APP_IMAGE_MAGIC) {
+      reportFailure(client, HTTP_UE_BIN_VERIFY_HEADER_FAILED, "Verify Bin Header Failed");
       return false;
     }
     if (Update.write(chunk, want) != want) {
@@ -307,38 +296,46 @@ static bool streamImage(Stream &body, size_t length, mbedtls_md_context_t *sha, 
   return true;
 }
 
-// The DER signature's length if `trailer` holds one (a SEQUENCE) followed by zeros only, as
-// tools/bin_signing.py pads it; 0 if the image carries no signature.
-static size_t signatureLength(uint8_t *trailer) {
-  unsigned char *p = trailer;
+// The DER signature's length if the manifest's signature area holds one (a SEQUENCE) followed
+// by zeros only; 0 if it holds none.
+static size_t signatureLength(uint8_t *area) {
+  unsigned char *p = area;
   size_t content = 0;
-  if (mbedtls_asn1_get_tag(&p, trailer + SIGNATURE_TRAILER_SIZE, &content,
+  if (mbedtls_asn1_get_tag(&p, area + (MANIFEST_SIZE - STATEMENT_SIZE), &content,
                            MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0) {
     return 0;
   }
-  size_t length = (p - trailer) + content;
-  for (size_t i = length; i < SIGNATURE_TRAILER_SIZE; i++) {
-    if (trailer[i] != 0) {
+  size_t length = (p - area) + content;
+  for (size_t i = length; i < MANIFEST_SIZE - STATEMENT_SIZE; i++) {
+    if (area[i] != 0) {
       return 0;
     }
   }
   return length;
 }
 
-// True if `trailer` is a signature over `digest` made with the private half of OTA_SIGNING_KEY.
+// SHA-256 of `length` bytes into `digest`.
+static void sha256(const uint8_t *data, size_t length, uint8_t digest[32]) {
+  mbedtls_md(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), data, length, digest);
+}
+
+// True if the manifest's statement is signed with the private half of OTA_SIGNING_KEY.
 // A key that does not parse verifies nothing (the rig checks the key when it builds).
-static bool signatureVerifies(uint8_t *trailer, const uint8_t *digest) {
-  size_t length = signatureLength(trailer);
+static bool statementVerifies(uint8_t *manifest) {
+  uint8_t *area = manifest + STATEMENT_SIZE;
+  size_t length = signatureLength(area);
   if (length == 0) {
-    report("Signature: none after the image, update refused");
+    report("Signature: no signed manifest before the image, update refused");
     return false;
   }
+  uint8_t digest[32];
+  sha256(manifest, STATEMENT_SIZE, digest);
   mbedtls_pk_context key;
   mbedtls_pk_init(&key);
   // PEM must be passed with its terminating NUL: sizeof a string literal counts it.
   const unsigned char *pem = (const unsigned char *)OTA_SIGNING_KEY;
   bool valid = mbedtls_pk_parse_public_key(&key, pem, sizeof OTA_SIGNING_KEY) == 0
-               && mbedtls_pk_verify(&key, MBEDTLS_MD_SHA256, digest, 32, trailer, length) == 0;
+               && mbedtls_pk_verify(&key, MBEDTLS_MD_SHA256, digest, sizeof digest, area, length) == 0;
   mbedtls_pk_free(&key);
   if (!valid) {
     report("Signature: does not verify with the built-in key, update refused");
@@ -346,9 +343,36 @@ static bool signatureVerifies(uint8_t *trailer, const uint8_t *digest) {
   return valid;
 }
 
-// The 200 answer's body: image, then the 512-byte signature trailer. The image goes into the
-// next OTA slot as it arrives, but only Update.end() makes that slot the boot partition, and it
-// runs only after the signature verified. Once Update.begin() ran, every refusal calls
+// The manifest: signed with the built-in key, for an image of `imageSize` bytes, and of a
+// version no older than this firmware. An equal version is let through: re-installing the
+// running version is no downgrade (the rig's server never offers one: it answers 304).
+static bool manifestAcceptable(uint8_t *manifest, size_t imageSize) {
+  if (memcmp(manifest, MANIFEST_MAGIC, sizeof MANIFEST_MAGIC) != 0) {
+    report("Signature: no signed manifest before the image, update refused");
+    return false;
+  }
+  if (!statementVerifies(manifest)) {
+    return false;
+  }
+  const uint8_t *size = manifest + IMAGE_SIZE_AT;
+  uint32_t signedSize = size[0] | size[1] << 8 | size[2] << 16 | (uint32_t)size[3] << 24;
+  if (signedSize != imageSize) {
+    report("Signature: the image does not match its signed manifest, update refused");
+    return false;
+  }
+  char version[VERSION_SIZE + 1] = {0};  // NUL-terminated even if the field is full
+  memcpy(version, manifest + VERSION_AT, VERSION_SIZE);
+  if (compareVersions(version, OTA_FIRMWARE_VERSION) < 0) {
+    report("Update: signed version %s is older than %s, update refused", version, OTA_FIRMWARE_VERSION);
+    return false;
+  }
+  return true;
+}
+
+// The 200 answer's body: the manifest, then the image. Every check of the manifest comes before
+// Update.begin(), so a refused release writes nothing. The image goes into the next OTA slot as
+// it arrives, but only Update.end() makes that slot the boot partition, and it runs only after
+// the image's SHA-256 matched the signed one. Once Update.begin() ran, every refusal calls
 // Update.abort(), which leaves otadata alone: no refused image is ever bootable, not even for
 // a moment.
 static bool installSigned(Stream &body, int size, WiFiClientSecure &client) {
@@ -356,11 +380,22 @@ static bool installSigned(Stream &body, int size, WiFiClientSecure &client) {
     reportFailure(client, HTTP_UE_SERVER_NOT_REPORT_SIZE, "Server Did Not Report Size");
     return false;
   }
-  if ((size_t)size <= SIGNATURE_TRAILER_SIZE) {
-    report("Signature: none after the image, update refused");
+  if ((size_t)size <= MANIFEST_SIZE) {
+    report("Signature: no signed manifest before the image, update refused");
     return false;
   }
-  size_t length = size - SIGNATURE_TRAILER_SIZE;
+#if defined(MBEDTLS_USE_PSA_CRYPTO)
+  psa_crypto_init();  // PK (and maybe MD) then run through PSA; calling it again is harmless
+#endif
+  uint8_t manifest[MANIFEST_SIZE];
+  if (!readFully(body, manifest, MANIFEST_SIZE)) {
+    reportFailure(client, UPDATE_ERROR_STREAM, "Update error: Stream Read Timeout");
+    return false;
+  }
+  size_t length = size - MANIFEST_SIZE;
+  if (!manifestAcceptable(manifest, length)) {
+    return false;
+  }
   if (length > ESP.getFreeSketchSpace()) {
     reportFailure(client, HTTP_UE_TOO_LESS_SPACE, "Not Enough space");
     return false;
@@ -369,10 +404,7 @@ static bool installSigned(Stream &body, int size, WiFiClientSecure &client) {
     reportUpdateError(client);
     return false;
   }
-#if defined(MBEDTLS_USE_PSA_CRYPTO)
-  psa_crypto_init();  // PK (and maybe MD) then run through PSA; calling it again is harmless
-#endif
-  uint8_t digest[32] = {0};  // stays zeros, which no signature matches, if hashing cannot start
+  uint8_t digest[32] = {0};  // stays zeros, which no signed hash matches, if hashing cannot start
   mbedtls_md_context_t sha;
   mbedtls_md_init(&sha);
   mbedtls_md_setup(&sha, mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), 0);
@@ -384,13 +416,8 @@ static bool installSigned(Stream &body, int size, WiFiClientSecure &client) {
     Update.abort();
     return false;
   }
-  uint8_t trailer[SIGNATURE_TRAILER_SIZE];
-  if (!readFully(body, trailer, SIGNATURE_TRAILER_SIZE)) {
-    reportFailure(client, UPDATE_ERROR_STREAM, "Update error: Stream Read Timeout");
-    Update.abort();
-    return false;
-  }
-  if (!signatureVerifies(trailer, digest)) {
+  if (memcmp(digest, manifest + IMAGE_SHA256_AT, sizeof digest) != 0) {
+    report("Signature: the image does not match its signed manifest, update refused");
     Update.abort();
     return false;
   }

@@ -1,12 +1,15 @@
 """Firmware authenticity: protect the firmware, not only the connection. The device is built
-with a P-256 public key and installs only images signed with its private half (the signed-image
-format of arduino-esp32 3.x, rig/signing.py), and never an older version than it runs.
+with a P-256 public key and installs only releases signed with its private half: a manifest
+(version, image size, image SHA-256) signed with the key, then the image (rig/signing.py). It
+never installs an older version than it runs, even a validly signed one: the version it
+compares is the signed manifest's, which the sketch controls, not the app descriptor's, which a
+real arduino-cli build fills with the lib-builder's version.
 
-Every refused image is refused before anything is activated: the sketch checks the signature
-before Update.end(). Then the server is put right: a reset finds the device still on 0.1, it
-takes the good signed update, and esptool finds that in the slot otadata selects, with otadata
-switched once in all: the refused image was never the boot partition, not even for a moment.
-Every scenario is that story; only the image served and the device's refusal differ.
+Every refused release is refused before anything is activated. Then the server is put right: a
+reset finds the device still on its version, it takes the good signed update, and esptool finds
+that in the slot otadata selects, with otadata switched once in all: the refused image was
+never the boot partition, not even for a moment. Every scenario is that story, on both cores;
+only the release served and the device's refusal differ.
 """
 
 from __future__ import annotations
@@ -16,9 +19,20 @@ import pytest
 from rig import firmware
 from rig.build import Artifacts
 from rig.server import RequestRecord
-from rig.signing import SIGNATURE_SIZE, KeyPair, reseal, sign
+from rig.signing import MANIFEST_SIZE, VERSION_AT, VERSION_SIZE, KeyPair, reseal, sign
 
 from .conftest import BOOT_TIMEOUT, assert_boots_slot_holding, partition_table, read_otadata, recovers_once_fixed
+
+pytestmark = pytest.mark.each_profile
+LINK_RATE = 200_000  # bytes per second: on loopback the kernel would take a whole body at once
+# The headers stock HTTPUpdate sends on each core, in wire order (shared/reference/esp32-ota-device.md, 2).
+STOCK_HEADERS = {
+    "arduino-esp32-2.0": [
+        "Host", "User-Agent", "Connection", "Cache-Control", "x-ESP32-STA-MAC", "x-ESP32-AP-MAC",
+        "x-ESP32-free-space", "x-ESP32-sketch-size", "x-ESP32-sketch-md5", "x-ESP32-sketch-sha256",
+        "x-ESP32-chip-size", "x-ESP32-sdk-version", "x-ESP32-mode", "x-ESP32-version"],
+}
+STOCK_HEADERS["arduino-esp32-3"] = STOCK_HEADERS["arduino-esp32-2.0"]  # FIXME per research
 
 
 @pytest.fixture(scope="session")
@@ -37,21 +51,32 @@ def signed_builds(ota, pki, keys: KeyPair, *versions: str) -> list[Artifacts]:
     return [ota.build(version, listener, signing_key=keys.public_pem) for version in versions]
 
 
+def release(artifacts: Artifacts, keys: KeyPair) -> bytes:
+    """The build signed as what it was built as: its manifest, then its app image."""
+    return sign(artifacts.app.read_bytes(), artifacts.version, keys)
+
+
 def refused_then_recovers(ota, keys: KeyPair, old: Artifacts, new: Artifacts, served: bytes,
-                          refusal: tuple[str, dict], rate: float | None = None) -> RequestRecord:
-    """A device on `old` is offered `new` as `served` (at `rate` bytes per second): it refuses
-    with `refusal`. Then the good signed `new` is offered, a reset finds the device still on
+                          refusal: tuple[str, dict]) -> RequestRecord:
+    """A device on `old` is offered `new` as `served`, at a link's pace: it refuses with
+    `refusal`. Then the good release of `new` is offered, a reset finds the device still on
     `old`, it updates, and esptool finds `new` in the slot otadata selects, with otadata switched
     once only. Returns the server's record of the refused request."""
-    ota.offer(new, image=served, rate=rate)
+    ota.offer(new, image=served, rate=LINK_RATE)
     monitor = ota.start(old)
     monitor.expect_sequence([("firmware_version", {"version": old.version}), "signature_required", refusal],
                             timeout=BOOT_TIMEOUT)
     (refused,) = ota.server_log.requests()
-    good = sign(new.app.read_bytes(), keys)
-    recovers_once_fixed(ota, monitor, lambda: ota.offer(new, image=good), new, old_version=old.version)
+    recovers_once_fixed(ota, monitor, lambda: ota.offer(new, image=release(new, keys)), new,
+                        old_version=old.version)
     assert boot_partition_switches(ota, new) == 1  # the good update's: the refused image never was
     return refused
+
+
+def refused_at_the_manifest(refused: RequestRecord, served: bytes) -> None:
+    """The server's record of a release refused from its manifest: the answer was 200, and the
+    device hung up long before the image was through."""
+    assert refused.status == 200 and not refused.complete and refused.bytes_sent < len(served) // 4
 
 
 def boot_partition_switches(ota, artifacts: Artifacts) -> int:
@@ -63,25 +88,14 @@ def boot_partition_switches(ota, artifacts: Artifacts) -> int:
     return max(entry.seq for entry in entries if entry.is_valid) - 1
 
 
-def reseal_with_one_byte_changed(signed: bytes) -> bytes:
-    """One byte of the code changed, the image checksum and SHA-256 made right again, the
-    original trailer kept: ESP-IDF's image check passes, only the signature can tell."""
-    image = bytearray(signed[:-SIGNATURE_SIZE])
-    image[len(image) - 32 - 16 - 100] ^= 0x01  # inside the last (code) segment's data
-    tampered = reseal(bytes(image))
-    firmware.parse_image(tampered)
-    return tampered + signed[-SIGNATURE_SIZE:]
-
-
-@pytest.mark.each_profile
-def test_a_validly_signed_image_is_installed_without_its_trailer(ota, pki, keys) -> None:
-    """The server sends image + 512-byte trailer; the device checks the signature, installs the
-    image and writes none of the trailer into the slot. It asks with exactly the headers stock
-    HTTPUpdate sends, so the same server serves either kind of device. Run on both profiles: the
-    verdict is the same, but the body arrives differently (2.0.x's readBytes() waits for bytes,
-    3.x's returns what is buffered, and the sketch reads on)."""
+def test_a_validly_signed_release_is_installed_without_its_manifest(ota, pki, keys) -> None:
+    """The server sends manifest + image; the device checks the manifest, installs the image
+    and writes none of the manifest into the slot. It asks with exactly the headers stock
+    HTTPUpdate sends on its core, so the same server serves either kind of device. The body
+    arrives differently on the two cores (2.0.x's readBytes() waits for bytes, 3.x's returns
+    what is buffered, and the sketch reads on)."""
     old, new = signed_builds(ota, pki, keys, "0.1", "0.2")
-    signed = sign(new.app.read_bytes(), keys)
+    signed = release(new, keys)
     ota.offer(new, image=signed)
 
     monitor = ota.start(old)
@@ -90,49 +104,61 @@ def test_a_validly_signed_image_is_installed_without_its_trailer(ota, pki, keys)
                              ("firmware_version", {"version": "0.2"}), "no_updates"], timeout=2 * BOOT_TIMEOUT)
 
     download, again = ota.server_log.requests()
-    assert [name for name, _ in download.headers] == [
-        "Host", "User-Agent", "Connection", "Cache-Control", "x-ESP32-STA-MAC", "x-ESP32-AP-MAC",
-        "x-ESP32-free-space", "x-ESP32-sketch-size", "x-ESP32-sketch-md5", "x-ESP32-sketch-sha256",
-        "x-ESP32-chip-size", "x-ESP32-sdk-version", "x-ESP32-mode", "x-ESP32-version"]
+    assert [name for name, _ in download.headers] == STOCK_HEADERS[ota.profile]
     assert download.version == "HTTP/1.0" and download.header("User-Agent") == "ESP32-http-Update"
     assert download.complete and download.bytes_sent == len(signed)
     assert again.header("x-ESP32-version") == "0.2" and again.status == 304
     assert_boots_slot_holding(ota, new)
     image = new.app.read_bytes()
-    assert ota.read_flash(partition_table(new).ota_slots[1].offset + len(image), SIGNATURE_SIZE) == b"\xff" * SIGNATURE_SIZE
+    slot = partition_table(new).ota_slots[1].offset
+    assert ota.read_flash(slot + len(image), MANIFEST_SIZE) == b"\xff" * MANIFEST_SIZE
+
+
+def test_a_validly_signed_older_release_is_refused_before_anything_is_written(ota, pki, keys) -> None:
+    """A compromised server offers a real earlier build, signed with the right key (a
+    known-vulnerable version, say). The rig's server never offers a version that is not newer,
+    so it is made to call the release 0.3 while its signed manifest says 0.1: a device on 0.2
+    reads that in the manifest and hangs up."""
+    older, old, new = signed_builds(ota, pki, keys, "0.1", "0.2", "0.3")
+    served = release(older, keys)
+    refused = refused_then_recovers(ota, keys, old, new, served,
+                                    ("downgrade_refused", {"version": "0.1", "current": "0.2"}))
+    refused_at_the_manifest(refused, served)
+
+
+def test_a_manifest_whose_version_was_edited_after_signing_is_refused(ota, pki, keys) -> None:
+    """The older release again, its manifest's version rewritten to 0.9 to get past the
+    downgrade check: the signature no longer verifies."""
+    older, old, new = signed_builds(ota, pki, keys, "0.1", "0.2", "0.3")
+    signed = release(older, keys)
+    served = signed[:VERSION_AT] + b"0.9".ljust(VERSION_SIZE, b"\0") + signed[VERSION_AT + VERSION_SIZE:]
+    refused = refused_then_recovers(ota, keys, old, new, served, ("signature_invalid", {}))
+    refused_at_the_manifest(refused, served)
 
 
 def test_an_image_changed_after_signing_is_refused(ota, pki, keys) -> None:
+    """One byte of the code changed, the image checksum and SHA-256 made right again (ESP-IDF's
+    image check passes), the manifest kept: only the signed hash can tell, once the whole image
+    is in."""
     old, new = signed_builds(ota, pki, keys, "0.1", "0.2")
-    tampered = reseal_with_one_byte_changed(sign(new.app.read_bytes(), keys))
-    refused = refused_then_recovers(ota, keys, old, new, tampered, ("signature_invalid", {}))
-    assert refused.status == 200 and refused.complete  # the whole body came: the signature is last
+    signed = bytearray(release(new, keys))
+    signed[len(signed) - 32 - 16 - 100] ^= 0x01  # inside the last (code) segment's data
+    tampered = bytes(signed[:MANIFEST_SIZE]) + reseal(bytes(signed[MANIFEST_SIZE:]))
+    firmware.parse_image(tampered[MANIFEST_SIZE:])
+    refused = refused_then_recovers(ota, keys, old, new, tampered, ("image_mismatch", {}))
+    assert refused.status == 200 and refused.complete  # the whole body came: the hash is checked last
 
 
-def test_an_image_signed_with_another_key_is_refused(ota, pki, keys, other_keys) -> None:
+def test_a_release_signed_with_another_key_is_refused(ota, pki, keys, other_keys) -> None:
     old, new = signed_builds(ota, pki, keys, "0.1", "0.2")
-    refused = refused_then_recovers(ota, keys, old, new, sign(new.app.read_bytes(), other_keys),
-                                    ("signature_invalid", {}))
-    assert refused.status == 200 and refused.complete
+    served = release(new, other_keys)
+    refused = refused_then_recovers(ota, keys, old, new, served, ("signature_invalid", {}))
+    refused_at_the_manifest(refused, served)
 
 
 def test_an_unsigned_image_is_refused(ota, pki, keys) -> None:
-    """The image alone, as a stock server holds it: the device takes its last 512 bytes for the
-    trailer, and they are no DER signature padded with zeros."""
+    """The image alone, as a stock server holds it: it opens with 0xE9, not a manifest."""
     old, new = signed_builds(ota, pki, keys, "0.1", "0.2")
-    refused = refused_then_recovers(ota, keys, old, new, new.app.read_bytes(), ("signature_missing", {}))
-    assert refused.status == 200 and refused.complete
-
-
-def test_an_older_validly_signed_image_is_refused_after_its_first_chunk(ota, pki, keys) -> None:
-    """A compromised server offers an old, validly signed image (a known-vulnerable version,
-    say). The rig's server never offers a version that is not newer, so it is made to call the
-    image 0.3 while the image's app descriptor says 0.1: a device on 0.2 reads that version in
-    the first 1024 bytes and hangs up."""
-    older, old, new = signed_builds(ota, pki, keys, "0.1", "0.2", "0.3")
-    served = sign(older.app.read_bytes(), keys)
-    refused = refused_then_recovers(ota, keys, old, new, served,
-                                    ("downgrade_refused", {"version": "0.1", "current": "0.2"}), rate=200_000)
-    # At a link's pace (on loopback the kernel would take the whole 90 KB at once), the server
-    # finds the connection closed a few kilobytes in.
-    assert refused.status == 200 and not refused.complete and refused.bytes_sent < len(served) // 4
+    served = new.app.read_bytes()
+    refused = refused_then_recovers(ota, keys, old, new, served, ("signature_missing", {}))
+    refused_at_the_manifest(refused, served)

@@ -1,8 +1,11 @@
-"""rig.signing writes arduino-esp32 3.x's signed-image format, and what the device reads back
-(the twin's mirror of the sketch, on Mbed TLS) agrees with what cryptography wrote."""
+"""rig.signing writes the signed-release format the sketch checks (a signed manifest, then the
+image), and what the device reads back (the twin's mirror of the sketch, on Mbed TLS) agrees
+with what cryptography wrote."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -13,9 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from mbedtls import pk
 
 from rig import firmware
-from rig.build import SketchConfig
-from rig.signing import PRIVATE_PEM, PUBLIC_PEM, SIGNATURE_SIZE, KeyPair, check_public_key, reseal, sign
-from rig.virtual.verified_update import compare_versions, signature_length
+from rig.build import SKETCH_DIR, SketchConfig
+from rig.signing import (IMAGE_SHA256_AT, IMAGE_SIZE_AT, MANIFEST_MAGIC, MANIFEST_SIZE, PRIVATE_PEM, PUBLIC_PEM,
+                         STATEMENT_SIZE, VERSION_AT, VERSION_SIZE, KeyPair, check_public_key, reseal, sign, statement)
+from rig.virtual.verified_update import compare_versions, manifest_version, signature_length
 
 IMAGE = firmware.build_app_image(firmware.AppDescriptor(version="0.2", project_name="ota_https"))
 
@@ -25,9 +29,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
     return KeyPair.load_or_create(tmp_path_factory.mktemp("keys"))
 
 
-def der_length(trailer: bytes) -> int:
+def der_length(area: bytes) -> int:
     """A P-256 signature's DER length: SEQUENCE tag, one length byte (short form), contents."""
-    return 2 + trailer[1]
+    return 2 + area[1]
 
 
 def test_a_key_pair_is_written_once_and_read_back(tmp_path: Path) -> None:
@@ -40,41 +44,70 @@ def test_a_key_pair_is_written_once_and_read_back(tmp_path: Path) -> None:
     assert again.private_key.private_numbers() == made.private_key.private_numbers()
 
 
-def test_the_signed_image_is_the_image_then_a_der_signature_zero_padded_to_512_bytes(keys: KeyPair) -> None:
-    signed = sign(IMAGE, keys)
-    assert len(signed) == len(IMAGE) + SIGNATURE_SIZE and signed[: len(IMAGE)] == IMAGE
-    trailer = signed[len(IMAGE) :]
-    length = der_length(trailer)
-    assert trailer[0] == 0x30 and 70 <= length <= 72 and trailer[length:] == bytes(SIGNATURE_SIZE - length)
-    decode_dss_signature(trailer[:length])  # SEQUENCE { INTEGER r, INTEGER s }, nothing left over
+def test_a_release_is_a_signed_manifest_then_the_image(keys: KeyPair) -> None:
+    signed = sign(IMAGE, "0.2", keys)
+    assert len(signed) == MANIFEST_SIZE + len(IMAGE) and signed[MANIFEST_SIZE:] == IMAGE
+    manifest = signed[:MANIFEST_SIZE]
+    assert manifest[:16] == b"OTA-MANIFEST-V1\0"
+    assert manifest[16:48] == b"0.2".ljust(32, b"\0")
+    assert int.from_bytes(manifest[48:52], "little") == len(IMAGE)
+    assert manifest[52:84] == hashlib.sha256(IMAGE).digest()
+    assert manifest[84:STATEMENT_SIZE] == bytes(STATEMENT_SIZE - 84)
+    area = manifest[STATEMENT_SIZE:]
+    length = der_length(area)
+    assert area[0] == 0x30 and 70 <= length <= 72 and area[length:] == bytes(len(area) - length)
+    decode_dss_signature(area[:length])  # SEQUENCE { INTEGER r, INTEGER s }, nothing left over
     public = serialization.load_pem_public_key(keys.public_pem.encode())
-    public.verify(trailer[:length], IMAGE, ec.ECDSA(hashes.SHA256()))
+    public.verify(area[:length], manifest[:STATEMENT_SIZE], ec.ECDSA(hashes.SHA256()))
     with pytest.raises(InvalidSignature):
-        public.verify(trailer[:length], IMAGE + b"\0", ec.ECDSA(hashes.SHA256()))
+        public.verify(area[:length], statement(IMAGE, "0.3"), ec.ECDSA(hashes.SHA256()))
 
 
-def test_the_device_finds_the_signature_and_mbed_tls_verifies_it(keys: KeyPair, tmp_path: Path) -> None:
-    trailer = sign(IMAGE, keys)[len(IMAGE) :]
-    assert signature_length(trailer) == der_length(trailer)
+@pytest.mark.parametrize("version", ["", "x" * 32, "0.1\0"])
+def test_a_version_that_does_not_fit_the_manifest_is_refused(keys: KeyPair, version: str) -> None:
+    with pytest.raises(ValueError, match="must be 1 to 31 bytes"):
+        sign(IMAGE, version, keys)
+
+
+def test_the_device_reads_the_manifest_and_mbed_tls_verifies_it(keys: KeyPair, tmp_path: Path) -> None:
+    manifest = sign(IMAGE, "0.2", keys)[:MANIFEST_SIZE]
+    area = manifest[STATEMENT_SIZE:]
+    assert signature_length(area) == der_length(area)
+    assert manifest_version(manifest) == "0.2"
     key = pk.ECC.from_buffer(keys.public_pem.encode())
-    assert key.verify(IMAGE, trailer[: signature_length(trailer)], "sha256")
-    other = sign(IMAGE, KeyPair.load_or_create(tmp_path))[len(IMAGE) :]
-    assert not key.verify(IMAGE, other[: signature_length(other)], "sha256")
+    assert key.verify(manifest[:STATEMENT_SIZE], area[: signature_length(area)], "sha256")
+    other = sign(IMAGE, "0.2", KeyPair.load_or_create(tmp_path))[STATEMENT_SIZE:MANIFEST_SIZE]
+    assert not key.verify(manifest[:STATEMENT_SIZE], other[: signature_length(other)], "sha256")
 
 
-@pytest.mark.parametrize("trailer", [
-    IMAGE[-SIGNATURE_SIZE:],  # an unsigned image's own last 512 bytes
-    bytes(SIGNATURE_SIZE),  # zeros
-    b"\x30\x45" + bytes(0x45) + b"\x01" + bytes(SIGNATURE_SIZE - 0x48),  # something after the padding starts
-    b"\x30\x82\x02\x00" + bytes(SIGNATURE_SIZE - 4),  # a length past the trailer
-    b"\x30\x85" + bytes(SIGNATURE_SIZE - 2),  # a 5-byte length form, which Mbed TLS refuses
+AREA = MANIFEST_SIZE - STATEMENT_SIZE
+
+
+@pytest.mark.parametrize("area", [
+    IMAGE[:AREA],  # an unsigned image's own first bytes
+    bytes(AREA),  # zeros
+    b"\x30\x45" + bytes(0x45) + b"\x01" + bytes(AREA - 0x48),  # something after the padding starts
+    b"\x30\x81\x80" + bytes(AREA - 3),  # a length past the area
+    b"\x30\x85" + bytes(AREA - 2),  # a 5-byte length form, which Mbed TLS refuses
 ], ids=["image-bytes", "zeros", "not-zero-padded", "too-long", "length-form"])
-def test_a_trailer_without_a_padded_der_sequence_is_unsigned(trailer: bytes) -> None:
-    assert signature_length(trailer) == 0
+def test_an_area_without_a_padded_der_sequence_is_unsigned(area: bytes) -> None:
+    assert signature_length(area) == 0
 
 
 def test_a_long_form_length_is_read_as_mbed_tls_reads_it() -> None:
-    assert signature_length(b"\x30\x81\x46" + bytes(0x46) + bytes(SIGNATURE_SIZE - 0x49)) == 0x49
+    assert signature_length(b"\x30\x81\x46" + bytes(0x46) + bytes(AREA - 0x49)) == 0x49
+
+
+def test_the_sketch_reads_the_manifest_where_signing_writes_it() -> None:
+    """The sketch's constants (C) and rig.signing's (Python) describe one format."""
+    source = (SKETCH_DIR / "ota_https.ino").read_text()
+    constants = dict(re.findall(r"static const \w+ (\w+) = (\d+);", source))
+    assert {name: int(constants[name]) for name in ("MANIFEST_SIZE", "STATEMENT_SIZE", "VERSION_AT", "VERSION_SIZE",
+                                                    "IMAGE_SIZE_AT", "IMAGE_SHA256_AT")} == {
+        "MANIFEST_SIZE": MANIFEST_SIZE, "STATEMENT_SIZE": STATEMENT_SIZE, "VERSION_AT": VERSION_AT,
+        "VERSION_SIZE": VERSION_SIZE, "IMAGE_SIZE_AT": IMAGE_SIZE_AT, "IMAGE_SHA256_AT": IMAGE_SHA256_AT}
+    magic = re.search(r'static const char MANIFEST_MAGIC\[\] = "([^"]*)";', source).group(1)
+    assert magic.encode() + b"\0" == MANIFEST_MAGIC
 
 
 def test_reseal_makes_an_edited_image_pass_esp_idfs_check_again() -> None:
