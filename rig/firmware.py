@@ -35,7 +35,7 @@ OTADATA_SECTOR = 0x1000
 
 _HEADER = struct.Struct("<BBBBIBBBBHBHH4sB")  # common 8 bytes + extended 16 bytes
 _SEGMENT_HEADER = struct.Struct("<II")  # load address, data length
-_DESCRIPTOR = struct.Struct("<II8s32s32s16s16s32s32s80s")
+_DESCRIPTOR = struct.Struct("<II8s32s32s16s16s32s32sHHB3s72s")
 _DESC_STRINGS = (  # the char arrays, in order
     ("version", 32), ("project_name", 32), ("time", 16), ("date", 16), ("idf_version", 32)
 )
@@ -84,12 +84,17 @@ def _text(raw: bytes) -> str:
 
 @dataclass(frozen=True)
 class AppDescriptor:
-    """esp_app_desc_t, IDF 4.4 layout (256 bytes).
+    """esp_app_desc_t (256 bytes).
 
     magic u32, secure_version u32, 8 reserved bytes, then char arrays version[32],
     project_name[32], time[16], date[16], idf_ver[32], the 32-byte ELF SHA-256 (descriptor
-    offset 0x90, file offset 0xB0) and 80 reserved zero bytes (IDF 5 put fields there).
+    offset 0x90, file offset 0xB0), then min_efuse_blk_rev_full u16, max_efuse_blk_rev_full
+    u16, mmu_page_size u8 (log2) and reserved zeros. Before ESP-IDF 5.4 those three fields are
+    reserved zeros too (IDF 4.4, 5.1 and 5.3 headers; esptool 5's app-descriptor format).
     esptool image-info prints it as "Application Information".
+
+    In an arduino-cli build, the core's precompiled libraries fill it, not the sketch
+    (rig.virtual.profiles.RealBuild has what each core writes).
     """
 
     version: str
@@ -99,24 +104,29 @@ class AppDescriptor:
     idf_version: str = "v4.4.6"
     secure_version: int = 0
     elf_sha256: bytes = bytes(32)
+    min_efuse_blk_rev_full: int = 0
+    max_efuse_blk_rev_full: int = 0
+    mmu_page_size: int = 0
 
     def to_bytes(self) -> bytes:
         if len(self.elf_sha256) != 32:
             raise ValueError(f"elf_sha256 must be 32 bytes, got {len(self.elf_sha256)}")
         strings = [_c_string(name, getattr(self, name), size) for name, size in _DESC_STRINGS]
         return _DESCRIPTOR.pack(
-            APP_DESC_MAGIC, self.secure_version, bytes(8), *strings, self.elf_sha256, bytes(80)
+            APP_DESC_MAGIC, self.secure_version, bytes(8), *strings, self.elf_sha256,
+            self.min_efuse_blk_rev_full, self.max_efuse_blk_rev_full, self.mmu_page_size, bytes(3), bytes(72),
         )
 
     @classmethod
     def from_bytes(cls, raw: bytes, offset: int = 0) -> "AppDescriptor":
         """Decode raw[0:256]; `offset` (where raw starts in flash) only labels errors."""
         _need(raw, 0, _DESCRIPTOR.size, "app descriptor", offset)
-        magic, secure, _, *strings, sha, _ = _DESCRIPTOR.unpack_from(raw)
+        magic, secure, _, *strings, sha, min_blk, max_blk, mmu_page, _, _ = _DESCRIPTOR.unpack_from(raw)
         if magic != APP_DESC_MAGIC:
             problem = f"expected 0x{APP_DESC_MAGIC:08x}, found 0x{magic:08x}"
             raise FirmwareFormatError("app descriptor magic", offset, problem)
-        return cls(*map(_text, strings), secure_version=secure, elf_sha256=sha)
+        return cls(*map(_text, strings), secure_version=secure, elf_sha256=sha, min_efuse_blk_rev_full=min_blk,
+                   max_efuse_blk_rev_full=max_blk, mmu_page_size=mmu_page)
 
 
 @dataclass(frozen=True)
@@ -317,7 +327,8 @@ def _code_length(code_at: int, size: int) -> int:
     return length
 
 
-def build_app_image(descriptor: AppDescriptor, rodata: bytes = b"", size: int = 0) -> bytes:
+def build_app_image(descriptor: AppDescriptor, rodata: bytes = b"", size: int = 0, *,
+                    flash_mode: int = 2, flash_size_freq: int = 0x20) -> bytes:
     """A realistic Arduino-style app image, laid out the way esptool elf2image does it.
 
     Segment 0 (DROM, 0x3F400020) = descriptor + rodata padded to 4. DRAM (0x3FFB0000) and IRAM
@@ -326,9 +337,10 @@ def build_app_image(descriptor: AppDescriptor, rodata: bytes = b"", size: int = 
     sit at a file offset congruent to its load address modulo 0x10000. Contents are
     deterministic code/data-like bytes seeded by the descriptor and compress with zlib to
     about 60%. size > 0 grows the code so the image is within 16 bytes below `size`;
-    ValueError if the image would not fit the 0x140000-byte OTA slot."""
+    ValueError if the image would not fit the 0x140000-byte OTA slot. The header's flash mode
+    and size/frequency byte are elf2image's --flash_mode/--flash_freq/--flash_size."""
     header = descriptor.to_bytes()
-    rng = random.Random(hashlib.sha256(header).digest())
+    rng = random.Random(hashlib.sha256(header + rodata).digest())
     drom = header + rodata + bytes(-len(rodata) % 4)
     ram_at = _FIRST_SEGMENT_DATA + len(drom)
     gap = (_IROM_ADDR - ram_at - 3 * _SEGMENT_HEADER.size) % _MMU_PAGE
@@ -341,24 +353,22 @@ def build_app_image(descriptor: AppDescriptor, rodata: bytes = b"", size: int = 
         Segment(_IRAM_ADDR, _pseudo_code(rng, gap - dram)),
         Segment(_IROM_ADDR, _pseudo_code(rng, _code_length(code_at, size))),
     )
-    image = Image(segments, entry=_APP_ENTRY).to_bytes()
+    image = Image(segments, entry=_APP_ENTRY, flash_mode=flash_mode, flash_size_freq=flash_size_freq).to_bytes()
     if len(image) > _APP_SLOT_SIZE:
         raise ValueError(f"app image is {len(image)} bytes; the OTA slot holds {_APP_SLOT_SIZE}")
     return image
 
 
-def build_bootloader_image() -> bytes:
-    """The second-stage bootloader as arduino-esp32 2.0.14 ships it (bootloader_dio_40m.bin):
-    DIO, 40 MHz, 4MB; DRAM 0x4a0 bytes @0x3fff0030, iram_loader 0x33b0 @0x40078000, IRAM 0xbd4
-    @0x40080400, entry 0x400805e4; chip revisions v0.0-v3.99 (IDF 4.4's ESP32_REV_MAX_FULL),
-    SHA-256 appended, no descriptor. Contents are synthetic but fixed."""
-    rng = random.Random(b"bootloader_dio_40m")
-    segments = (
-        Segment(0x3FFF0030, _pseudo_data(rng, 0x4A0)),
-        Segment(0x40078000, _pseudo_code(rng, 0x33B0)),
-        Segment(0x40080400, _pseudo_code(rng, 0xBD4)),
-    )
-    return Image(segments, entry=0x400805E4, max_chip_rev_full=399).to_bytes()
+def build_bootloader_image(segments: tuple[tuple[int, int], ...], entry: int, *, flash_mode: int = 2,
+                           flash_size_freq: int = 0x20) -> bytes:
+    """A second-stage bootloader image with segments of these (load address, length) and this
+    entry point, SHA-256 appended and no descriptor: what elf2image makes of a bootloader ELF.
+    The first segment is data (DRAM), the others code; their contents are synthetic but fixed,
+    so only the layout (what the ROM prints while loading it) is the real one's."""
+    rng = random.Random(repr((segments, entry)).encode())
+    made = tuple(Segment(address, (_pseudo_data if index == 0 else _pseudo_code)(rng, length))
+                 for index, (address, length) in enumerate(segments))
+    return Image(made, entry=entry, flash_mode=flash_mode, flash_size_freq=flash_size_freq).to_bytes()
 
 
 @dataclass(frozen=True)

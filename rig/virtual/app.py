@@ -36,16 +36,14 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 def run(chip: Chip, table: PartitionTable, partition: Partition, image: Image) -> None:
     otadata.mark_valid(chip, table, partition)  # the core's initArduino(), before setup()
-    descriptor = image.descriptor
-    version = descriptor.version if descriptor else ""
     try:
-        config = SketchConfig.from_rodata(image.rodata)
+        config = SketchConfig.from_image(image)
     except ValueError as err:
-        log.info("app %s from %s: %s; it only prints its version", version, partition.name, err)
-        chip.uart.print(f"Firmware version {version}\r\n")
+        # Not a build of the reference sketch: the twin knows no other app, so it idles silently.
+        log.info("app in %s: %s; the twin cannot run it", partition.name, err)
         while True:
             chip.sleep(3600)
-    profile = profiles.for_idf_version(descriptor.idf_version)  # a config implies a descriptor
+    profile = profiles.get(config.profile)
     log.info("app %s (%s) running from %s", config.version, profile.name, partition.name)
     core = Core(chip, profile, config.debug_level)
     setup(core, config)

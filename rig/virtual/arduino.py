@@ -55,13 +55,28 @@ class Core:
         self.chip.software_reset(ResetReason.SW_CPU_RESET)
 
     @property
+    def base_mac(self) -> str:
+        """Network.macAddress() on 3.x: the base MAC, which Network.begin() sets from the
+        factory MAC in eFuse on a classic ESP32 (NetworkManager.cpp), upper-case."""
+        return _mac_text(self.chip.efuses.mac)
+
+    @property
     def sta_mac(self) -> str:
         """WiFi.macAddress(): the base MAC from eFuse, upper-case (the station uses it as is)."""
-        return ":".join(f"{b:02X}" for b in self.chip.efuses.mac)
+        return _mac_text(self.chip.efuses.mac)
 
     @property
     def ap_mac(self) -> str:
-        """The soft-AP MAC: base MAC with the last octet + 1."""
+        """WiFi.softAPmacAddress() in STA mode. 2.0.x asks the Wi-Fi driver, which derives the
+        soft-AP MAC from the base MAC with the last octet + 1 (a real pair: 0C:B8:15:F8:AD:1C /
+        ...:1D). 3.x asks the AP's network interface, which does not exist until the AP is
+        started, and returns zeros."""
+        if self.profile.ap_mac_zero_in_sta_mode:
+            return _mac_text(bytes(6))
         mac = bytearray(self.chip.efuses.mac)
         mac[-1] = (mac[-1] + 1) & 0xFF
-        return ":".join(f"{b:02X}" for b in mac)
+        return _mac_text(mac)
+
+
+def _mac_text(mac: bytes) -> str:
+    return ":".join(f"{b:02X}" for b in mac)

@@ -1,12 +1,14 @@
 """From reset to the app: the ROM banner, the ROM's flash boot, and the second-stage bootloader.
 
-What the serial port shows is what an ESP32-D0WD-V3 with arduino-esp32 2.0.x shows
+What the serial port shows is what an ESP32-D0WD-V3 with an arduino-esp32 build shows
 (shared/reference/esp32-ota-device.md, section 12): the ROM prints its banner with the reset
 reason and strapping value, then either waits for download or loads the bootloader from 0x1000,
-printing one `load:` line per segment. The 2.0.x second stage is built with log level NONE, so
-it is silent: it reads the partition table, picks the OTA slot from otadata, verifies the image
-and starts it. When nothing bootable is found it resets (SW_RESET) and tries again, forever,
-like the real one.
+printing its flash mode and clock divider from the bootloader's header and one `load:` line per
+segment, so the lines follow the bootloader the build wrote (each core's differs:
+rig.virtual.profiles.RealBuild). The second stage is built with log level NONE (2.0.14's
+sdkconfig, and the 3.0.x libs'; 3.3.x unverified), so it is silent: it reads the partition
+table, picks the OTA slot from otadata, verifies the image and starts it. When nothing bootable
+is found it resets (SW_RESET) and tries again, forever, like the real one.
 """
 
 from __future__ import annotations
@@ -64,12 +66,28 @@ def boot_from_flash(chip: Chip) -> None:
         f"mode:{mode}, clock div:{divider}\r\n"
     )
     offset = firmware.BOOTLOADER_OFFSET + 24
-    for _ in range(header[1]):
+    for index in range(header[1]):
         load_addr, length = struct.unpack("<II", chip.flash.read(offset, 8))
         chip.uart.print(f"load:0x{load_addr:08x},len:{length}\r\n")
         offset += 8 + length
+        tail = block_tail_line(offset - firmware.BOOTLOADER_OFFSET, length)
+        if tail and index < header[1] - 1:
+            chip.uart.print(tail)
     chip.uart.print(f"entry 0x{struct.unpack_from('<I', header, 4)[0]:08x}\r\n")
     second_stage(chip)
+
+
+def block_tail_line(end: int, length: int) -> str:
+    """The line the ROM prints after a segment whose data ends 12 bytes into a 16-byte block of
+    the image (`end`: offset in the image just past the segment), so that the next 8-byte
+    segment header does not fit the 4 bytes left: `ho <start in block> tail <bytes in block>
+    room 4`; otherwise nothing. The rule is inferred, not read from the ROM: it matches every
+    public log checked (2.0.x's len:13220 -> "ho 0 tail 12 room 4"; ESP-IDF 5's 4-byte segment
+    at block offset 8 -> "ho 8 tail 4 room 4"; no line for 2.0.14's qio_80m bootloader)."""
+    if end % 16 != 12:
+        return ""
+    head = max(12 - length, 0)
+    return f"ho {head} tail {12 - head} room 4\r\n"
 
 
 def invalid_header_loop(chip: Chip, word: int) -> None:

@@ -118,13 +118,16 @@ class HttpUpdate:
         return self._read_header(client)
 
     def _request(self, host: str, port: int, path: str, version: str) -> bytes:
-        """GET with the core's header set, in wire order (section 2)."""
+        """GET with the core's header set, in wire order (section 2; 3.x adds the base MAC
+        after Cache-Control: HTTPUpdate.cpp at a5f17797)."""
         next_slot = next_update_partition(self.running.table, self.running.partition)
+        base_mac = [("x-ESP32-BASE-MAC", self.core.base_mac)] if self.core.profile.sends_base_mac else []
         headers = [
             ("Host", host if port in (80, 443) else f"{host}:{port}"),
             ("User-Agent", "ESP32-http-Update"),
             ("Connection", "close"),
             ("Cache-Control", "no-cache"),
+            *base_mac,
             ("x-ESP32-STA-MAC", self.core.sta_mac),
             ("x-ESP32-AP-MAC", self.core.ap_mac),
             ("x-ESP32-free-space", str(next_slot.size if next_slot else 0)),

@@ -10,7 +10,9 @@ stops at once when the secure client's read() has nothing (it returns -1).
 On a failed connect the core logs (shared/reference/esp32-ota-device.md, section 8.1), at
 debug level error: ssl_client.cpp's `_handle_error()` line with the Mbed TLS code and text,
 then the client's `connect(): start_ssl_client: <code>` line. A TCP failure logs the socket
-error instead; an empty CA bundle opens no connection at all and reports -1.
+error instead. An empty CA bundle is still a bundle: TCP connects, then Mbed TLS refuses to
+parse it (-8576) before any TLS byte is sent. (3.x also logs `Actual TLS start postponed.` at
+info level, which the twin does not model.)
 """
 
 from __future__ import annotations
@@ -65,11 +67,12 @@ class SecureClient:
         if err.stage == "tcp" and err.device_errno:
             self.core.log("E", "ssl_client.cpp", profile.socket_error_line, "start_ssl_client",
                           f'connect on fd {LWIP_FIRST_FD}, errno: {err.device_errno}, "{os.strerror(err.device_errno)}"')
-        # -1 (no CA: start_ssl_client() gives up before any Mbed TLS call) and a peer's
-        # close_notify are the codes _handle_error() does not log.
+        # -1 (a handshake timeout) and a peer's close_notify are the codes _handle_error() does
+        # not log; a CA bundle that does not parse fails in start_ssl_client() itself.
         elif err.code not in (-1, tls.ERR_PEER_CLOSE_NOTIFY):
+            site = profile.ca_error_site if err.stage == "setup" else profile.tls_error_site
             self.core.log("E", "ssl_client.cpp", profile.ssl_client_line, "_handle_error",
-                          f"[{profile.tls_error_site}]: ({err.code}) {err.text}")
+                          f"[{site}]: ({err.code}) {err.text}")
         self.last_error = err.code if err.stage != "tcp" else -1
         self.last_error_text = tls.mbedtls_strerror(self.last_error)
         self.core.log("E", profile.secure_client_file, profile.secure_client_line, "connect",

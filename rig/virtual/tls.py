@@ -172,10 +172,10 @@ def alert_for_flags(flags: int) -> int:
 class TlsError(Exception):
     """A failed TLS connection, as start_ssl_client()/mbedtls would report it.
 
-    code: negative Mbed TLS code (-9984 for a refused certificate) or -1 (TCP failure, no CA,
+    code: negative Mbed TLS code (-9984 for a refused certificate) or -1 (TCP failure,
     handshake timeout). text: mbedtls_strerror(code), or strerror(errno) for TCP failures.
     flags: verification flags (0 if none). alert: name of the alert this client sent, or None.
-    stage: "setup" (no CA / CA bundle unparsable), "tcp", "handshake", "verify" or "io".
+    stage: "setup" (CA bundle unparsable), "tcp", "handshake", "verify" or "io".
     errno: the host's errno for TCP failures; device_errno: what lwIP reports for it (a
     refused port is ECONNREFUSED on the host but ECONNRESET, 104, on an ESP32).
     """
@@ -763,10 +763,10 @@ def connect(host: str, port: int, ca_bundle: str | None, profile: Profile, *, ti
     host is the URL host (TLS name and SNI); address is the IP dialled (default: host if it is an
     IP literal, else 127.0.0.1, as the twin resolves every name). Raises TlsError.
     """
-    if ca_bundle is not None and not ca_bundle.strip():
-        # No CA, no bundle, no PSK, not insecure: start_ssl_client() returns -1 before the socket.
-        raise TlsError(-1, "no CA certificate set: TLS not started", stage="setup")
     dial = address or (host if _is_ip(host) else "127.0.0.1")
+    # start_ssl_client() connects TCP first and parses the CA bundle after: setCACert("") is a
+    # real, empty bundle (not NULL), which Mbed TLS refuses with -0x2180 once the socket is up;
+    # the server sees a connection closed without a byte (ssl_client.cpp, 2.x and 3.x).
     sock = _tcp_connect(dial, port, timeout)
     try:
         trusted = None if ca_bundle is None else load_ca_bundle(ca_bundle)

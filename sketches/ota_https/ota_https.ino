@@ -56,8 +56,9 @@
  *
  * The same source builds on both cores. Every call here has the same signature in 2.0.x and
  * 3.x (Mbed TLS 2.28 and 3.6 for the md, pk and asn1 calls), and 3.x keeps WiFiClientSecure as
- * a typedef of NetworkClientSecure, so the sketch needs no version #if. The one #if is Mbed
- * TLS's own MBEDTLS_USE_PSA_CRYPTO, which asks for psa_crypto_init() before PK is used.
+ * a typedef of NetworkClientSecure. Two #ifs: 3.x's HTTPUpdate sends one header more
+ * (x-ESP32-BASE-MAC), which the verified path sends too, and Mbed TLS's own
+ * MBEDTLS_USE_PSA_CRYPTO asks for psa_crypto_init() before PK is used.
  */
 
 #include <Arduino.h>
@@ -66,6 +67,7 @@
 #include <Update.h>
 #include <WiFi.h>
 #include <WiFiClientSecure.h>
+#include <esp_arduino_version.h>
 #include <esp_ota_ops.h>
 #include <esp_partition.h>
 #include <mbedtls/asn1.h>
@@ -192,6 +194,9 @@ static void addUpdateHeaders(HTTPClient &http) {
   http.setTimeout(UPDATE_HTTP_TIMEOUT_MS);
   http.setUserAgent("ESP32-http-Update");
   http.addHeader("Cache-Control", "no-cache");
+#if ESP_ARDUINO_VERSION_MAJOR >= 3
+  http.addHeader("x-ESP32-BASE-MAC", Network.macAddress());  // as 3.x's HTTPUpdate, before the Wi-Fi MACs
+#endif
   http.addHeader("x-ESP32-STA-MAC", WiFi.macAddress());
   http.addHeader("x-ESP32-AP-MAC", WiFi.softAPmacAddress());
   http.addHeader("x-ESP32-free-space", String(ESP.getFreeSketchSpace()));

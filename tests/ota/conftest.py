@@ -14,6 +14,16 @@ from rig.server import ConnectionRecord
 
 BOOT_TIMEOUT = 10  # seconds from reset to the first check's result, with a margin for slow CI
 
+# The headers stock HTTPUpdate sends on each core, in wire order: 2.0.14 as the reference has
+# them (shared/reference/esp32-ota-device.md, 2); 3.x adds x-ESP32-BASE-MAC after Cache-Control
+# (arduino-esp32 HTTPUpdate.cpp at a5f17797, master: its first release is unverified).
+_STA_ON = ["x-ESP32-STA-MAC", "x-ESP32-AP-MAC", "x-ESP32-free-space", "x-ESP32-sketch-size", "x-ESP32-sketch-md5",
+           "x-ESP32-sketch-sha256", "x-ESP32-chip-size", "x-ESP32-sdk-version", "x-ESP32-mode", "x-ESP32-version"]
+STOCK_HEADERS = {
+    "arduino-esp32-2.0": ["Host", "User-Agent", "Connection", "Cache-Control", *_STA_ON],
+    "arduino-esp32-3": ["Host", "User-Agent", "Connection", "Cache-Control", "x-ESP32-BASE-MAC", *_STA_ON],
+}
+
 
 def partition_table(artifacts: Artifacts) -> firmware.PartitionTable:
     """The partition table the build was flashed with."""

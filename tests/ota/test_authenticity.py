@@ -21,18 +21,11 @@ from rig.build import Artifacts
 from rig.server import RequestRecord
 from rig.signing import MANIFEST_SIZE, VERSION_AT, VERSION_SIZE, KeyPair, reseal, sign
 
-from .conftest import BOOT_TIMEOUT, assert_boots_slot_holding, partition_table, read_otadata, recovers_once_fixed
+from .conftest import (BOOT_TIMEOUT, STOCK_HEADERS, assert_boots_slot_holding, partition_table, read_otadata,
+                       recovers_once_fixed)
 
 pytestmark = pytest.mark.each_profile
 LINK_RATE = 200_000  # bytes per second: on loopback the kernel would take a whole body at once
-# The headers stock HTTPUpdate sends on each core, in wire order (shared/reference/esp32-ota-device.md, 2).
-STOCK_HEADERS = {
-    "arduino-esp32-2.0": [
-        "Host", "User-Agent", "Connection", "Cache-Control", "x-ESP32-STA-MAC", "x-ESP32-AP-MAC",
-        "x-ESP32-free-space", "x-ESP32-sketch-size", "x-ESP32-sketch-md5", "x-ESP32-sketch-sha256",
-        "x-ESP32-chip-size", "x-ESP32-sdk-version", "x-ESP32-mode", "x-ESP32-version"],
-}
-STOCK_HEADERS["arduino-esp32-3"] = STOCK_HEADERS["arduino-esp32-2.0"]  # FIXME per research
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,8 @@ reset, still runs its old firmware, then takes the update."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from .conftest import BOOT_TIMEOUT, assert_boots_slot_holding, recovers_once_fixed, refused_before_any_request
@@ -200,3 +202,32 @@ def test_a_server_offering_only_tls_1_0_and_1_1(ota, pki, profile) -> None:
     ], timeout=BOOT_TIMEOUT)
     assert refused_before_any_request(ota).tls.alert == "protocol_version"
     recovers_once_fixed(ota, monitor, lambda: setattr(listener, "tls_versions", ()), new)
+
+
+INVALID_FORMAT = "X509 - The CRT/CRL/CSR format is invalid, e.g. different type expected"
+
+
+@pytest.mark.each_profile
+def test_an_empty_ca_bundle_is_refused_after_tcp_before_any_tls_byte(ota, pki) -> None:
+    """A sketch built with an empty CA bundle calls setCACert(""): a real, empty string, not
+    NULL, so start_ssl_client() opens the TCP connection first, then Mbed TLS refuses to parse
+    the bundle (-0x2180, x509_crt.c: no PEM header, and one byte is no DER certificate). The
+    server sees a connection that closes without a ClientHello; the device never asks."""
+    listener = ota.listen(pki.dns())
+    old = ota.build("0.1", listener, ca_bundle="")
+    ota.offer(ota.build("0.2", listener))
+
+    monitor = ota.start(old)
+    handle_error = monitor.expect("core_log", timeout=BOOT_TIMEOUT, level="E", function="_handle_error")
+    assert "[start_ssl_client():" in handle_error.fields["message"]
+    assert handle_error.fields["message"].endswith(f"(-8576) {INVALID_FORMAT}")
+    monitor.expect_sequence([
+        ("update_failed", {"code": "-1", "text": "HTTP error: connection refused"}),
+        ("tls_error", {"code": "-8576", "text": INVALID_FORMAT}),
+    ], timeout=BOOT_TIMEOUT)
+    deadline = time.monotonic() + BOOT_TIMEOUT  # the device's log can come before the server's record
+    while not ota.server_log.connections() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (connection,) = ota.server_log.connections()[:1] or [None]
+    assert connection is not None, "the device opened no TCP connection"
+    assert connection.requests == [] and not connection.tls.ok and connection.tls.version is None

@@ -76,7 +76,7 @@ def test_the_trusted_ca_is_the_one_built_into_the_device(twin_run) -> None:
     folder, results = twin_run
     record = scenario(results, OTHER_CA)
     flash = (folder / record["logs"]["folder"] / "board" / "flash.bin").read_bytes()
-    sketch = SketchConfig.from_rodata(parse_image(flash[APP_OFFSET:]).rodata)
+    sketch = SketchConfig.from_image(parse_image(flash[APP_OFFSET:]))
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
     (ca,) = x509.load_pem_x509_certificates(sketch.ca_bundle.encode())

@@ -148,7 +148,7 @@ def refusal(attempt: Callable[[], object]) -> str:
 
 
 def app_config(artifacts: Artifacts) -> SketchConfig:
-    return SketchConfig.from_rodata(firmware.parse_image(artifacts.app.read_bytes()).rodata)
+    return SketchConfig.from_image(firmware.parse_image(artifacts.app.read_bytes()))
 
 
 # The command line ------------------------------------------------------------------------

@@ -91,13 +91,16 @@ def test_esptool_image_info_accepts_app_image(
         assert memory in info.split("Segments Information", 1)[1]
 
 
+# The 2.0.x bootloader_dio_40m's layout (tests/recorded/real_builds.json).
+BOOTLOADER_SEGMENTS = ((0x3FFF0030, 0x4A0), (0x40078000, 0x33B0), (0x40080400, 0xBD4))
+
+
 def test_esptool_image_info_accepts_bootloader(tmp_path: Path) -> None:
-    info = image_info(tmp_path, build_bootloader_image())
+    info = image_info(tmp_path, build_bootloader_image(BOOTLOADER_SEGMENTS, 0x400805E4))
     assert_footer_valid(info)
     assert "Entry point: 0x400805e4" in info
-    assert "Maximal chip revision: v3.99" in info  # flashable at 0x1000 on a v3.0 chip
-    segments = [(0x4A0, 0x3FFF0030), (0x33B0, 0x40078000), (0xBD4, 0x40080400)]
-    for index, (length, load) in enumerate(segments):
+    assert "Maximal chip revision: v655.35" in info  # elf2image's default, as Arduino builds it
+    for index, (load, length) in enumerate(BOOTLOADER_SEGMENTS):
         assert f"{index:7}  {length:#07x}  {load:#010x}" in info  # esptool's table row
     assert "Application Information" not in info and "Bootloader Information" not in info
 
@@ -179,11 +182,9 @@ def test_app_size_out_of_range_is_refused(size: int, message: str) -> None:
 
 
 def test_bootloader_parses_without_descriptor() -> None:
-    image = parse_image(build_bootloader_image(), base=0x1000)
-    assert [(s.load_addr, len(s.data)) for s in image.segments] == [
-        (0x3FFF0030, 0x4A0), (0x40078000, 0x33B0), (0x40080400, 0xBD4)
-    ]
-    assert image.entry == 0x400805E4 and image.hash_appended
+    image = parse_image(build_bootloader_image(BOOTLOADER_SEGMENTS, 0x400805E4, flash_size_freq=0x2F), base=0x1000)
+    assert [(s.load_addr, len(s.data)) for s in image.segments] == list(BOOTLOADER_SEGMENTS)
+    assert image.entry == 0x400805E4 and image.hash_appended and image.flash_size_freq == 0x2F
     assert image.descriptor is None and image.rodata == b""
 
 
@@ -253,6 +254,15 @@ def test_descriptor_layout() -> None:
     assert raw[0x70:0x77] == b"v4.4.6\0" and raw[0x90:0xB0] == bytes(range(32))
     assert raw[0xB0:] == bytes(80)
     assert AppDescriptor.from_bytes(raw) == AppDescriptor("v2", "proj", elf_sha256=bytes(range(32)))
+
+
+def test_descriptor_layout_of_esp_idf_5_4_and_later() -> None:
+    """min/max_efuse_blk_rev_full (u16 each) and mmu_page_size (u8, log2) follow the ELF
+    SHA-256, as esptool 5 reads them ("<II8s32s32s16s16s32s32sHHB3s72s")."""
+    described = AppDescriptor("v2", "proj", min_efuse_blk_rev_full=1, max_efuse_blk_rev_full=99, mmu_page_size=16)
+    raw = described.to_bytes()
+    assert raw[0xB0:0xB5] == bytes([1, 0, 99, 0, 16]) and raw[0xB5:] == bytes(256 - 0xB5)
+    assert AppDescriptor.from_bytes(raw) == described
 
 
 @pytest.mark.parametrize(("field", "value"), [("version", "x" * 32), ("time", "y" * 16)])

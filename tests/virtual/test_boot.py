@@ -6,7 +6,7 @@ serial monitor would use, resetting the chip through RTS as esptool's hard reset
 
 from __future__ import annotations
 
-import re
+from dataclasses import replace
 
 import pytest
 import serial
@@ -15,6 +15,7 @@ from rig import firmware
 from rig.board import read_until, reset_and_read
 from rig.build import SketchConfig, VirtualBuilder
 
+from ..recorded import REAL_BUILDS
 from .conftest import esptool, flash_args
 
 pytestmark = pytest.mark.virtual
@@ -30,15 +31,31 @@ def flashed_board(rfc_board, artifacts):
     return rfc_board
 
 
+def rom_lines(seen: bytes) -> list[str]:
+    """What the ROM printed from the flash boot's `configsip` line to its `entry` line."""
+    text = seen.decode()
+    start, end = text.index("configsip:"), text.index("entry 0x")
+    return text[start:text.index("\r\n", end)].split("\r\n")
+
+
 def test_hard_reset_boots_the_flashed_app_and_prints_its_version(flashed_board, artifacts) -> None:
     seen = reset_and_read(flashed_board, f"Firmware version {artifacts.version}\r\n".encode())
     assert seen.startswith(BANNER + b"rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n")
-    # The ROM lists the bootloader's segments as it loads them: they come from flash.
-    loads = re.findall(rb"load:0x([0-9a-f]{8}),len:(\d+)\r\n", seen)
-    assert [(int(a, 16), int(n)) for a, n in loads] == [(0x3FFF0030, 0x4A0), (0x40078000, 0x33B0), (0x40080400, 0xBD4)]
-    assert b"mode:DIO, clock div:2\r\n" in seen and b"entry 0x400805e4\r\n" in seen
-    # The app's first line comes straight after the ROM's (the 2.0.x second stage is silent).
-    assert seen.split(b"entry 0x400805e4\r\n")[1].startswith(f"Firmware version {artifacts.version}\r\n".encode())
+    # The ROM's lines are a real 2.0.14 board's: they come from the bootloader in flash.
+    assert rom_lines(seen) == REAL_BUILDS["arduino-esp32-2.0"]["boot_log"]["lines"]
+    # The app's first line comes straight after the ROM's (the second stage is silent).
+    assert seen.split(b"entry 0x400805f0\r\n")[1].startswith(f"Firmware version {artifacts.version}\r\n".encode())
+
+
+def test_a_3x_build_boots_with_the_3x_bootloaders_lines(pty_board, tmp_path) -> None:
+    """A build for the 3.x core carries its own bootloader: four segments, one ending 12 bytes
+    into a 16-byte block, which makes the ROM say `ho 0 tail 12 room 4`."""
+    build = VirtualBuilder(tmp_path).build(replace(SketchConfig.without_server("0.3"), profile="arduino-esp32-3"))
+    pty_board.enter_bootloader()
+    done = esptool(pty_board.port, "write-flash", *flash_args(build), before="no-reset", after="no-reset")
+    assert done.returncode == 0, done.stdout
+    seen = reset_and_read(pty_board, b"Firmware version 0.3\r\n")
+    assert rom_lines(seen) == REAL_BUILDS["arduino-esp32-3"]["boot_log"]["lines"]
 
 
 def test_io0_low_at_reset_enters_download_mode_silently(flashed_board) -> None:
