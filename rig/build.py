@@ -29,6 +29,24 @@ tests/fakes/arduino-cli replays it):
   build.extra_flags carries the core's own defines (-DCORE_DEBUG_LEVEL={build.code_debug}
   and, on S3/C3, the USB ones), so the rig never overrides it: the debug level goes through
   the board menu, `DebugLevel=none|error|warn|info|debug|verbose` (build.code_debug 0..5).
+* Warning levels: `arduino-cli compile --warnings none|default|more|all` ("none" when not
+  given; v1.3.1 internal/cli/compile/compile.go) sets {compiler.warning_flags} in each recipe
+  it runs to the platform's compiler.warning_flags.<level> (internal/arduino/builder/
+  compilation.go). It checks no value: an unknown level names an undefined property and
+  compiles with no warning flags at all. build.options.json does not record the level, so
+  objects compiled at one level would be reused at another in the same build path.
+  arduino-esp32 platform.txt, "# Arduino Compile Warning Levels":
+    2.0.x   none -w, default (empty), more -Wall -Werror=all, all -Wall -Werror=all -Wextra
+            (espressif/arduino-esp32 @00d8a39a, version=2.0.6; the same lines are quoted from
+            2.0.11 in issue #8791, and issue #7024 reports 2.0.14 still failing at More/All;
+            the 2.0.14 and 2.0.17 tags themselves were not read). C++ is -std=gnu++11 there.
+    3.3.x   none -w, default (empty), more -Wall, all -Wall -Wextra, and at every level
+            compiler.common_werror_flags=-Werror=return-type (copies of 3.3.x's platform.txt
+            in DIMATE-GmbH/arduino-esp32 @379f23ac, version=3.3.7.2, and
+            lucasssvaz/arduino-esp32 @00fba6a9, version=3.3.10; a real 3.0.0-rc3 compile line
+            at "all" in espressif/arduino-esp32 issue #8796 has `cpp_flags -Wall -Wextra -Os`).
+            C++ flags come from the libs' flags/cpp_flags (-std=gnu++2b in a copy at
+            Tinkerforge/esp32-arduino-libs @225593a0).
 """
 
 from __future__ import annotations
@@ -242,6 +260,8 @@ class VirtualBuilder:
 DEFAULT_FQBN = "esp32:esp32:esp32:PartitionScheme=default"  # ESP32 Dev Module, two OTA slots
 # boards.txt `DebugLevel` menu: the option id for each CORE_DEBUG_LEVEL (build.code_debug 0..5).
 DEBUG_LEVELS = ("none", "error", "warn", "info", "debug", "verbose")
+# arduino-cli compile --warnings: the platform.txt compiler.warning_flags.<level> to compile with.
+WARNING_LEVELS = ("none", "default", "more", "all")
 # boards.txt build.bootloader_addr by chip family, for when neither flash_args nor the build
 # properties name it. Chips not listed are refused rather than guessed.
 BOOTLOADER_OFFSETS = {"esp32": 0x1000, "esp32s3": 0x0, "esp32c3": 0x0}
@@ -311,22 +331,30 @@ class ArduinoCliBuilder:
     build path `build/`, compile.json (what arduino-cli printed), compile.log (compiler output)
     and artifacts.json, written last, which marks the build complete.
 
-    Builds are cached by sketch content, configuration, FQBN (with the debug level) and the
-    installed core's version: asking twice compiles once; a failed compile leaves its folder
+    Builds are cached by sketch content, configuration, FQBN (with the debug level), warning
+    level and the installed core's version: asking twice compiles once; a failed compile leaves its folder
     and log but no artifacts.json, so the next request compiles again. The installed core is
     asked on every build (`core list`), so a core upgrade between builds recompiles.
 
     The debug level is the board menu option DebugLevel from `config.debug_level`. An FQBN
     that names another DebugLevel is overridden (with a warning): the configuration stored in
-    the app must say what the compiler was given."""
+    the app must say what the compiler was given.
+
+    `warnings` is passed as `--warnings <level>` (one of WARNING_LEVELS) and is part of the
+    cache key. None passes nothing, so arduino-cli compiles at its own default ("none", -w), as
+    `arduino-cli compile` does when a user types it: the rig picks no stricter level than asked."""
 
     def __init__(self, root: Path, *, cli: str = "arduino-cli", fqbn: str = DEFAULT_FQBN,
-                 sketch: Path = SKETCH_DIR) -> None:
+                 sketch: Path = SKETCH_DIR, warnings: str | None = None) -> None:
+        if warnings not in (None, *WARNING_LEVELS):
+            raise BuildError(f"{warnings!r} is not an arduino-cli warning level: "
+                             f"use {', '.join(WARNING_LEVELS[:-1])} or {WARNING_LEVELS[-1]}")
         self.root = Path(root)
         self.cli = str(cli)
         self.board = _Fqbn.parse(fqbn)
         self.fqbn = str(self.board)
         self.sketch = Path(sketch)
+        self.warnings = warnings
         self._cli_version: str | None = None
 
     @property
@@ -395,7 +423,7 @@ class ArduinoCliBuilder:
         for path in sorted(p for p in self.sketch.rglob("*") if p.is_file()):
             digest.update(path.relative_to(self.sketch).as_posix().encode() + b"\0")
             digest.update(hashlib.sha256(path.read_bytes()).digest())
-        for part in (config.to_json(), fqbn.encode(), core.encode()):
+        for part in (config.to_json(), fqbn.encode(), core.encode(), (self.warnings or "").encode()):
             digest.update(len(part).to_bytes(4, "little") + part)
         return digest.hexdigest()[:12]
 
@@ -428,7 +456,8 @@ class ArduinoCliBuilder:
 
     def _compile(self, folder: Path, staged: Path, fqbn: str, core: str) -> dict:
         """Run arduino-cli compile; its JSON, or BuildError with the output kept on disk."""
-        args = [self.cli, "compile", "--fqbn", fqbn, "--build-path", str(folder / "build"),
+        warnings = ["--warnings", self.warnings] if self.warnings else []
+        args = [self.cli, "compile", "--fqbn", fqbn, *warnings, "--build-path", str(folder / "build"),
                 "--format", "json", str(staged)]
         log.info("compiling %s with arduino-cli %s for %s (%s %s) in %s", SKETCH, self.cli_version(), fqbn,
                  self.platform, core, folder)

@@ -9,12 +9,13 @@ Which board:
   --board rfc2217://h:p     a board exported by ser2net or labgrid (or a twin started by hand)
 
 A real board (any --board but the two virtual ones) is locked for the session, built with
-arduino-cli (--arduino-cli, --fqbn; the device profile follows the installed core) and joins
-the Wi-Fi network named by --wifi-ssid/--wifi-password (OTA_WIFI_SSID, OTA_WIFI_PASSWORD). It
-reaches the update server at --ota-host (OTA_HOST; by default the runner's address on the
-route toward --board-network, or the default route), under the name --ota-hostname for
-certificates that name a host (default ota.local: make it resolve to --ota-host on the
-board's network). Tests marked `hardware` run only on a real board.
+arduino-cli (--arduino-cli, --fqbn, --arduino-cli-warnings; the device profile follows the
+installed core) and joins the Wi-Fi network named by --wifi-ssid/--wifi-password
+(OTA_WIFI_SSID, OTA_WIFI_PASSWORD). It reaches the update server at --ota-host (OTA_HOST; by
+default the runner's address on the route toward --board-network, or the default route),
+under the name --ota-hostname for certificates that name a host (default ota.local: make it
+resolve to --ota-host on the board's network). Tests marked `hardware` run only on a real
+board.
 
 Other options:
   --builder auto|virtual|arduino-cli   who builds the sketch (auto: virtual for the twin)
@@ -40,7 +41,7 @@ import pytest
 
 from . import network
 from .board import BoardError, PortLock, SerialBoard, VirtualBoard, find_by_mac, scan_ports
-from .build import ArduinoCliBuilder, BuildError, VirtualBuilder
+from .build import WARNING_LEVELS, ArduinoCliBuilder, BuildError, VirtualBuilder
 from .certs import DEFAULT_HOST, DEFAULT_IP, Pki
 from .ota import OtaScenario
 from .results import RunRecorder
@@ -81,6 +82,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--arduino-cli", default=env("ARDUINO_CLI", "arduino-cli"),
                     help="the arduino-cli executable (env ARDUINO_CLI; default: arduino-cli on PATH)")
     group.addoption("--fqbn", default=None, help="board to compile for (default: the builder's, an OTA partition scheme)")
+    group.addoption("--arduino-cli-warnings", default=None, metavar="LEVEL",
+                    help=f"arduino-cli compile --warnings: {', '.join(WARNING_LEVELS)} "
+                         "(default: not passed, arduino-cli's own: none)")
     group.addoption("--profile", default=None, choices=sorted(profiles.PROFILES),
                     help="device profile to build for (default: each_profile tests run for every profile)")
     group.addoption("--ota-host", default=env("OTA_HOST"),
@@ -124,7 +128,8 @@ def settle_bench(config: pytest.Config) -> Bench:
         chosen = [option("--profile")] if option("--profile") else list(profiles.PROFILES)
     else:
         fqbn = {"fqbn": option("--fqbn")} if option("--fqbn") else {}
-        builder = ArduinoCliBuilder(config.rootpath / "out" / "builds" / "arduino-cli", cli=option("--arduino-cli"), **fqbn)
+        builder = ArduinoCliBuilder(config.rootpath / "out" / "builds" / "arduino-cli", cli=option("--arduino-cli"),
+                                    warnings=option("--arduino-cli-warnings"), **fqbn)
         # An installed core builds for one profile only.
         chosen = [option("--profile") or builder.profile]
     if virtual:

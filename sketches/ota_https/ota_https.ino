@@ -120,22 +120,27 @@ static void report(const char *format, ...) {
   Serial.println(line);
 }
 
-// "YYYY-MM-DD HH:MM:SS", the form rig/protocol.py parses. Zero padding makes string order
-// the same as time order, so the date check compares exactly the texts it prints.
-static String utcText(int year, int mon, int day, int hour, int min, int sec) {
-  char text[24];
-  snprintf(text, sizeof text, "%04d-%02d-%02d %02d:%02d:%02d", year, mon, day, hour, min, sec);
-  return String(text);
+// "YYYY-MM-DD HH:MM:SS", the form rig/protocol.py parses, written into `text` (returned).
+// Zero padding makes string order the same as time order, so the date check compares exactly
+// the texts it prints. `text` holds the longest text six ints can make, so nothing is ever cut
+// and gcc's -Wformat-truncation (on with -Wall) has nothing to warn about.
+static const size_t UTC_TEXT_SIZE = 6 * sizeof "-2147483648";  // 6 ints, 5 separators, NUL
+
+static const char *utcText(char *text, int year, int mon, int day, int hour, int min, int sec) {
+  snprintf(text, UTC_TEXT_SIZE, "%04d-%02d-%02d %02d:%02d:%02d", year, mon, day, hour, min, sec);
+  return text;
 }
 
 static String utcText(time_t moment) {
   struct tm utc;
   gmtime_r(&moment, &utc);
-  return utcText(utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec);
+  char text[UTC_TEXT_SIZE];
+  return utcText(text, utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec);
 }
 
 static String utcText(const mbedtls_x509_time &moment) {  // X.509 times are UTC
-  return utcText(moment.year, moment.mon, moment.day, moment.hour, moment.min, moment.sec);
+  char text[UTC_TEXT_SIZE];
+  return utcText(text, moment.year, moment.mon, moment.day, moment.hour, moment.min, moment.sec);
 }
 
 static UpdateUrl parseUrl(const String &url) {

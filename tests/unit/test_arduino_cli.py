@@ -29,6 +29,10 @@ arduino-cli 1.x, arduino/arduino-cli tag v1.3.1 (commit 08ff7e2b7, 2025-08-27):
   latest_version}]}, {"platforms": []} when none (internal/cli/core/list.go, result/rpc.go).
 * `version --format json`: {Application, VersionString, Commit, Status, Date} and LatestVersion
   when known (internal/version/version.go; Taskfile.yml sets no Status, Commit is %h).
+* `compile --warnings LEVEL`: a string flag, default "none", documented as "none, default,
+  more, all" (internal/cli/compile/compile.go) and never checked: each recipe gets
+  compiler.warning_flags.<LEVEL> (internal/arduino/builder/compilation.go), empty for an
+  unknown LEVEL. So the builder checks the level itself.
 
 The esp32 core, espressif/arduino-esp32 (the 3.2 GB repository could not be fetched whole, so
 the tags 2.0.17 and 3.3.x were not read directly; these are the nearest primary copies):
@@ -84,6 +88,7 @@ from rig import firmware
 from rig.build import (
     DEFAULT_FQBN,
     SKETCH_DIR,
+    WARNING_LEVELS,
     ArduinoCliBuilder,
     Artifacts,
     BuildError,
@@ -175,6 +180,19 @@ def test_an_fqbn_naming_another_debug_level_builds_with_the_configured_one(
 
 def test_a_malformed_fqbn_is_refused_before_anything_runs(fake: Fake) -> None:
     assert "vendor:arch:board" in refusal(lambda: fake.builder(fqbn="esp32:esp32")) and not fake.calls()
+
+
+@pytest.mark.parametrize("level", WARNING_LEVELS)
+def test_the_warning_level_reaches_arduino_cli_compile(fake: Fake, level: str) -> None:
+    folder = fake.builder(warnings=level).build(config()).app.parents[1]
+    assert fake.compiles() == [["compile", "--fqbn", f"{DEFAULT_FQBN},DebugLevel=error", "--warnings", level,
+                                "--build-path", str(folder / "build"), "--format", "json", str(folder / "ota_https")]]
+
+
+def test_an_unknown_warning_level_is_refused_before_anything_runs(fake: Fake) -> None:
+    message = refusal(lambda: fake.builder(warnings="Wall"))
+    assert message == "'Wall' is not an arduino-cli warning level: use none, default, more or all"
+    assert not fake.calls()
 
 
 # The generated header and what comes back --------------------------------------------------
@@ -297,6 +315,13 @@ def test_a_changed_sketch_fqbn_or_core_compiles_again(fake: Fake, tmp_path: Path
     builds.append(builder.build(config(profile="arduino-esp32-3")))
     assert len(fake.compiles()) == 5 and len({a.app.parent for a in builds}) == 5
     assert "// changed" in (Path(fake.compiles()[1][-1]) / "ota_https.ino").read_text()
+
+
+def test_each_warning_level_is_a_build_of_its_own(fake: Fake) -> None:
+    """arduino-cli would reuse a build path's objects at another level (build.options.json
+    does not record it), so the level is in the cache key."""
+    builds = [fake.builder(warnings=level).build(config()) for level in (None, "all", "all", "more")]
+    assert len(fake.compiles()) == 3 and len({a.app.parent for a in builds}) == 3
 
 
 # Profiles --------------------------------------------------------------------------------

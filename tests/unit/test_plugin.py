@@ -31,7 +31,9 @@ A_BOARD = ("--board", "rfc2217://127.0.0.1:9", "--arduino-cli", str(FAKE_CLI))
     (("--board", "/dev/ttyUSB0", "--arduino-cli", "/nonexistent/arduino-cli"), WIFI,
      "arduino-cli not found ('/nonexistent/arduino-cli' is not on PATH)"),
     (("--ota-host", "192.168.4.2"), {}, "the virtual board reaches the server on its loopback: --ota-host is for real boards"),
-], ids=["no-wifi", "xdist", "bad-network", "no-arduino-cli", "host-for-twin"])
+    (A_BOARD + ("--arduino-cli-warnings", "Wall"), WIFI,
+     "'Wall' is not an arduino-cli warning level: use none, default, more or all"),
+], ids=["no-wifi", "xdist", "bad-network", "no-arduino-cli", "host-for-twin", "bad-warnings"])
 def test_a_wrong_bench_stops_the_session_with_one_sentence(options, env, sentence) -> None:
     done = collect(*options, **env)
     assert done.returncode == 4 and sentence in done.stderr, done.stdout + done.stderr
