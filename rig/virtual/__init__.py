@@ -6,4 +6,9 @@ reference sketch), the parts of arduino-esp32 it uses (arduino: Serial and the l
 httpupdate: HTTPClient and HTTPUpdate; updater: Update and otadata; secure_client:
 WiFiClientSecure), tls (Mbed TLS), profiles (2.0.x vs 3.x) and transport (RFC2217 server, pty
 with wired EN/IO0). Start it with `python -m rig.virtual --help`.
+
+It reads only what the real sketch and core read: the sketch's constants where the compiled
+sketch keeps them, the core from the ESP-IDF version its libraries put in the app descriptor.
+A virtual build (rig.build) carries exactly what an arduino-cli build of the same sketch
+carries, so the twin can rely on nothing a real board would not have.
 """

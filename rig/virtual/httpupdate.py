@@ -5,7 +5,9 @@ every answer (shared/reference/esp32-ota-device.md, sections 2-5).
 headers, reads the answer with the 8 s header timeout, and maps it as 2.0.14's handleUpdate()
 does: 200 with a positive Content-Length, a slot it fits in and a first byte 0xE9 is streamed
 into `Update` (updater.py); 304 means no update; 403/404/others are errors -103/-102/-104; any
-connect failure is -1. The result is one of FAILED, NO_UPDATES, OK, with `last_error` and
+connect failure is -1; 3.x takes 204 for no update too. The answer's x-MD5 is the only digest
+header read: 3.x master also reads x-SHA256 (arduino-esp32 PR #12824, August 2026), after the
+3.3.10 the 3.x profile names. The result is one of FAILED, NO_UPDATES, OK, with `last_error` and
 `last_error_string` as getLastError()/getLastErrorString() give them. Line numbers in the log
 lines are those the reference gives where it gives one, otherwise illustrative.
 """
