@@ -3,6 +3,7 @@
     rig run [--board B] [--profile P] [-k EXPR]   the OTA scenarios, with a report
     rig serve                                     the update server alone, for work with a board
     rig certs                                     a CA and server certificates on disk
+    rig sign APP --version V                      a signed release of an app image
     rig virtual --flash F --pty LINK              a virtual ESP32
     rig report RESULTS                            report.html and junit.xml again from results.json
     rig compare OLD NEW                           what got worse between two runs
@@ -88,7 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--hostname", default=None, help="the DNS name in the certificate and URL (default ota.local)")
     serve.add_argument("--firmware", type=Path, help="an app image (.bin) to offer on /update")
     serve.add_argument("--firmware-version", help="the version --firmware is (compared with x-ESP32-version)")
+    serve.add_argument("--signing-key", type=Path, metavar="DIR",
+                       help="offer --firmware as a release signed with the key pair in DIR (made there if none), "
+                            "for a sketch built with its public half")
     serve.set_defaults(handler=_serve)
+
+    sign = commands.add_parser("sign", help="write an app image as a signed release (for a sketch built with a key)")
+    sign.add_argument("app", type=Path, help="the app image (<sketch>.ino.bin)")
+    sign.add_argument("--version", required=True, help="the firmware version the app was built as (OTA_FIRMWARE_VERSION)")
+    sign.add_argument("--key", type=Path, default=Path("out/signing"),
+                      help="folder of the key pair (private.pem, public.pem; made there if none; default out/signing)")
+    sign.add_argument("--out", type=Path, help="where the release goes (default: beside APP, as <name>.signed.bin)")
+    sign.set_defaults(handler=_sign)
 
     certs = commands.add_parser("certs", help="write a CA and a server certificate for manual work")
     certs.add_argument("--out", type=Path, default=Path("out/serve"), help="folder (default out/serve; an existing CA is kept)")
@@ -125,7 +137,12 @@ def _run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .manual import serve
     return serve(args.folder, host=args.host, port=args.port, hostname=args.hostname,
-                 firmware=args.firmware, firmware_version=args.firmware_version)
+                 firmware=args.firmware, firmware_version=args.firmware_version, signing_key=args.signing_key)
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from .manual import sign_release
+    return sign_release(args.app, args.version, args.key, args.out)
 
 
 def _certs(args: argparse.Namespace) -> int:

@@ -7,6 +7,12 @@ every later one loads them and signs a fresh server certificate with them::
 
     rig certs --ip 192.168.1.5    # ca.pem/.key (kept), server.pem/.key, server-ip.pem/.key
     rig serve --firmware build/ota_https.ino.bin --firmware-version 0.2
+    rig sign build/ota_https.ino.bin --version 0.2      # a signed release, for a sketch with a key
+
+A sketch built with a signing key installs only signed releases (rig.signing); its key pair
+lives in a folder too (default out/signing: private.pem, public.pem), made on first use and kept,
+because the board holds the public half for as long as it runs the sketch. `rig serve
+--signing-key DIR` offers the firmware as a release signed with it.
 
 `rig serve` prints what the sketch needs (the update URL and the CA, as the two lines of
 ota_config.h they become), then one line for each connection the server records in
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import hashlib
 import io
 import ipaddress
 import signal
@@ -38,6 +45,7 @@ from .certs import DEFAULT_HOST, ORGANIZATION, Authority, ServerCert, fingerprin
 from .cli import CommandError
 from .firmware import FirmwareFormatError, parse_image
 from .server import CLOSED, ConnectionRecord, UpdateServer
+from .signing import PUBLIC_PEM, KeyPair, sign, statement
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
@@ -141,10 +149,14 @@ def _issue(folder: Path, name: str, identity: str, authority: Authority) -> Serv
 
 
 def serve(folder: Path, *, host: str | None, port: int, hostname: str | None, firmware: Path | None,
-          firmware_version: str | None) -> int:
+          firmware_version: str | None, signing_key: Path | None = None) -> int:
     """`rig serve`: the update server on `port` with the certificates of `folder`, offering
-    `firmware` as `firmware_version` if given, until SIGINT or SIGTERM."""
+    `firmware` as `firmware_version` if given (as a release signed with the key pair in
+    `signing_key`, if given), until SIGINT or SIGTERM."""
     image = _offered_image(firmware, firmware_version)
+    keys = None if signing_key is None else KeyPair.load_or_create(signing_key)
+    if keys is not None and image is not None:
+        image = sign(image, firmware_version, keys)
     if not 0 <= port <= 65535:
         raise CommandError(f"port {port} is not a TCP port; pass --port 0..65535 (0: a free one)")
     address = host or _default_address()
@@ -166,7 +178,7 @@ def serve(folder: Path, *, host: str | None, port: int, hostname: str | None, fi
         previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             server.start()
-            _print_banner(server, certs, host is None, firmware, firmware_version)
+            _print_banner(server, certs, host is None, firmware, firmware_version, keys)
             while not stop.wait(POLL_SECONDS):  # a bare wait() can sleep through the signal handler
                 _print_new_connections(record)
         finally:
@@ -186,8 +198,13 @@ def _offered_image(path: Path | None, version: str | None) -> bytes | None:
         return None
     if not version:
         raise CommandError(f"{path} needs a version to compare with the board's x-ESP32-version; pass --firmware-version too")
+    return _read_app(path, "pass --firmware the app image (<sketch>.ino.bin) a build wrote")
+
+
+def _read_app(path: Path, fix: str) -> bytes:
+    """The bytes of the ESP32 app image at `path`, checked; `fix` says what to pass instead."""
     if not path.is_file():
-        raise CommandError(f"{path}: no such file; pass --firmware the app image (<sketch>.ino.bin) a build wrote")
+        raise CommandError(f"{path}: no such file; {fix}")
     data = path.read_bytes()
     try:
         image = parse_image(data)
@@ -220,7 +237,7 @@ def _explain_listen_error(err: OSError, address: str, port: int) -> None:
 
 
 def _print_banner(server: UpdateServer, certs: KeptCerts, address_chosen: bool, image: Path | None,
-                  version: str | None) -> None:
+                  version: str | None, keys: KeyPair | None) -> None:
     """What the user needs to point a sketch at the server, in the order it is needed."""
     url = server.url(SERVER)
     address, port = server.host, server.listeners[SERVER].port
@@ -230,21 +247,42 @@ def _print_banner(server: UpdateServer, certs: KeptCerts, address_chosen: bool, 
     print(url)
     print(f"listening on {address}:{port}{how}")
     print(f"{certs.server.host} must resolve to {target} on the board's network")
-    print(f"offering {image} as version {version}" if image else "offering no firmware: /update answers 304")
+    signed = " signed with the key below" if keys else ""
+    print(f"offering {image} as version {version}{signed}" if image else "offering no firmware: /update answers 304")
     print(f"files in {server.firmware_dir} are served at {url.removesuffix('/update')}/firmware/<name>.bin")
     print(f"CA certificate ({certs.authority.cert_pem}, {ca_state}):")
     print(certs.authority.pem, end="")
     print("for the sketch's ota_config.h:")
-    print("\n".join(sketch_lines(url, certs.authority.pem)))
+    print("\n".join(sketch_lines(url, certs.authority.pem, keys.public_pem if keys else "")))
     print(f"record: {server.record_path} (one JSON line per connection)")
     print("Ctrl-C stops it", flush=True)
 
 
-def sketch_lines(url: str, ca_bundle: str) -> list[str]:
-    """The #define lines of ota_config.h for this URL and CA bundle, rendered by
-    SketchConfig.header() itself so that they always match what a build writes."""
-    header = SketchConfig(version="", update_url=url, ca_bundle=ca_bundle).header()
-    return [line for line in header.splitlines() if line.startswith(SKETCH_LINES)]
+def sketch_lines(url: str, ca_bundle: str, signing_key: str = "") -> list[str]:
+    """The #define lines of ota_config.h for this URL, CA bundle and signing key (if any),
+    rendered by SketchConfig.header() itself so that they always match what a build writes."""
+    header = SketchConfig(version="", update_url=url, ca_bundle=ca_bundle, signing_key=signing_key).header()
+    wanted = SKETCH_LINES + (("#define OTA_SIGNING_KEY ",) if signing_key else ())
+    return [line for line in header.splitlines() if line.startswith(wanted)]
+
+
+def sign_release(app: Path, version: str, key_folder: Path, out: Path | None) -> int:
+    """`rig sign`: write `app` as a release signed with the key pair in `key_folder` (made there
+    first if it holds none), and print what a board and a server need."""
+    image = _read_app(app, "pass the app image (<sketch>.ino.bin) a build wrote")
+    try:
+        statement(image, version)
+    except ValueError as err:
+        raise CommandError(f"{err}; pass --version the firmware version the app was built as") from None
+    release = sign(image, version, KeyPair.load_or_create(key_folder))
+    out = out or app.with_name(app.name.removesuffix(".bin") + ".signed.bin")
+    out.write_bytes(release)
+    print(out)
+    print(f"release {version}: {len(image)} bytes of app image, SHA-256 {hashlib.sha256(image).hexdigest()}")
+    print(f"signed with {key_folder / PUBLIC_PEM}; for the sketch's ota_config.h:")
+    public = (key_folder / PUBLIC_PEM).read_text()
+    print(*(line for line in sketch_lines("", "", public) if line.startswith("#define OTA_SIGNING_KEY ")))
+    return 0
 
 
 def _print_new_connections(record: TextIO) -> None:

@@ -19,12 +19,15 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from rig.build import SketchConfig, VirtualBuilder
 from rig.cli import main
 from rig.manual import write_certs
 from rig.server import ServerLog
+from rig.signing import MANIFEST_SIZE, STATEMENT_SIZE, VERSION_AT
 from tests.unit.test_server import send_request, with_header
 
 REPO = Path(__file__).resolve().parents[2]
@@ -172,3 +175,60 @@ def test_serve_refuses_a_port_in_use(tmp_path, capsys):
 def test_certs_refuses_an_ip_that_is_not_one(tmp_path, capsys):
     line = refusal(capsys, "certs", "--out", str(tmp_path), "--ip", "ota.local")
     assert line.startswith("rig: 'ota.local' is not an IP address; pass --ip")
+
+
+def test_sign_writes_a_release_the_built_in_key_verifies(tmp_path, app_image, capsys):
+    """`rig sign` makes the key pair once, writes manifest + image, and prints the line the
+    sketch needs; the signature is checked here with `cryptography` against public.pem."""
+    keys = tmp_path / "keys"
+    assert main(["sign", str(app_image), "--version", "0.2", "--key", str(keys)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    release = Path(out[0]).read_bytes()
+    assert out[0].endswith("ota_https.ino.signed.bin") and release[MANIFEST_SIZE:] == app_image.read_bytes()
+    assert release[VERSION_AT:VERSION_AT + 4] == b"0.2\0"
+    area = release[STATEMENT_SIZE:MANIFEST_SIZE]
+    public = serialization.load_pem_public_key((keys / "public.pem").read_bytes())
+    public.verify(area[:2 + area[1]], release[:STATEMENT_SIZE], ec.ECDSA(hashes.SHA256()))
+    header = SketchConfig(version="0", update_url="", ca_bundle="", signing_key=(keys / "public.pem").read_text()).header()
+    assert out[-1] in header.splitlines() and out[-1].startswith("#define OTA_SIGNING_KEY ")
+    assert hashlib.sha256(app_image.read_bytes()).hexdigest() in out[1]
+
+
+@pytest.mark.parametrize(("args", "sentence"), [
+    (["--version", ""], "version '' must be 1 to 31 bytes without NUL; pass --version"),
+    (["--version", "0.2", "--out", "{tmp}/release.bin", "{tmp}/missing.bin"], "missing.bin: no such file"),
+])
+def test_sign_refuses_what_it_cannot_sign_and_makes_no_key(args, sentence, tmp_path, app_image, capsys):
+    argv = ["sign", *[a.format(tmp=tmp_path) for a in args], "--key", str(tmp_path / "keys")]
+    if "{tmp}/missing.bin" not in args:
+        argv.insert(1, str(app_image))
+    assert sentence in refusal(capsys, *argv)
+    assert not (tmp_path / "keys").exists() and not (tmp_path / "release.bin").exists()
+
+
+def test_serve_with_a_signing_key_offers_a_signed_release(tmp_path, app_image):
+    folder = tmp_path / "serve"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rig.cli", "serve", "--folder", str(folder), "--host", "127.0.0.1", "--port", "0",
+         "--firmware", str(app_image), "--firmware-version", "0.2", "--signing-key", str(tmp_path / "keys")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        output = Output(process.stdout)
+        url = URL.match(output.until(URL.match))
+        output.until(lambda line: line == "Ctrl-C stops it")
+        ca_pem = PEM.search("\n".join(output.seen) + "\n")[0]
+        public_pem = (tmp_path / "keys" / "public.pem").read_text()
+        header = SketchConfig(version="0", update_url="", ca_bundle="", signing_key=public_pem).header().splitlines()
+        key_line = next(line for line in header if line.startswith("#define OTA_SIGNING_KEY "))
+        assert key_line in output.seen
+        response, body = get_update(url["host"], int(url["port"]), ca_pem)
+        assert response.status == 200 and body[MANIFEST_SIZE:] == app_image.read_bytes()
+        area = body[STATEMENT_SIZE:MANIFEST_SIZE]
+        serialization.load_pem_public_key(public_pem.encode()).verify(
+            area[:2 + area[1]], body[:STATEMENT_SIZE], ec.ECDSA(hashes.SHA256()))
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0, process.stderr.read()
+    finally:
+        process.kill()
+        process.wait()
