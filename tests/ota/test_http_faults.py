@@ -110,3 +110,24 @@ def test_an_image_with_a_corrupt_hash_is_refused_at_activation_with_esp_idfs_lin
                                     ("idf_log", {"level": "E", "tag": "esp_image",
                                                  "message": "Image hash failed - image is corrupt"}))
     assert refused.complete
+
+
+@pytest.mark.each_profile
+def test_no_content_is_an_error_on_2x_and_no_update_on_3x(ota, pki, profile) -> None:
+    """A server that says "nothing for you" with 204. 2.0.14's handleUpdate() has no case for
+    it: -104 "Wrong HTTP Code" after `HTTP Code is (204)`. 3.x takes it as 304 (HTTPUpdate.cpp
+    at master a5f17797, arduino-esp32 #11408 of May 2025, a year before the 3.3.10 the profile
+    names; that 3.3.10 carries it is unverified)."""
+    listener = ota.listen(pki.dns())
+    old, new = ota.build("0.1", listener), ota.build("0.2", listener)
+    ota.offer(new, fault=Fault(status=204))
+    monitor = ota.start(old)
+    if profile == "arduino-esp32-2.0":
+        monitor.expect_sequence([("core_log", {"level": "E", "message": "HTTP Code is (204)"}),
+                                 ("update_failed", {"code": "-104", "text": "Wrong HTTP Code"})], timeout=BOOT_TIMEOUT)
+    else:
+        monitor.expect_sequence([("firmware_version", {"version": "0.1"}), "no_updates", "retry"],
+                                timeout=BOOT_TIMEOUT)
+        monitor.not_matching("update_failed")
+    (answer,) = ota.server_log.requests()
+    assert answer.status == 204 and answer.bytes_sent == 0
