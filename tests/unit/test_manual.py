@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -93,18 +94,28 @@ def app_image(tmp_path) -> Path:
     return VirtualBuilder(tmp_path / "builds").build(SketchConfig.without_server("0.2")).app
 
 
-def test_serve_hands_the_image_to_an_older_device_and_stops_on_sigterm(tmp_path, app_image):
-    folder = tmp_path / "serve"
+@contextmanager
+def serving(folder: Path, *options: str):
+    """`rig serve` on a free port of 127.0.0.1 with `options`, once its banner is out: the
+    process, its output so far, the URL's parts and the CA it printed. Killed at the end."""
     process = subprocess.Popen(
         [sys.executable, "-m", "rig.cli", "serve", "--folder", str(folder), "--host", "127.0.0.1", "--port", "0",
-         "--firmware", str(app_image), "--firmware-version", "0.2"],
+         *options],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         output = Output(process.stdout)
         url = URL.match(output.until(URL.match))
         output.until(lambda line: line == "Ctrl-C stops it")
-        ca_pem = PEM.search("\n".join(output.seen) + "\n")[0]
+        yield process, output, url, PEM.search("\n".join(output.seen) + "\n")[0]
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_serve_hands_the_image_to_an_older_device_and_stops_on_sigterm(tmp_path, app_image):
+    folder = tmp_path / "serve"
+    with serving(folder, "--firmware", str(app_image), "--firmware-version", "0.2") as (process, output, url, ca_pem):
         assert ca_pem == (folder / "ca.pem").read_text()
         header = SketchConfig(version="0.2", update_url=url[0], ca_bundle=ca_pem).header().splitlines()
         assert [line for line in output.seen if line.startswith("#define")] == [
@@ -118,9 +129,6 @@ def test_serve_hands_the_image_to_an_older_device_and_stops_on_sigterm(tmp_path,
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0, process.stderr.read()
-    finally:
-        process.kill()
-        process.wait()
     [request] = ServerLog(folder / "server.jsonl").requests()
     assert (request.path, request.status, request.complete) == ("/update", 200, True)
 
@@ -207,17 +215,8 @@ def test_sign_refuses_what_it_cannot_sign_and_makes_no_key(args, sentence, tmp_p
 
 
 def test_serve_with_a_signing_key_offers_a_signed_release(tmp_path, app_image):
-    folder = tmp_path / "serve"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rig.cli", "serve", "--folder", str(folder), "--host", "127.0.0.1", "--port", "0",
-         "--firmware", str(app_image), "--firmware-version", "0.2", "--signing-key", str(tmp_path / "keys")],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        output = Output(process.stdout)
-        url = URL.match(output.until(URL.match))
-        output.until(lambda line: line == "Ctrl-C stops it")
-        ca_pem = PEM.search("\n".join(output.seen) + "\n")[0]
+    options = ("--firmware", str(app_image), "--firmware-version", "0.2", "--signing-key", str(tmp_path / "keys"))
+    with serving(tmp_path / "serve", *options) as (process, output, url, ca_pem):
         public_pem = (tmp_path / "keys" / "public.pem").read_text()
         header = SketchConfig(version="0", update_url="", ca_bundle="", signing_key=public_pem).header().splitlines()
         key_line = next(line for line in header if line.startswith("#define OTA_SIGNING_KEY "))
@@ -229,6 +228,3 @@ def test_serve_with_a_signing_key_offers_a_signed_release(tmp_path, app_image):
             area[:2 + area[1]], body[:STATEMENT_SIZE], ec.ECDSA(hashes.SHA256()))
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0, process.stderr.read()
-    finally:
-        process.kill()
-        process.wait()
