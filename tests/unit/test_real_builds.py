@@ -18,6 +18,7 @@ import pytest
 
 from rig import firmware
 from rig.build import SketchConfig, VirtualBuilder
+from rig.virtual.boot import block_tail_line
 from rig.virtual.profiles import PROFILES
 from rig.virtual.verified_update import compare_versions
 
@@ -83,3 +84,13 @@ def test_the_twin_finds_the_profile_in_what_the_build_carries(build) -> None:
     config = SketchConfig.from_image(firmware.parse_image(artifacts.app.read_bytes()))
     assert config.profile == profile and config.version == "0.7"
     assert b'"profile"' not in artifacts.app.read_bytes()  # not written among the sketch's constants
+
+
+@pytest.mark.parametrize(("end", "length", "line"), [
+    (0x386C, 13220, "ho 0 tail 12 room 4"),  # a 2.0.x bootloader's len:13220 (FluidNC's public boot log, SDK v4.4.4)
+    (0x3FDC, 4, "ho 8 tail 4 room 4"),  # ESP-IDF 5's 4-byte segment at block offset 8 (public IDF boot logs)
+    (0x3BF4, 13964, ""),  # 2.0.14's qio_80m segment 1: no line in its public boot logs
+    (0x560, 1344, ""),
+])
+def test_the_rom_says_ho_tail_room_where_real_boot_logs_show_it(end: int, length: int, line: str) -> None:
+    assert block_tail_line(end, length).strip() == line
