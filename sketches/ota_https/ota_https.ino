@@ -325,7 +325,7 @@ static size_t signatureLength(uint8_t *area) {
 }
 
 // SHA-256 of `length` bytes into `digest`.
-static void sha256(const uint8_t *data, size_t length, uint8_t digest[32]) {
+static void sha256Of(const uint8_t *data, size_t length, uint8_t digest[32]) {
   mbedtls_md(mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), data, length, digest);
 }
 
@@ -339,7 +339,7 @@ static bool statementVerifies(uint8_t *manifest) {
     return false;
   }
   uint8_t digest[32];
-  sha256(manifest, STATEMENT_SIZE, digest);
+  sha256Of(manifest, STATEMENT_SIZE, digest);
   mbedtls_pk_context key;
   mbedtls_pk_init(&key);
   // PEM must be passed with its terminating NUL: sizeof a string literal counts it.
