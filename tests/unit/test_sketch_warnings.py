@@ -22,16 +22,13 @@ the extracted helpers are compiled, not the rest of the sketch, which needs the 
 
 from __future__ import annotations
 
-import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from rig.build import SKETCH_DIR
+from .sketch_code import extract, gxx  # noqa: F401 (gxx is a fixture)
 
-SOURCE = (SKETCH_DIR / "ota_https.ino").read_text()
 HELPERS = ("utcText", "versionPart", "compareVersions")
 STAND_INS = """\
 #include <stdint.h>
@@ -54,32 +51,9 @@ int versionOrder(const char *a, const char *b) { return compareVersions(a, b); }
 FLAGS = ("-Os", "-Wall", "-Wextra", "-Werror=all", "-Werror")
 
 
-def extract(source: str, names: tuple[str, ...]) -> str:
-    """The sketch's constants (`static const T NAME = ...` lines), then every definition of
-    `names` (overloads too), each from its `static ... name(` line to the `}` at column 0."""
-    lines = source.splitlines()
-    parts = [line for line in lines if re.match(r"static const [\w ]+=", line)]
-    for name in names:
-        starts = [i for i, line in enumerate(lines)
-                  if re.match(rf"static [^;]*\b{name}\([^;]*$", line)]
-        assert starts, f"{name}() is not defined in the sketch"
-        for start in starts:
-            end = lines.index("}", start)
-            parts.append("\n".join(lines[start:end + 1]))
-    return "\n".join(parts) + "\n"
-
-
-@pytest.fixture(scope="module")
-def gxx() -> str:
-    found = shutil.which("g++")
-    if found is None:
-        pytest.skip("g++ is not on PATH: the sketch's helpers cannot be compiled on this host")
-    return found
-
-
 def compile_helpers(gxx: str, tmp_path: Path, std: str, extra: str, *args: str) -> subprocess.CompletedProcess[str]:
     unit = tmp_path / "helpers.cpp"
-    unit.write_text(STAND_INS + extract(SOURCE, HELPERS) + extra)
+    unit.write_text(STAND_INS + extract(HELPERS) + extra)
     return subprocess.run([gxx, f"-std={std}", *FLAGS, *args, str(unit)], capture_output=True, text=True)
 
 
