@@ -28,6 +28,7 @@ def write_once(transport: str, pacing: bool, app: Path, baud: int, workdir: Path
     """(wall seconds of the esptool run, seconds esptool reports for the write itself)."""
     resets = ["--before", "no-reset", "--after", "no-reset"] if transport == "pty" else []
     with VirtualBoard(workdir, transport=transport, pacing=pacing) as board:
+        board.enter_bootloader()
         argv = [sys.executable, "-m", "esptool", "--port", board.port, "--baud", str(baud), *resets,
                 "write-flash", "0x10000", str(app)]
         started = time.monotonic()

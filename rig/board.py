@@ -82,14 +82,21 @@ class SerialBoard:
         """The port at the ROM's and the sketch's 115200 baud, lines released (chip running).
 
         A port that cannot be opened is tried again for `reappear` seconds: after a reset a
-        board on native USB (or behind a hub that power-cycles) leaves the bus and comes back."""
+        board on native USB (or behind a hub that power-cycles) leaves the bus and comes back.
+        Bytes the port already holds are kept (pyserial's open() would drop them): a monitor
+        that finds a port again reads what the board said meanwhile; `reset(discard_pending=True)`
+        drops them where a clean start is wanted."""
         deadline = time.monotonic() + reappear
         while True:
             try:
                 line = serial.serial_for_url(self.port, baudrate=BAUD, timeout=timeout, do_not_open=True)
                 line.dtr = False
                 line.rts = False
-                line.open()
+                line._reset_input_buffer = lambda: None  # open() ends by flushing through it: not this once
+                try:
+                    line.open()
+                finally:
+                    del line._reset_input_buffer
                 return line
             except (serial.SerialException, OSError) as err:
                 if time.monotonic() >= deadline:
@@ -130,6 +137,8 @@ class VirtualBoard(SerialBoard):
 
     `transport` is "rfc2217" (a free port on 127.0.0.1, DTR/RTS reset) or "pty" (a symlink in
     `workdir`, EN/IO0 wired to the twin's stdin). The twin's own log goes to `workdir/twin.log`.
+    It powers up as a board does, IO0 pulled up, booting its flash; `enter_bootloader()` puts
+    it in the ROM loader for esptool (OtaScenario does so before each esptool run).
     """
 
     time_scale = 1.0
@@ -217,8 +226,10 @@ class VirtualBoard(SerialBoard):
     def power_cycle(self, off: float = 0.05) -> None:
         """Cut the power and restore it after `off` seconds: the twin process is killed
         (SIGKILL, mid-instruction) and started again on the same flash file, which keeps
-        every byte written before the cut, as a flash chip does. Over a pty it starts again
-        in download mode, like at first start; the port comes back at the same path."""
+        every byte written before the cut, as a flash chip does. It boots its flash by
+        itself, as a board whose IO0 is pulled up does. A pty comes back at the same path,
+        holding what the chip said until a reader opens it (`open()` keeps it), as a USB-serial
+        adapter that stays on the bench would have shown it; over RFC2217 that is lost."""
         if self.transport == "pty":
             Path(self.port).unlink(missing_ok=True)  # no reader may open a stale /dev/pts name
         else:

@@ -213,9 +213,10 @@ class OtaScenario:
     def power_cut(self) -> str:
         """Cut the board's power wherever it is and bring it back, with the monitor following.
 
-        A twin's process is killed and started again on its flash ("power"); a real board has
-        EN pulled ("EN"), the nearest a bench without a power relay gets: the chip stops
-        mid-instruction either way and flash keeps what was written. Returns which it was."""
+        A twin's process is killed and started again on its flash ("power"), and boots it by
+        itself; a real board has EN pulled ("EN"), the nearest a bench without a power relay
+        gets: the chip stops mid-instruction either way and flash keeps what was written.
+        Returns which it was."""
         assert self.monitor is not None, "start() the board first"
         self._instant("power cut")
         if not hasattr(self.board, "power_cycle"):
@@ -224,11 +225,10 @@ class OtaScenario:
         reopened = self.monitor.reopened
         self.board.power_cycle()
         deadline = time.monotonic() + REAPPEAR_TIMEOUT
-        while self.monitor.reopened == reopened:  # the monitor finds the port again first
+        while self.monitor.reopened == reopened:  # back with the monitor reading the new port
             if time.monotonic() > deadline:
                 raise AssertionError(f"the monitor did not find {self.board.port} again after the power cut")
             time.sleep(0.01)
-        self.reset()  # power back with IO0 high: the chip boots from flash
         return "power"
 
     def time_lapse(self, rate: float, device_seconds: float) -> float:

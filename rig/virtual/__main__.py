@@ -1,9 +1,10 @@
 """Command line of the virtual ESP32.
 
-    python -m rig.virtual --flash PATH (--rfc2217 PORT | --pty LINK) [--mac XX:XX:XX:XX:XX:XX]
+    python -m rig.virtual --flash PATH (--rfc2217 PORT | --pty LINK) [--io0-low] [--mac XX:XX:XX:XX:XX:XX]
 
 It prints one line saying where it listens, then runs until SIGTERM or SIGINT, when it flushes
-the flash to its file and exits 0.
+the flash to its file and exits 0. The chip powers up as a dev board does, IO0 pulled up: it
+boots what its flash holds, unless --io0-low holds IO0 low (the BOOT button) for the ROM loader.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from .transport import PtyServer, Rfc2217Server, Wires
 PACING_ENV = "RIG_UART_PACING"
 
 EPILOG = f"""\
-With --rfc2217 the port carries DTR/RTS, so esptool's resets work as on a USB bridge (PORT 0
-picks a free port). A pty carries no modem lines: the twin starts in download mode, and its EN
-and IO0 pins are wired to standard input (lines `EN 0`, `EN 1`, `IO0 0`, `IO0 1`; `USB 0` and
-`USB 1` take the port off the host and back, as a pulled cable; `NOISE <hex bytes>` puts bytes
-on the line as a flaky cable would; `CLOCK <rate> <seconds>` runs the chip's clock faster for
-that many device seconds; each is answered `ok` on standard output).
+At power-on the chip boots from flash, as a board whose IO0 is pulled up does; with --io0-low
+it waits in the ROM's download mode instead. With --rfc2217 the port carries DTR/RTS, so
+esptool's resets work as on a USB bridge (PORT 0 picks a free port). A pty carries no modem
+lines: its EN and IO0 pins are wired to standard input instead, one command a line, each
+answered `ok` on standard output. `EN 0` holds the chip in reset and `EN 1` releases it, when
+the ROM reads IO0: `IO0 0`, `EN 0`, `EN 1` enters the loader, `IO0 1`, `EN 0`, `EN 1` boots the
+flash (IO0 held by --io0-low stays low until `IO0 1`). `USB 0` and `USB 1` take the port off
+the host and back, as a pulled cable; `NOISE <hex bytes>` puts bytes on the line as a flaky
+cable would; `CLOCK <rate> <seconds>` runs the chip's clock faster for that many device seconds.
 Set {PACING_ENV}=1 to make the UART take the time a real line takes at its baud rate.
 """
 
@@ -39,6 +43,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--rfc2217", type=int, metavar="PORT", help="serve RFC2217 on 127.0.0.1:PORT")
     where.add_argument("--pty", type=Path, metavar="LINK", help="serve a pty, symlinked at LINK")
+    parser.add_argument("--io0-low", action="store_true",
+                        help="power up with IO0 held low, which is what holding the BOOT button at power-on "
+                             "does: the ROM waits in download mode for esptool (default: IO0 pulled up, the "
+                             "chip boots from flash)")
     parser.add_argument("--mac", default=DEFAULT_MAC, help=f"factory MAC in eFuse (default {DEFAULT_MAC})")
     args = parser.parse_args(argv)
     try:
@@ -57,14 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot use {args.flash} as flash: {err}", file=sys.stderr)
         return 2
     chip = Chip(flash, EFuses(args.mac), pacing=os.environ.get(PACING_ENV) == "1")
+    chip.pins.io0_low = chip.download_strap = args.io0_low  # the ROM reads IO0 as power comes up
     try:
         if args.rfc2217 is not None:
             server: Rfc2217Server | PtyServer = Rfc2217Server(chip, args.rfc2217)
         else:
             server = PtyServer(chip, args.pty)
-            # No modem lines: IO0 starts low, so the board waits in the loader; EN and IO0
-            # are wired to standard input instead.
-            chip.pins.io0_low = chip.download_strap = True
             threading.Thread(target=Wires(chip, server, sys.stdin, sys.stdout).serve_forever, name="wires", daemon=True).start()
     except OSError as err:
         print(f"error: cannot listen: {err}", file=sys.stderr)

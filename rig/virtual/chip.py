@@ -397,7 +397,7 @@ class Chip:
         self.uart = Uart(self, pacing=pacing)
         self.pins = ResetCircuit(self._pins_changed)
         self.in_reset = False
-        self.download_strap = False  # IO0 level latched when EN was last released
+        self.download_strap = False  # IO0 low when power came up or EN was last released
         self._pending: ResetReason | None = None
         self._stopping = False
         self.boot_count = 0

@@ -3,8 +3,9 @@
 RFC2217 is the default because it carries DTR and RTS, so esptool's resets travel to the
 reset circuit as they would through a USB bridge (pyserial's `PortManager` does the telnet
 side; `_SerialLines` is the duck-typed "serial port" it drives). One client at a time, like a
-real port. A pty carries bytes only: DTR/RTS ioctls fail on it, so the twin behind a pty starts
-in download mode and resets cannot be modelled (shared/reference/esptool-rom-protocol.md, 15).
+real port. A pty carries bytes only, DTR/RTS ioctls fail on it
+(shared/reference/esptool-rom-protocol.md, 15): a twin behind a pty has its EN and IO0 wired to
+the host instead (`Wires`).
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def test_debug_shows_the_traceback_too() -> None:
 def test_rig_virtual_starts_a_twin_that_esptool_reads(tmp_path: Path) -> None:
     link = tmp_path / "ttyESP32"
     twin = subprocess.Popen([*RIG, "virtual", "--flash", str(tmp_path / "flash.bin"), "--pty", str(link),
-                             "--mac", "24:6f:28:01:02:03"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             "--io0-low", "--mac", "24:6f:28:01:02:03"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
     try:
         assert twin.stdout.readline().startswith("virtual ESP32 24:6f:28:01:02:03 listening on")

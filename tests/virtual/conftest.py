@@ -34,7 +34,9 @@ def rfc_board(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def pty_board(tmp_path_factory: pytest.TempPathFactory):
+    """A pty twin put in its loader through its wired IO0 and EN, for esptool's no-reset runs."""
     with VirtualBoard(tmp_path_factory.mktemp("pty-board"), transport="pty", mac=TWIN_MAC) as board:
+        board.enter_bootloader()
         yield board
 
 

@@ -31,6 +31,8 @@ MACS = ("24:6f:28:00:00:01", "24:6f:28:00:00:02")
 def two_twins(tmp_path: Path):
     with VirtualBoard(tmp_path / "a", transport="pty", mac=MACS[0]) as a, \
          VirtualBoard(tmp_path / "b", transport="pty", mac=MACS[1]) as b:
+        for twin in (a, b):  # a pty has no DTR/RTS for esptool's reset: the wires do it
+            twin.enter_bootloader()
         yield a, b
 
 
@@ -97,6 +99,7 @@ def test_a_second_session_is_refused_a_locked_board_until_the_first_ends(tmp_pat
 
 def test_a_port_that_leaves_the_host_is_reopened_when_it_comes_back(tmp_path: Path) -> None:
     with VirtualBoard(tmp_path, transport="pty", mac=MACS[0]) as twin:
+        twin.enter_bootloader()
         twin.unplug()
         assert not Path(twin.port).exists()
         threading.Timer(0.8, twin.plug).start()
@@ -114,6 +117,7 @@ def test_a_port_that_leaves_the_host_is_reopened_when_it_comes_back(tmp_path: Pa
 
 def test_the_monitor_follows_the_board_through_a_replug(tmp_path: Path, artifacts) -> None:
     with VirtualBoard(tmp_path / "board", transport="pty") as twin:
+        twin.enter_bootloader()
         Esptool(twin.port, before="no-reset", after="no-reset").write(artifacts.flash_files())
         line = twin.open()
         twin.reset(line, discard_pending=True)

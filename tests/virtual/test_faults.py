@@ -254,6 +254,7 @@ def test_unknown_command_gets_an_error_reply(pty_board, after: str, status: byte
 def test_md5_past_the_end_of_flash_does_not_kill_the_loader(tmp_path: Path) -> None:
     """What `esptool verify-flash 0x3ff000 <8 KB file>` asks for; the loader must keep answering."""
     with VirtualBoard(tmp_path, transport="pty", mac=TWIN_MAC) as board:
+        board.enter_bootloader()
         exchange(board.port, request(0x13, struct.pack("<IIII", 0x3FF000, 0x2000, 0, 0)), op=0x13)
         frames = exchange(board.port, request(0x0A, struct.pack("<I", 0x40001000)), op=0x0A)
         assert any(response(f)[1:3] == (0x0A, 0x00F01D83) for f in frames)
@@ -304,6 +305,7 @@ def test_signal_stops_the_twin_and_keeps_its_flash(tmp_path: Path, signum: int) 
 
     board = VirtualBoard(tmp_path / "first", transport="pty", flash=flash, mac=TWIN_MAC)
     try:
+        board.enter_bootloader()
         esptool_ok(board.port, "write-flash", "0x3000", str(data), **NO_RESET)
         board.process.send_signal(signum)
         assert board.process.wait(timeout=2) == 0
@@ -313,6 +315,7 @@ def test_signal_stops_the_twin_and_keeps_its_flash(tmp_path: Path, signum: int) 
 
     back = tmp_path / "back.bin"
     with VirtualBoard(tmp_path / "second", transport="pty", flash=flash, mac=TWIN_MAC) as again:
+        again.enter_bootloader()
         esptool_ok(again.port, "read-flash", "0x3000", "6000", str(back), **NO_RESET)
     assert back.read_bytes() == data.read_bytes()
 

@@ -59,6 +59,7 @@ GARBAGE = {
 def twin(tmp_path: Path, artifacts):
     """A fresh pty twin with the reference sketch flashed (its update checks go nowhere)."""
     with VirtualBoard(tmp_path / "board", transport="pty") as board:
+        board.enter_bootloader()
         Esptool(board.port, before="no-reset", after="no-reset").write(artifacts.flash_files())
         yield board
 
