@@ -255,8 +255,8 @@ def test_a_core_upgrade_is_noted_and_named_on_the_flip_it_may_explain(twin_run) 
     assert flip.why == f"ExpectTimeout: on purpose; profile {profile['name']} core 2.0.14 → 2.0.17"
     notes = [(item.what, item.before, item.after) for item in comparison.notes]
     assert ("esptool", old["rig"]["esptool"], "9.9.9") in notes
-    assert (f"profile {profile['name']}", "core 2.0.14, IDF v4.4.6, Mbed TLS 2.28.4",
-            "core 2.0.17, IDF v4.4.6, Mbed TLS 2.28.4") in notes
+    assert (f"profile {profile['name']}", "core 2.0.14, IDF v4.4.6-dirty, Mbed TLS 2.28.4",
+            "core 2.0.17, IDF v4.4.6-dirty, Mbed TLS 2.28.4") in notes
 
 
 def test_a_run_without_scenarios_is_said(twin_run) -> None:

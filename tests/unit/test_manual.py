@@ -94,6 +94,9 @@ def app_image(tmp_path) -> Path:
     return VirtualBuilder(tmp_path / "builds").build(SketchConfig.without_server("0.2")).app
 
 
+STARTUP = 15.0  # seconds for a new Python process to import the server and print its URL, on a loaded runner
+
+
 @contextmanager
 def serving(folder: Path, *options: str):
     """`rig serve` on a free port of 127.0.0.1 with `options`, once its banner is out: the
@@ -105,7 +108,7 @@ def serving(folder: Path, *options: str):
     )
     try:
         output = Output(process.stdout)
-        url = URL.match(output.until(URL.match))
+        url = URL.match(output.until(URL.match, timeout=STARTUP))
         output.until(lambda line: line == "Ctrl-C stops it")
         yield process, output, url, PEM.search("\n".join(output.seen) + "\n")[0]
     finally:

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.virtual
 POWER_ON = b"ets Jul 29 2019 12:21:46\r\n\r\nrst:0x1 (POWERON_RESET),"
 FLASH_BOOT = POWER_ON + b"boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"
 DOWNLOAD_BOOT = POWER_ON + b"boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))\r\nwaiting for download\r\n"
-APP_STARTS = b"entry 0x400805e4\r\nFirmware version 0.1\r\n"  # the 2.0.x second stage is silent
+APP_STARTS = b"entry 0x400805f0\r\nFirmware version 0.1\r\n"  # 2.0.14's bootloader; its second stage is silent
 
 
 @pytest.fixture(scope="module")
