@@ -20,6 +20,7 @@ power-cycling).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import glob
@@ -27,6 +28,7 @@ import logging
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -150,7 +152,7 @@ class VirtualBoard(SerialBoard):
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flash_file = Path(flash) if flash else self.workdir / "flash.bin"
         self.transport = transport
-        argv = [sys.executable, "-m", "rig.virtual", "--flash", str(self.flash_file)]
+        argv = [sys.executable, "-m", "rig.virtual", "--flash", str(self.flash_file), "--owner", str(os.getpid())]
         if transport == "rfc2217":
             argv += ["--rfc2217", "0"]
         elif transport == "pty":
@@ -306,32 +308,28 @@ class PortLock:
     on one runner, an engineer and a job) never flash the same board.
 
     The claim is an flock on a file named after the port's real path (so /dev/ttyUSB0 and its
-    /dev/serial/by-id/... link are one board) in `OTA_RIG_LOCK_DIR` (default: a folder in the
-    system temp dir). The kernel drops it when the process dies, so a killed session leaves
-    no stale lock. The file names the holder, for the message the next session gets.
+    /dev/serial/by-id/... link are one board) in `OTA_RIG_LOCK_DIR` (default: a folder of the
+    user's in the system temp dir, made with mode 0700). The kernel drops it when the process
+    dies, so a killed session leaves no stale lock. The file names the holder, for the message
+    the next session gets. It is opened without following links, and the default folder must be
+    the user's alone: a link planted there cannot make the rig overwrite another file.
     """
 
     def __init__(self, port: str, folder: Path | None = None) -> None:
         self.port = port
-        folder = Path(folder or os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "ota-rig-locks")
-        folder.mkdir(parents=True, exist_ok=True)
+        chosen = folder or os.environ.get(LOCK_DIR_ENV)
+        folder = Path(chosen or Path(tempfile.gettempdir()) / f"ota-rig-locks-{os.getuid()}")
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if chosen is None:
+            _check_private(folder)
         self.path = folder / (re.sub(r"[^\w.\-]+", "_", port_identity(port)).strip("_") + ".lock")
         self._file: BinaryIO | None = None
 
     def acquire(self) -> "PortLock":
-        handle = open(self.path, "a+b")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().decode(errors="replace").strip() or "unknown"
-            handle.close()
-            raise BoardError(f"the board on {self.port} is in use by another test session ({holder})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}".encode())
-        handle.flush()
-        self._file = handle
+            self._file = claim(self.path)
+        except ClaimHeld as held:
+            raise BoardError(f"the board on {self.port} is in use by another test session ({held})") from None
         return self
 
     def release(self) -> None:
@@ -344,6 +342,42 @@ class PortLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class ClaimHeld(Exception):
+    """Another process holds the claim; str() names it as its holder wrote."""
+
+
+def claim(path: Path) -> BinaryIO:
+    """An exclusive flock on `path` (created 0600, never through a symbolic link), with this
+    process named in it for whoever finds it held; the open file, which holds the claim until
+    it is closed (or the process dies). ClaimHeld names the holder; BoardError a planted link."""
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise BoardError(f"the lock file {path} is a symbolic link, which the rig never follows; "
+                             f"remove it (or set {LOCK_DIR_ENV} to a folder only you can write)") from None
+        raise
+    handle = os.fdopen(descriptor, "r+b")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = handle.read().decode(errors="replace").strip() or "unknown"
+        handle.close()
+        raise ClaimHeld(holder) from None
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}".encode())
+    handle.flush()
+    return handle
+
+
+def _check_private(folder: Path) -> None:
+    """BoardError unless `folder` is a real folder of this user's that nobody else can write."""
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise BoardError(f"the lock folder {folder} is not a folder only you can write; remove it "
+                         f"(the rig makes it again) or set {LOCK_DIR_ENV} to one")
 
 
 def port_identity(port: str) -> str:

@@ -34,18 +34,25 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
 from . import network
-from .board import BoardError, PortLock, SerialBoard, VirtualBoard, find_by_mac, scan_ports
+from .board import BoardError, ClaimHeld, PortLock, SerialBoard, VirtualBoard, claim, find_by_mac, scan_ports
 from .build import WARNING_LEVELS, ArduinoCliBuilder, BuildError, VirtualBuilder
 from .certs import DEFAULT_HOST, DEFAULT_IP, Pki
 from .ota import OtaScenario
 from .results import RunRecorder
 from .virtual import profiles
+
+SESSION_CLAIM = ".session.lock"  # in --ota-out: held by the session writing there
+OWNER_POLL = 0.5  # seconds between an xdist worker's checks that its session is still there
 
 VIRTUAL_BOARDS = {"virtual": "pty", "virtual-rfc2217": "rfc2217"}
 REAL_BOARD_HINT = "pass --board /dev/ttyUSB0, --board mac:<MAC> or --board rfc2217://host:port"
@@ -68,6 +75,7 @@ class Bench:
 
 
 BENCH = pytest.StashKey[Bench]()
+OUT_CLAIM = pytest.StashKey[BinaryIO]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -103,6 +111,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "each_profile: the verdict depends on the device profile; run it for each")
+    if hasattr(config, "workerinput"):
+        end_with_the_session(os.getppid())
+    else:
+        config.stash[OUT_CLAIM] = claim_out_folder(config.rootpath / config.getoption("--ota-out"))
     try:
         config.stash[BENCH] = bench = settle_bench(config)
     except (BuildError, network.NetworkError) as err:
@@ -113,6 +125,38 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(RunRecorder(
             config.rootpath / report, config.rootpath / config.getoption("--ota-out"), bench.board, cores),
             "rig-results")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    held = config.stash.get(OUT_CLAIM, None)
+    if held is not None:
+        held.close()
+
+
+def claim_out_folder(folder: Path) -> BinaryIO:
+    """This session's claim on the folder its tests write their records into: two sessions
+    writing the same out/tests/<test> would wreck each other's records and ports, so the second
+    is refused, told who holds it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return claim(folder / SESSION_CLAIM)
+    except ClaimHeld as held:
+        raise pytest.UsageError(f"{folder} is in use by another test session ({held}); pass --ota-out DIR "
+                                f"to give this session a folder of its own") from None
+    except BoardError as err:
+        raise pytest.UsageError(str(err)) from None
+
+
+def end_with_the_session(controller: int) -> None:
+    """Make this xdist worker end once the session that started it (`controller`, its parent)
+    is gone, killed by SIGKILL too: it gets SIGTERM, so no worker runs scenarios for nobody,
+    and its twins, whose owner it is, stop with it."""
+    def watch() -> None:
+        while os.getppid() == controller:
+            time.sleep(OWNER_POLL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="rig-session-watch", daemon=True).start()
 
 
 def settle_bench(config: pytest.Config) -> Bench:

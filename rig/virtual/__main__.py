@@ -1,9 +1,11 @@
 """Command line of the virtual ESP32.
 
     python -m rig.virtual --flash PATH (--rfc2217 PORT | --pty LINK) [--io0-low] [--mac XX:XX:XX:XX:XX:XX]
+                          [--owner PID]
 
-It prints one line saying where it listens, then runs until SIGTERM or SIGINT, when it flushes
-the flash to its file and exits 0. The chip powers up as a dev board does, IO0 pulled up: it
+It prints one line saying where it listens, then runs until SIGTERM or SIGINT (or, with
+--owner, until that process ends), when it flushes the flash to its file, removes its pty link
+and exits 0. A --pty path that exists and is not a twin's old link is refused, never replaced. The chip powers up as a dev board does, IO0 pulled up: it
 boots what its flash holds, unless --io0-low holds IO0 low (the BOOT button) for the ROM loader.
 """
 
@@ -48,6 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "does: the ROM waits in download mode for esptool (default: IO0 pulled up, the "
                              "chip boots from flash)")
     parser.add_argument("--mac", default=DEFAULT_MAC, help=f"factory MAC in eFuse (default {DEFAULT_MAC})")
+    parser.add_argument("--owner", type=int, metavar="PID",
+                        help="the process that started the twin: when it ends, however it ends (SIGKILL "
+                             "too), the twin stops as on SIGTERM (default: it runs until a signal)")
     args = parser.parse_args(argv)
     try:
         args.mac = parse_mac(args.mac)
@@ -72,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             server = PtyServer(chip, args.pty)
             threading.Thread(target=Wires(chip, server, sys.stdin, sys.stdout).serve_forever, name="wires", daemon=True).start()
+    except FileExistsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        flash.close()
+        return 2
     except OSError as err:
         print(f"error: cannot listen: {err}", file=sys.stderr)
         flash.close()
@@ -85,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     cpu.start()
     mac = ":".join(f"{b:02x}" for b in args.mac)
     print(f"virtual ESP32 {mac} listening on {server.url}", flush=True)
-    while not stop.wait(0.2):  # a bare wait() can sleep through the signal handler
+    # A bare wait() can sleep through the signal handler. An owner that died leaves the twin
+    # to another parent: it stops then, so no twin outlives the rig that started it.
+    while not stop.wait(0.2) and (args.owner is None or os.getppid() == args.owner):
         pass
     chip.stop()
     server.close()

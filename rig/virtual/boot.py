@@ -67,9 +67,13 @@ def boot_from_flash(chip: Chip) -> None:
     )
     offset = firmware.BOOTLOADER_OFFSET + 24
     for index in range(header[1]):
+        if offset + 8 > chip.flash.size:
+            rom_crash(chip, f"bootloader segment {index} header at 0x{offset:x} is past the end of flash")
         load_addr, length = struct.unpack("<II", chip.flash.read(offset, 8))
         chip.uart.print(f"load:0x{load_addr:08x},len:{length}\r\n")
         offset += 8 + length
+        if offset > chip.flash.size:
+            rom_crash(chip, f"bootloader segment {index} ({length} bytes) runs past the end of flash")
         tail = block_tail_line(offset - firmware.BOOTLOADER_OFFSET, length)
         if tail and index < header[1] - 1:
             chip.uart.print(tail)
@@ -90,6 +94,15 @@ def block_tail_line(end: int, length: int) -> str:
     return f"ho {head} tail {12 - head} room 4\r\n"
 
 
+def rom_crash(chip: Chip, problem: str) -> None:
+    """A bootloader the ROM cannot load (a segment past the end of flash): the ROM has no error
+    line for it and no public log shows what follows; the twin takes it for a crash the RTC
+    watchdog ends, as after its invalid-header loop (UNVERIFIED on a chip)."""
+    log.info("ROM: %s", problem)
+    chip.sleep(INVALID_HEADER_PERIOD)
+    chip.software_reset(ResetReason.RTCWDT_RTC_RESET)
+
+
 def invalid_header_loop(chip: Chip, word: int) -> None:
     """No bootloader: the ROM complains until the RTC watchdog resets the chip."""
     for _ in range(INVALID_HEADER_LINES):
@@ -106,6 +119,15 @@ def second_stage(chip: Chip) -> None:
         )
     except FirmwareFormatError as err:
         log.info("bootloader: no valid partition table (%s)", err)
+        give_up(chip)
+        return
+    beyond = [p for p in table.partitions if p.offset > chip.flash.size or p.offset + p.size > chip.flash.size]
+    if beyond:
+        # esp_partition_table_verify() (ESP-IDF flash_partitions.c): "partition %d invalid - offset
+        # 0x%x size 0x%x exceeds flash chip size 0x%x", then "boot: Failed to verify partition
+        # table" and a reset; both lines are compiled out at the Arduino bootloader's log level.
+        log.info("bootloader: partition %s (0x%x+0x%x) exceeds the flash", beyond[0].name, beyond[0].offset,
+                 beyond[0].size)
         give_up(chip)
         return
     otadata.bootloader_rollback_step(chip, table)

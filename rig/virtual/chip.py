@@ -25,6 +25,8 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 
+CRASH_RESET_DELAY = 1.0  # seconds before the watchdog resets a chip the twin failed to model
+
 FLASH_SIZE = 4 * 1024 * 1024
 SECTOR_SIZE = 0x1000
 # GigaDevice GD25Q32: manufacturer 0xC8, type 0x40, capacity 0x16 (4 MB), as RDID returns it.
@@ -496,6 +498,13 @@ class Chip:
                 pass
             except ChipStopped:
                 return
+            except Exception:  # noqa: BLE001: a twin bug must not silence the chip for good
+                # The twin met a state it does not model (its log has the traceback): the chip
+                # behaves as one that crashed, and the RTC watchdog resets it.
+                log.exception("the twin's CPU failed; the chip resets as after a crash")
+                with self.cond:
+                    self.cond.wait_for(lambda: self._stopping or self._pending is not None, timeout=CRASH_RESET_DELAY)
+                    self._pending = self._pending or ResetReason.RTCWDT_RTC_RESET
 
     def stop(self) -> None:
         with self.cond:

@@ -140,6 +140,11 @@ class Rfc2217Server:
         self._listener.close()
 
 
+def _is_pty_link(path: Path) -> bool:
+    """A symlink into /dev/pts: the kind of link a twin leaves (a crashed one leaves it behind)."""
+    return path.is_symlink() and os.readlink(path).startswith("/dev/pts/")
+
+
 class PtyServer:
     """Serves the chip's UART on a pseudo-terminal, with a stable symlink to its slave side.
 
@@ -150,6 +155,9 @@ class PtyServer:
     def __init__(self, chip: Chip, link: Path) -> None:
         self.chip = chip
         self.link = Path(link)
+        if (self.link.exists() or self.link.is_symlink()) and not _is_pty_link(self.link):
+            raise FileExistsError(f"{self.link} exists and is not a pty link a twin made: the twin replaces only "
+                                  f"its own links (into /dev/pts), so pass --pty a free path")
         self._closed = False
         self._master = self._slave = -1
         self._lock = threading.Lock()  # the UART's writes against unplugging

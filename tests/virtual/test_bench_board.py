@@ -5,8 +5,10 @@ boards; `USB 0` / `USB 1` on a twin's wires pull and replug its cable."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -95,6 +97,27 @@ def test_a_second_session_is_refused_a_locked_board_until_the_first_ends(tmp_pat
         holder.wait()
     with PortLock(str(link), tmp_path):  # the kernel dropped the dead session's lock
         pass
+
+
+def test_a_lock_file_planted_as_a_link_is_refused_and_its_target_kept(tmp_path: Path, silent_port) -> None:
+    """Before, the lock file was opened through a symbolic link and its target truncated."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("somebody's file\n")
+    lock = PortLock(silent_port, tmp_path / "locks")
+    lock.path.symlink_to(victim)
+    with pytest.raises(BoardError, match="is a symbolic link, which the rig never follows"):
+        lock.acquire()
+    assert victim.read_text() == "somebody's file\n"
+
+
+def test_the_default_lock_folder_must_be_the_users_alone(tmp_path: Path, monkeypatch, silent_port) -> None:
+    monkeypatch.delenv("OTA_RIG_LOCK_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with PortLock(silent_port) as lock:  # made 0700 on first use
+        assert stat.S_IMODE(os.stat(lock.path.parent).st_mode) == 0o700
+    os.chmod(lock.path.parent, 0o777)  # as a folder somebody else made for everyone would be
+    with pytest.raises(BoardError, match="is not a folder only you can write"):
+        PortLock(silent_port)
 
 
 def test_a_port_that_leaves_the_host_is_reopened_when_it_comes_back(tmp_path: Path) -> None:
