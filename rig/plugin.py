@@ -76,6 +76,8 @@ class Bench:
 
 BENCH = pytest.StashKey[Bench]()
 OUT_CLAIM = pytest.StashKey[BinaryIO]()
+OUT_NOTICE = pytest.StashKey[str]()
+OUT_INPUT = "rig_ota_out"  # xdist workerinput key: the records folder the session claimed
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -113,8 +115,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "each_profile: the verdict depends on the device profile; run it for each")
     if hasattr(config, "workerinput"):
         end_with_the_session(os.getppid())
-    else:
-        config.stash[OUT_CLAIM] = claim_out_folder(config.rootpath / config.getoption("--ota-out"))
+        config.option.ota_out = config.workerinput.get(OUT_INPUT, config.option.ota_out)
+    elif not config.option.collectonly:
+        claim_out_folder(config)
     try:
         config.stash[BENCH] = bench = settle_bench(config)
     except (BuildError, network.NetworkError) as err:
@@ -133,18 +136,40 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         held.close()
 
 
-def claim_out_folder(folder: Path) -> BinaryIO:
-    """This session's claim on the folder its tests write their records into: two sessions
-    writing the same out/tests/<test> would wreck each other's records and ports, so the second
-    is refused, told who holds it."""
+def claim_out_folder(config: pytest.Config) -> None:
+    """Claim the folder this session's tests write their records into (--ota-out). Two
+    sessions writing the same out/tests/<test> would wreck each other's records and ports, so
+    when another session holds it, this one writes into a folder of its own beside it,
+    <folder>-<pid>, and says so; its xdist workers are told (pytest_configure_node)."""
+    folder = config.rootpath / config.getoption("--ota-out")
+    try:
+        config.stash[OUT_CLAIM] = _claim_folder(folder)
+    except ClaimHeld as held:
+        own = folder.with_name(f"{folder.name}-{os.getpid()}")
+        config.stash[OUT_CLAIM] = _claim_folder(own)
+        config.option.ota_out = str(own)
+        config.stash[OUT_NOTICE] = f"rig: {folder} is in use by another test session ({held}); this one writes to {own}"
+
+
+def _claim_folder(folder: Path) -> BinaryIO:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         return claim(folder / SESSION_CLAIM)
-    except ClaimHeld as held:
-        raise pytest.UsageError(f"{folder} is in use by another test session ({held}); pass --ota-out DIR "
-                                f"to give this session a folder of its own") from None
-    except BoardError as err:
+    except BoardError as err:  # a planted link
         raise pytest.UsageError(str(err)) from None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist: each worker writes where its session's claim says (see claim_out_folder)."""
+    node.workerinput[OUT_INPUT] = node.config.option.ota_out
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    notice = session.config.stash.get(OUT_NOTICE, None)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if notice and reporter is not None:
+        reporter.write_line(notice)  # also under -q, where the header is not shown
 
 
 def end_with_the_session(controller: int) -> None:
