@@ -25,19 +25,28 @@ connection closes: the TLS outcome, including the alert a client sends when it r
 certificate, then every request with its headers exactly as received and how much of the
 body went out. asyncio swallows TLS handshake errors, so each connection is accepted as plain
 TCP and upgraded here with `loop.start_tls`; only then does aiohttp's request handler see it.
+
+A body goes out a chunk at a time, so that many clients cost little: the offered image is one
+bytes object that every request reads from, and a file of the firmware folder is read from
+disk as it is sent.
 """
 
 import asyncio
+import contextlib
 import datetime
+import fcntl
 import hashlib
+import io
 import json
 import logging
 import re
 import socket
 import ssl
+import struct
+import termios
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -51,10 +60,12 @@ log = logging.getLogger(__name__)
 progress = logging.getLogger("rig.progress")  # what `rig run` shows while a scenario runs
 
 CHUNK_SIZE = 4096
+LAST_CHUNK = b"0\r\n\r\n"  # ends a chunked body
 OCTET_STREAM = "application/octet-stream"
 CLOSED = "closed"
 SHUTDOWN = "server shutdown"
 TIMEOUT = "timeout"
+NOT_READING = "not reading"
 TLS_VERSIONS = {"TLSv1": ssl.TLSVersion.TLSv1, "TLSv1.1": ssl.TLSVersion.TLSv1_1,
                 "TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 _ALERT_REASON = re.compile(r"(?:SSLV3|TLSV1|TLSV13)_ALERT_(?P<name>\w+)")
@@ -98,10 +109,13 @@ class RequestRecord:
 
     `headers` are (name, value) pairs in the order and case received. `bytes_sent` counts the
     body bytes handed to the connection (headers not counted), so a client that drops
-    mid-body shows how far it got; `complete` is true once the whole response was written.
+    mid-body shows how far it got; `complete` is true once the whole response was handed to
+    the connection. Handed, not received: the kernel's socket buffers take megabytes that the
+    client may never read (on loopback a whole app image), so `complete` says the server did
+    its part; what the device got is the device's evidence to tell.
     Times are seconds since the connection was accepted: `at` when the request's headers were
-    in, `body_started` when its body began to go out and `body_ended` when the last of it went
-    (or the connection was dropped or stalled), None for an answer without a body.
+    in, `body_started` when its body began to go out and `body_ended` when the last of it was
+    handed to the connection (`body_started` if none was), None for an answer without a body.
     """
 
     method: str
@@ -144,8 +158,9 @@ class ConnectionRecord:
     `start` is ISO 8601 UTC, `duration` seconds; `sni` the server name the client asked for;
     `error` what the server refused before any route saw a request (aiohttp's parser: "400
     Invalid method encountered"); `ended` is "closed", "timeout" for a client the server
-    dropped for keeping it waiting (see UpdateServer), or "server shutdown" for a connection
-    still open when the server stopped.
+    dropped for keeping it waiting for a request, "not reading" for one it dropped for taking
+    none of a response for too long (see UpdateServer), or "server shutdown" for a
+    connection still open when the server stopped.
     """
 
     listener: str
@@ -227,10 +242,13 @@ class Listener:
 
 @dataclass
 class Reply:
-    """What a route decided to answer; `_send` writes it and records how that went."""
+    """What a route decided to answer; `_send` writes it and records how that went.
+
+    `body` is bytes in memory, which every reply of an offer shares, or a file read as it
+    goes out."""
 
     status: int
-    body: bytes = b""
+    body: bytes | Path = b""
     headers: dict[str, str] = field(default_factory=dict)
     rate: float | None = None  # body bytes per second (None: as fast as the client reads)
     framing: str = "length"  # see Fault
@@ -268,10 +286,12 @@ class Fault:
 
 @dataclass(frozen=True)
 class Offer:
-    """The firmware `/update` offers: its version, the bytes served as its image, and how."""
+    """The firmware `/update` offers: its version, the bytes served as its image (and their
+    MD5, in lower-case hex), and how."""
 
     version: str
     image: bytes
+    md5: str
     rate: float | None = None
     fault: Fault = Fault()
 
@@ -289,6 +309,12 @@ class UpdateServer:
     the connection, recorded as ended "timeout". Both are read at each connection, so a
     test may shorten them on a running server. aiohttp's parser answers 400 to a request
     line or header field over 8190 bytes and to more than 128 headers.
+
+    Nor by not reading: a client whose TCP window stays full, so that the response cannot go
+    on, for `send_timeout` seconds (no byte of it acknowledged in that time) is dropped,
+    recorded as ended "not reading". A slow reader is not: each byte it takes starts the
+    time again, and neither is a rate-limited body or a stall `Fault`, where the server is
+    the one that waits.
     """
 
     def __init__(
@@ -298,12 +324,14 @@ class UpdateServer:
         host: str = "127.0.0.1",
         handshake_timeout: float = 30.0,
         request_timeout: float = 10.0,
+        send_timeout: float = 30.0,
     ) -> None:
         self.firmware_dir = Path(firmware_dir)
         self.record_path = Path(record_path)
         self.host = host
         self.handshake_timeout = handshake_timeout
         self.request_timeout = request_timeout
+        self.send_timeout = send_timeout
         self.listeners: dict[str, Listener] = {}
         self._offer: Offer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -341,9 +369,10 @@ class UpdateServer:
     def offer(self, version: str, image: Path | bytes, *, rate: float | None = None, fault: Fault = Fault()) -> None:
         """Offer `image` (a file, or the bytes themselves), as firmware `version`, on
         `/update`; `rate` limits the body to that many bytes per second, like a slow link;
-        `fault` makes the answer go wrong in one way."""
+        `fault` makes the answer go wrong in one way. The bytes are read, and their MD5
+        computed, once: every request of the offer is served from them."""
         data = image if isinstance(image, bytes) else Path(image).read_bytes()
-        self._offer = Offer(version, data, rate, fault)
+        self._offer = Offer(version, data, hashlib.md5(data).hexdigest(), rate, fault)
         log.info("offering %s (%d bytes)%s", version, len(data), f" with {fault}" if fault != Fault() else "")
 
     def start(self) -> "UpdateServer":
@@ -474,7 +503,7 @@ class UpdateServer:
             log.info("%d to %s at %s (fault)", fault.status, mac, version)
             return Reply(fault.status, headers=dict(fault.headers))
         log.info("200 to %s at %s: sending %s", mac, version, offer.version)
-        md5 = hashlib.md5(offer.image).hexdigest() if fault.md5 is None else fault.md5
+        md5 = offer.md5 if fault.md5 is None else fault.md5
         headers = {"Content-Type": OCTET_STREAM, **({"x-MD5": md5} if md5 else {}), **dict(fault.headers)}
         return Reply(200, offer.image, headers, offer.rate, fault.framing, fault.drop_after, fault.stall_after)
 
@@ -490,7 +519,7 @@ class UpdateServer:
         if not name.endswith(".bin") or path is None or path.parent != folder or not path.is_file():
             log.info("404 for firmware %r", name)
             return Reply(404)
-        return Reply(200, path.read_bytes(), {"Content-Type": OCTET_STREAM})
+        return Reply(200, path, {"Content-Type": OCTET_STREAM})
 
 
 async def _send(request: web.Request, record: RequestRecord, reply: Reply,
@@ -498,46 +527,70 @@ async def _send(request: web.Request, record: RequestRecord, reply: Reply,
     """Stream `reply` in chunks, counting in `record` the body bytes that went out and noting,
     by the connection's clock `elapsed`, when they began and ended."""
     response = web.StreamResponse(status=reply.status, headers=reply.headers)
-    body = reply.body
-    if reply.framing == "chunked":
+    chunked = reply.framing == "chunked"
+    size = reply.body.stat().st_size if isinstance(reply.body, Path) else len(reply.body)
+    if chunked:
         # HTTPUpdate asks in HTTP/1.0, to which aiohttp (rightly) never chunks: this is a
         # broken proxy's answer, so the chunks are made here and the connection closes.
         response.headers["Transfer-Encoding"] = "chunked"
-        body = _chunked(body)
+        size = _chunked_size(size)
     elif reply.framing == "length" and reply.status != 304:  # a 304 has no body, so no length
-        response.content_length = len(body)
+        response.content_length = size
     # "close": no length; to an HTTP/1.0 request aiohttp ends such a body by closing.
     record.status = reply.status
     record.content_length = response.content_length
     stop = reply.drop_after if reply.drop_after is not None else reply.stall_after
-    end = len(body) if stop is None else min(stop, len(body))
+    end = size if stop is None else min(stop, size)
     try:
         await response.prepare(request)
-        if body:
-            record.body_started = elapsed()
-        for start in range(0, end, CHUNK_SIZE):
-            chunk = body[start:min(start + CHUNK_SIZE, end)]
-            # The pause for `rate` comes before a chunk, not after: a client that has the whole
-            # body may hang up at once. aiohttp only waits when the transport is full; yield
-            # anyway, so that a client's reset is noticed before the next chunk.
-            await asyncio.sleep(len(chunk) / reply.rate if reply.rate else 0)
-            await response.write(chunk)
-            record.bytes_sent += len(chunk)
-            _report_progress(record, len(chunk), len(body))
-        if stop is not None:
-            if body:
+        if size:
+            record.body_started = record.body_ended = elapsed()
+        with contextlib.closing(_pieces(reply.body, chunked)) as pieces:
+            for piece in pieces:
+                piece = piece[:end - record.bytes_sent]
+                if not piece:
+                    break
+                # The pause for `rate` comes before a piece, not after: a client that has the
+                # whole body may hang up at once. aiohttp only waits when the transport is
+                # full; yield anyway, so that a client's reset is noticed before the next piece.
+                await asyncio.sleep(len(piece) / reply.rate if reply.rate else 0)
+                await response.write(piece)
+                record.bytes_sent += len(piece)
                 record.body_ended = elapsed()
+                _report_progress(record, len(piece), size)
+        if stop is not None:
             await _stop_sending(request, record, dropped=reply.drop_after is not None)
             return response
         await response.write_eof()
     except ConnectionError as error:
         log.info("%s %s: connection lost after %d of %d body bytes (%s)", request.method,
-                 record.path, record.bytes_sent, len(body), error)
+                 record.path, record.bytes_sent, size, error)
     else:
         record.complete = True
-    if body and record.body_ended is None:
-        record.body_ended = elapsed()
     return response
+
+
+def _pieces(body: bytes | Path, chunked: bool) -> Iterator[bytes]:
+    """`body` as it goes on the wire, CHUNK_SIZE bytes of it at a time, each in a chunk of its
+    own and then the last chunk if `chunked` (HTTP/1.1 chunked coding: hex size line, data,
+    CRLF). Bytes are read where they are (BytesIO shares them, it does not copy), a file as
+    each piece is needed: a few kilobytes from a local file, short enough to read on the loop.
+    """
+    with io.BytesIO(body) if isinstance(body, bytes) else body.open("rb") as source:
+        while data := source.read(CHUNK_SIZE):
+            yield b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
+    if chunked:
+        yield LAST_CHUNK
+
+
+def _chunked_size(size: int) -> int:
+    """How many bytes `size` bytes take in the chunked coding of `_pieces`."""
+
+    def chunk(length: int) -> int:  # hex size, CRLF, data, CRLF
+        return len(f"{length:x}") + 4 + length
+
+    full, rest = divmod(size, CHUNK_SIZE)
+    return full * chunk(CHUNK_SIZE) + (chunk(rest) if rest else 0) + len(LAST_CHUNK)
 
 
 def _report_progress(record: RequestRecord, chunk: int, total: int) -> None:
@@ -558,12 +611,6 @@ async def _stop_sending(request: web.Request, record: RequestRecord, dropped: bo
     log.info("%s %s: stalling after %d body bytes (fault)", request.method, record.path, record.bytes_sent)
     while transport is not None and not transport.is_closing():
         await asyncio.sleep(0.05)
-
-
-def _chunked(data: bytes) -> bytes:
-    """`data` in HTTP/1.1 chunked transfer coding: hex-size lines, then the zero chunk."""
-    chunks = (data[i:i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE))
-    return b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
 
 
 class _Handler(RequestHandler):
@@ -596,8 +643,9 @@ class _Connection(asyncio.Protocol):
     then aiohttp's request handler behind it.
 
     This protocol stays under the TLS transport and forwards to the handler, so it also
-    hears `connection_lost` and can finish the record. The TLS transport hands over the
-    client's first bytes when they come with its last handshake message (as a fast client
+    hears `connection_lost` and can finish the record, and `pause_writing`, when the
+    client's window is full, to watch that the client still reads. The TLS transport hands
+    over the client's first bytes when they come with its last handshake message (as a fast client
     sends them), before `start_tls` returns and the handler exists: they wait here for it.
     """
 
@@ -605,17 +653,19 @@ class _Connection(asyncio.Protocol):
         self._server = server
         self._listener = listener
         self._transport: asyncio.Transport | None = None
+        self._tcp: asyncio.Transport | None = None  # the TCP transport under TLS
         self._handler: _Handler | None = None
         self._handshake: asyncio.Task | None = None
         self._early = bytearray()  # bytes received before the handler exists
         self._timer: asyncio.TimerHandle | None = None  # see wait_for_request
+        self._progress_check: asyncio.TimerHandle | None = None  # see pause_writing
         self._started = 0.0
         self._finished = False
         self.record: ConnectionRecord | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         transport.pause_reading()  # no byte of the ClientHello may be read before TLS starts
-        self._transport = transport
+        self._transport = self._tcp = transport
         self._started = time.monotonic()
         self.record = ConnectionRecord(
             listener=self._listener.name,
@@ -670,10 +720,38 @@ class _Connection(asyncio.Protocol):
         return None if self._handler is None else self._handler.eof_received()
 
     def pause_writing(self) -> None:
+        """The client's TCP window is full and the handler must wait: from now on the client
+        has `send_timeout` seconds to take a byte of what is in flight, and again after each
+        byte it takes, or be dropped."""
         self._handler.pause_writing()
+        self._watch_progress(self._in_flight(), time.monotonic())
 
     def resume_writing(self) -> None:
+        self._progress_check.cancel()
         self._handler.resume_writing()
+
+    def _in_flight(self) -> int:
+        """Bytes written to this connection that the client has not acknowledged: those the
+        TCP transport holds and those in the kernel's send queue (Linux's SIOCOUTQ)."""
+        queued = fcntl.ioctl(self._tcp.get_extra_info("socket").fileno(), termios.TIOCOUTQ, bytes(4))
+        return self._tcp.get_write_buffer_size() + struct.unpack("i", queued)[0]
+
+    def _watch_progress(self, in_flight: int, since: float) -> None:
+        """Look again at what is in flight in a quarter of `send_timeout`: it was `in_flight`
+        bytes, unmoved `since` then (time.monotonic)."""
+        self._progress_check = asyncio.get_running_loop().call_later(
+            self._server.send_timeout / 4, self._check_progress, in_flight, since)
+
+    def _check_progress(self, in_flight: int, since: float) -> None:
+        """Drop the client once what is in flight has not moved for `send_timeout` seconds:
+        while the handler waits, only the client's reading moves it."""
+        now = self._in_flight()
+        if now != in_flight:
+            in_flight, since = now, time.monotonic()
+        if time.monotonic() - since >= self._server.send_timeout:
+            self._drop(NOT_READING, f"took no byte of a response for {self._server.send_timeout} s")
+        else:
+            self._watch_progress(in_flight, since)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._handler is not None:  # else the handshake failed and its task finishes
@@ -694,9 +772,12 @@ class _Connection(asyncio.Protocol):
         self._timer.cancel()
 
     def _time_out(self) -> None:
-        log.info("%s on %s sent no complete request within %s s: dropped", self.record.peer,
-                 self.record.listener, self._server.request_timeout)
-        self.finish(TIMEOUT)
+        self._drop(TIMEOUT, f"sent no complete request within {self._server.request_timeout} s")
+
+    def _drop(self, ended: str, why: str) -> None:
+        """Record this connection as `ended`, then drop it."""
+        log.info("%s on %s %s: dropped", self.record.peer, self.record.listener, why)
+        self.finish(ended)
         self._transport.abort()
 
     def shut_down(self) -> None:
@@ -712,8 +793,9 @@ class _Connection(asyncio.Protocol):
         if self._finished:
             return
         self._finished = True
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._progress_check):
+            if timer is not None:
+                timer.cancel()
         self.record.duration = self.elapsed()
         self.record.ended = ended
         self._server._record(self)

@@ -12,11 +12,13 @@ import os
 import socket
 import ssl
 import time
+import tracemalloc
 
 import pytest
 
 from rig.certs import Pki
-from rig.server import SHUTDOWN, TIMEOUT, ConnectionRecord, Fault, ServerLog, UpdateServer, parse_version
+from rig.server import (CLOSED, NOT_READING, SHUTDOWN, TIMEOUT, ConnectionRecord, Fault, ServerLog, UpdateServer,
+                        parse_version)
 
 DEVICE_HEADERS = [
     ("User-Agent", "ESP32-http-Update"),
@@ -357,9 +359,10 @@ def raw_answer(server, pki) -> bytes:
     return answer
 
 
-def test_a_chunked_fault_sends_real_chunks_without_a_length(server, pki, image):
+def test_a_chunked_fault_sends_real_chunks_without_a_length(server, pki, image, caplog):
     data = image.read_bytes()
     server.offer("1.0.1", image, fault=Fault(framing="chunked"))
+    caplog.set_level(logging.INFO, logger="rig.progress")
     head, _, body = raw_answer(server, pki).partition(b"\r\n\r\n")
     assert b"Transfer-Encoding: chunked" in head and b"Content-Length" not in head
     decoded, rest = b"", body
@@ -370,6 +373,10 @@ def test_a_chunked_fault_sends_real_chunks_without_a_length(server, pki, image):
             break
         decoded, rest = decoded + rest[:size], rest[size + 2:]
     assert decoded == data and rest == b"\r\n"
+    [request] = server.log.requests()
+    assert (request.bytes_sent, request.complete) == (len(body), True)
+    progress = [r.getMessage() for r in caplog.records if r.name == "rig.progress"]
+    assert progress[-1] == f"download /update: {len(body)} of {len(body)} bytes"  # the coded length
 
 
 def test_a_close_delimited_fault_sends_no_length_and_closes(server, pki, image):
@@ -620,3 +627,136 @@ def test_an_answer_without_a_body_has_no_body_times(server, pki):
     assert response.status == 304
     [request] = server.log.requests()
     assert request.at is not None and (request.body_started, request.body_ended) == (None, None)
+
+
+# Resources: what clients that stop reading cost the server, and for how long.
+
+SEND_TIMEOUT = 1.0  # the strict server's patience with a client that takes nothing
+READERS = 5
+
+
+@pytest.fixture
+def strict(tmp_path, firmware, pki):
+    """A server that drops a client after SEND_TIMEOUT s without a byte of its response taken."""
+    with UpdateServer(firmware, tmp_path / "server.jsonl", send_timeout=SEND_TIMEOUT) as server:
+        server.add_listener("main", pki.dns())
+        yield server
+
+
+def open_fds() -> int:
+    """This process's open file descriptors, as the kernel lists them (the server runs here)."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def stop_reading(server, pki, path: str, count: int) -> list[ssl.SSLSocket]:
+    """`count` devices that ask for `path`, take the first 4 KB of the answer and no more."""
+    readers = []
+    for _ in range(count):
+        tls = connect(server, pki.authority())
+        send_request(tls, path)
+        tls.recv(4096)
+        readers.append(tls)
+    return readers
+
+
+def wait_until_stuck(server, count: int, timeout: float = 30) -> list[int]:
+    """Wait until `count` bodies are going out and none has moved for 0.3 s: their bytes_sent."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        sent = sorted(request.bytes_sent for request in server.sending())
+        if len(sent) == count and sent == last:
+            return sent
+        last = sent
+        time.sleep(0.3)
+    raise AssertionError(f"the bodies did not settle: {last}")
+
+
+def offer_big(server, firmware, path: str) -> None:
+    """BIG bytes at `path`: offered on /update (chunked, for "/update?chunked"), or a file."""
+    data = b"\xe9" + os.urandom(BIG - 1)
+    (firmware / "big.bin").write_bytes(data)
+    server.offer("1.0.1", data, fault=Fault(framing="chunked") if path.endswith("?chunked") else Fault())
+
+
+@pytest.mark.parametrize("path", ["/update", "/update?chunked", "/firmware/big.bin"])
+def test_clients_that_stop_reading_are_dropped_and_their_descriptors_freed(strict, pki, firmware, path):
+    offer_big(strict, firmware, path)
+    baseline = open_fds()
+    readers = stop_reading(strict, pki, path, READERS)
+    deadline = time.monotonic() + 30  # the server fills the readers' windows (seconds on a busy machine)
+    while (len(strict.log.connections()) < READERS or open_fds() > baseline + READERS) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    fds_while_readers_open, still_open = open_fds(), strict.sending()
+    for reader in readers:
+        reader.close()
+    connections = strict.log.connections()
+    assert [c.ended for c in connections] == [NOT_READING] * READERS and still_open == []
+    assert fds_while_readers_open == baseline + READERS  # the readers' own sockets: the server's are closed
+    for connection in connections:
+        [request] = connection.requests
+        assert request.status == 200 and not request.complete
+        assert 0 < request.bytes_sent < BIG
+        # the server looks every quarter of SEND_TIMEOUT, so it drops a reader between one
+        # SEND_TIMEOUT and 1.25 of it after the last piece it could hand over
+        waited = connection.duration - request.body_ended
+        assert 0.75 * SEND_TIMEOUT < waited < 1.25 * SEND_TIMEOUT + 1  # (margins for a busy machine)
+    assert open_fds() == baseline
+
+
+@pytest.mark.parametrize("path", ["/update?chunked", "/firmware/big.bin"])
+def test_a_body_is_not_copied_for_each_client(server, pki, firmware, path):
+    """Python's own allocations while READERS clients hold a body of BIG bytes each: less than
+    one copy of it in all (the server's per-connection buffers are a few hundred KB)."""
+    offer_big(server, firmware, path)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        readers = stop_reading(server, pki, path, READERS)
+        wait_until_stuck(server, READERS)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    for reader in readers:
+        reader.close()
+    server.wait_idle()
+    assert held < BIG, f"{held / 1e6:.1f} MB held for {READERS} clients"
+
+
+def test_a_slow_reader_is_not_dropped(strict, pki):
+    """A client whose window stays full but that takes a TLS record (4 KB) every 20 ms: the
+    kernel lets the server write again only once a third of its send buffer (megabytes) is
+    free, seconds apart, but each byte the client takes is progress."""
+    strict.offer("1.0.1", b"\xe9" * BIG)
+    with connect(strict, pki.authority()) as tls:
+        send_request(tls)
+        received = len(tls.recv(4096))
+        wait_until_stuck(strict, 1)
+        reading_until = time.monotonic() + 3 * SEND_TIMEOUT
+        while time.monotonic() < reading_until:
+            received += len(tls.recv(16 * 1024))
+            time.sleep(0.02)
+        assert len(strict.sending()) == 1  # still going
+    strict.wait_idle()
+    [connection] = strict.log.connections()
+    assert connection.ended == CLOSED and received > 3 * SEND_TIMEOUT * 100_000
+
+
+def test_a_rate_limited_download_slower_than_the_send_timeout_is_complete(strict, pki):
+    image = bytes(range(256)) * 64 * 8  # 128 KiB at 64 KiB/s: 2 s
+    strict.offer("1.0.1", image, rate=64 * 1024)
+    _, body = get(strict, pki)
+    assert body == image
+    [connection] = strict.log.connections()
+    assert connection.ended == CLOSED and connection.requests[0].complete
+
+
+def test_a_stall_fault_is_not_taken_for_a_client_that_stopped_reading(strict, pki):
+    image = bytes(range(256)) * 64
+    strict.offer("1.0.1", image, fault=Fault(stall_after=4096 + 100))
+    with connect(strict, pki.authority()) as tls:
+        send_request(tls)
+        data, ending = read_until_quiet(tls, quiet=2 * SEND_TIMEOUT + 0.5)
+        assert ending == "quiet" and data.partition(b"\r\n\r\n")[2] == image[:4196]
+    strict.wait_idle()
+    [connection] = strict.log.connections()
+    assert connection.ended == CLOSED and connection.requests[0].bytes_sent == 4196
