@@ -2,13 +2,20 @@
 file as it arrives, and turns the lines it knows (rig/protocol.py) into timestamped events that
 tests wait for.
 
-Waiting works like pexpect. The monitor holds one cursor over the lines received. `expect`,
-`expect_sequence` and `expect_raw` search from the cursor and move it past the line they matched.
-`not_matching` looks from the cursor without moving it. A wait that fails raises
-`ExpectTimeout`, an AssertionError, so pytest shows it as a test failure. Its message names what
-was awaited and shows the last lines the port sent.
+Waiting works like pexpect. The monitor holds one cursor over the lines received, a line
+number of serial.log. `expect`, `expect_sequence` and `expect_raw` search from the cursor and
+move it past the line they matched. `not_matching` looks from the cursor without moving it. A
+wait that fails raises `ExpectTimeout`, an AssertionError, so pytest shows it as a test failure.
+Its message names what was awaited and shows the last lines the port sent.
 
-Whatever the port sends, the monitor keeps reading and keeps it. A line is cut at MAX_LINE bytes
+Memory stays bounded whatever the port sends; serial.log keeps everything. The monitor holds
+the most recent lines (KEEP_LINES bytes of them) and, apart, the most recent events
+(KEEP_EVENTS bytes: far more than a scenario prints, so only a flood of protocol lines drops
+any). A wait checks every line that arrives while it waits, as it arrives, so a flood cannot
+push its line out of memory first; of the lines that came before the wait, it sees those still
+held: events for `expect`, `expect_sequence` and `not_matching`, lines for `expect_raw`.
+
+Whatever the port sends, the monitor keeps reading and logs it. A line is cut at MAX_LINE bytes
 (a board spewing binary, a lost newline). serial.log and `lines` hold each line as text: UTF-8 as
 it came, and as `\\xNN` every byte that is not printable text (invalid UTF-8; a control character
 such as NUL, ESC or a lone CR; a backslash, so that each one in the log starts an escape). Any
@@ -27,11 +34,14 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
+from itertools import dropwhile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import protocol
 
@@ -41,6 +51,10 @@ MAX_LINE = 4096  # bytes; a longer run without a newline is cut into pieces of t
 TAIL = 15  # lines quoted in a failure message
 TAIL_WIDTH = 200  # characters quoted of each of them
 READ_SIZE = 4096
+KEEP_LINES = 256 * 1024  # bytes of recent lines held in memory, their objects counted
+KEEP_EVENTS = 1024 * 1024  # bytes of recent events held in memory, their objects counted
+LINE_OBJECTS = 150  # bytes a held line takes besides its text (its Received, time and number)
+EVENT_OBJECTS = 850  # bytes an event takes besides its text (a core log line: 6 fields and their values)
 
 FieldValue = Any  # compared as str(); a compiled re.Pattern is searched instead
 Expected = str | tuple[str, dict[str, FieldValue]]
@@ -68,7 +82,7 @@ class UnexpectedEvent(AssertionError):
     """`not_matching` saw the event it was told must not come."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     """A line the protocol table knows: its name and fields, the raw text, `t` from
     time.monotonic() when the line ended, and `elapsed` seconds since the monitor started."""
@@ -78,7 +92,7 @@ class Event:
     raw: str
     t: float
     elapsed: float
-    index: int  # position of the line in Monitor.lines
+    index: int  # its line in serial.log, counted from the monitor's first line
 
     def matches(self, name: str, fields: dict[str, FieldValue]) -> bool:
         return self.name == name and all(_field_matches(self.fields.get(key), value) for key, value in fields.items())
@@ -96,14 +110,43 @@ class Expectation:
     index: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Received:
-    """One raw line (without its line ending) and the event it became, if any."""
+    """One raw line (without its line ending), when it ended, its line in serial.log, and the
+    event it became, if any."""
 
     text: str
     t: float
-    elapsed: float
+    index: int
     event: Event | None = None
+
+
+class _Recent:
+    """The newest of the lines appended, as many as fit in `budget` bytes by `size`."""
+
+    def __init__(self, budget: int, size: Callable[[Received], int]) -> None:
+        self.items: deque[Received] = deque()
+        self._budget = budget
+        self._size = size
+        self._used = 0
+
+    def append(self, item: Received) -> None:
+        self.items.append(item)
+        self._used += self._size(item)
+        while self._used > self._budget:
+            self._used -= self._size(self.items.popleft())
+
+    def since(self, index: int) -> Iterator[Received]:
+        """The lines held from serial.log line `index` on."""
+        return dropwhile(lambda item: item.index < index, self.items)
+
+
+@dataclass(eq=False)
+class _Wait:
+    """A wait under way: the first line `wanted` accepted, once one has."""
+
+    wanted: Callable[[Received], bool]
+    found: Received | None = None
 
 
 def _field_matches(actual: str | None, expected: FieldValue) -> bool:
@@ -147,7 +190,10 @@ class Monitor:
         self.log_path = Path(log_path)
         self.table = tuple(table)
         self.started_at = time.monotonic()
-        self._received: list[Received] = []
+        self._lines = _Recent(KEEP_LINES, lambda item: sys.getsizeof(item.text) + LINE_OBJECTS)
+        self._events = _Recent(KEEP_EVENTS, lambda item: sys.getsizeof(item.text) + EVENT_OBJECTS)
+        self._count = 0  # lines received
+        self._waits: list[_Wait] = []
         self.expectations: list[Expectation] = []  # every wait, in the order the test made them
         self._cursor = 0
         self._bytes = 0
@@ -279,34 +325,41 @@ class Monitor:
                 return
 
     def _add_line(self, raw: bytes, classify: bool = True) -> None:
+        """Log a line, keep it for a while, and hand it to the waits under way."""
         text = printable(raw.rstrip(b"\r"))
         self._log.write(text + "\n")
         self._log.flush()
         now = time.monotonic()
-        elapsed = now - self.started_at
-        event = None
+        found = protocol.classify(text, self.table) if classify else None
         with self._changed:
-            index = len(self._received)
-            found = protocol.classify(text, self.table) if classify else None
+            event = None
             if found is not None:
                 line, values = found
-                event = Event(line.name, values, text, now, elapsed, index)
-            self._received.append(Received(text, now, elapsed, event))
+                event = Event(line.name, values, text, now, now - self.started_at, self._count)
+            item = Received(text, now, self._count, event)
+            self._count += 1
+            self._lines.append(item)
+            if event is not None:
+                self._events.append(item)
+            for wait in self._waits:
+                if wait.found is None and wait.wanted(item):
+                    wait.found = item
             self._changed.notify_all()
 
     # --- what arrived --------------------------------------------------------------------
 
     @property
     def lines(self) -> list[str]:
-        """Every raw line so far, without line endings."""
+        """The raw lines held in memory, without line endings: every line until they pass
+        KEEP_LINES bytes, the most recent after that (serial.log has them all)."""
         with self._changed:
-            return [item.text for item in self._received]
+            return [item.text for item in self._lines.items]
 
     @property
     def events(self) -> list[Event]:
-        """Every event so far, cursor or not."""
-        with self._changed:
-            return [item.event for item in self._received if item.event is not None]
+        """The events held in memory, cursor or not: every event until they pass KEEP_EVENTS
+        bytes, the most recent after that."""
+        return self.events_since(0)
 
     @property
     def bytes_read(self) -> int:
@@ -320,26 +373,27 @@ class Monitor:
 
     @property
     def cursor(self) -> int:
-        """Index in `lines` from which the next wait searches."""
+        """The serial.log line from which the next wait searches."""
         return self._cursor
 
     @cursor.setter
     def cursor(self, position: int) -> None:
         with self._changed:
-            if not 0 <= position <= len(self._received):
-                raise ValueError(f"cursor {position} is outside 0..{len(self._received)}")
+            if not 0 <= position <= self._count:
+                raise ValueError(f"cursor {position} is outside 0..{self._count}")
             self._cursor = position
 
     def mark(self) -> int:
-        """The position after the last line received so far. Set `cursor` to it to ignore
-        everything before, or pass it to `events_since`."""
+        """The position after the last line received so far: how many lines this monitor wrote
+        to serial.log. Set `cursor` to it to ignore everything before, or pass it to `events_since`."""
         with self._changed:
-            return len(self._received)
+            return self._count
 
     def events_since(self, position: int | None = None) -> list[Event]:
+        """The events held in memory from serial.log line `position` on (default: the cursor)."""
         with self._changed:
             start = self._cursor if position is None else position
-            return [item.event for item in self._received[start:] if item.event is not None]
+            return [item.event for item in self._events.since(start) if item.event is not None]
 
     # --- waiting -------------------------------------------------------------------------
 
@@ -347,11 +401,7 @@ class Monitor:
         """The next event called `name` whose fields equal `fields`. The cursor moves past it."""
         self._check_name(name)
         timeout *= self.time_scale
-        received = self._wait(lambda item: item.event is not None and item.event.matches(name, fields),
-                              time.monotonic() + timeout, f"event {describe(name, fields)}", timeout,
-                              describe(name, fields))
-        assert received.event is not None
-        return received.event
+        return self._wait_event(name, fields, time.monotonic() + timeout, f"event {describe(name, fields)}", timeout)
 
     def expect_sequence(self, expected: Iterable[Expected], timeout: float) -> list[Event]:
         """Each event in order (a name, or a (name, fields) pair), all within `timeout`."""
@@ -363,19 +413,18 @@ class Monitor:
             self._check_name(name)
             what = f"event {describe(name, fields)} (step {number} of {len(steps)}"
             what += f", after {', '.join(event.name for event in found)})" if found else ")"
-            received = self._wait(lambda item: item.event is not None and item.event.matches(name, fields),
-                                  deadline, what, timeout, describe(name, fields))
-            assert received.event is not None
-            found.append(received.event)
+            found.append(self._wait_event(name, fields, deadline, what, timeout))
         return found
 
     def expect_raw(self, pattern: str | re.Pattern[str], timeout: float) -> re.Match[str]:
-        """The next raw line `pattern` matches (re.search), for lines outside the table.
-        The cursor moves past it."""
+        """The next raw line `pattern` matches (re.search), for lines outside the table: among
+        the lines still held in memory from the cursor on, then each line as it arrives. The
+        cursor moves past it."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         timeout *= self.time_scale
-        received = self._wait(lambda item: regex.search(item.text) is not None, time.monotonic() + timeout,
-                              f"a line matching {regex.pattern!r}", timeout, f"line matching {regex.pattern!r}")
+        received = self._wait(lambda item: regex.search(item.text) is not None, self._lines,
+                              time.monotonic() + timeout, f"a line matching {regex.pattern!r}", timeout,
+                              f"line matching {regex.pattern!r}")
         match = regex.search(received.text)
         assert match is not None
         return match
@@ -386,27 +435,25 @@ class Monitor:
         self._check_name(name)
         within *= self.time_scale
         deadline = time.monotonic() + within
+        what = f"no {describe(name, fields)}"
         with self._changed:
-            while True:
-                for index, item in enumerate(self._received[self._cursor :], self._cursor):
-                    if item.event is not None and item.event.matches(name, fields):
-                        self._expected(f"no {describe(name, fields)}", "came", item.t, index)
-                        raise UnexpectedEvent(
-                            f"event {describe(name, fields)} came, and it must not: {item.text!r} at "
-                            f"{item.elapsed:.3f} s; {self._tail()}"
-                        )
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self._expected(f"no {describe(name, fields)}", "absent", time.monotonic())
-                    return
-                if self._done:  # the rest of the watch cannot happen: no evidence of absence
-                    reason = self._error or "the monitor stopped"
-                    self._expected(f"no {describe(name, fields)}", "missed", time.monotonic())
-                    raise ExpectTimeout(
-                        f"Watching that event {describe(name, fields)} does not come for {within:g} s ended "
-                        f"{within - left:.3f} s into it: {reason}; {self._tail()}"
-                    )
-                self._changed.wait(left)
+            came = self._first(_event_called(name, fields), self._events, deadline)
+            now = time.monotonic()
+            if came is not None:
+                self._expected(what, "came", came.t, came.index)
+                raise UnexpectedEvent(
+                    f"event {describe(name, fields)} came, and it must not: {came.text!r} at "
+                    f"{came.t - self.started_at:.3f} s; {self._tail()}"
+                )
+            if now >= deadline:
+                self._expected(what, "absent", now)
+                return
+            # The monitor is done: the rest of the watch cannot happen, no evidence of absence.
+            self._expected(what, "missed", now)
+            raise ExpectTimeout(
+                f"Watching that event {describe(name, fields)} does not come for {within:g} s ended "
+                f"{within - (deadline - now):.3f} s into it: {self._error or 'the monitor stopped'}; {self._tail()}"
+            )
 
     def _check_name(self, name: str) -> None:
         if name not in self._names:  # a typo, not a timeout
@@ -415,42 +462,63 @@ class Monitor:
     def _expected(self, what: str, outcome: str, t: float, index: int | None = None) -> None:
         self.expectations.append(Expectation(what, outcome, t, index))
 
-    def _wait(self, wanted: Callable[[Received], bool], deadline: float, what: str, timeout: float,
-              wanted_words: str) -> Received:
-        """The first line from the cursor `wanted` accepts; `what` names it in a failure,
-        `wanted_words` in `expectations`."""
+    def _wait_event(self, name: str, fields: dict[str, FieldValue], deadline: float, what: str,
+                    timeout: float) -> Event:
+        received = self._wait(_event_called(name, fields), self._events, deadline, what, timeout,
+                              describe(name, fields))
+        assert received.event is not None
+        return received.event
+
+    def _wait(self, wanted: Callable[[Received], bool], held: _Recent, deadline: float, what: str,
+              timeout: float, wanted_words: str) -> Received:
+        """The first line from the cursor `wanted` accepts, looked for in `held` and in the
+        lines to come; `what` names it in a failure, `wanted_words` in `expectations`."""
         with self._changed:
-            position = self._cursor
-            while True:
-                while position < len(self._received):
-                    item = self._received[position]
-                    position += 1
-                    if wanted(item):
-                        self._cursor = position
-                        self._expected(wanted_words, "met", item.t, position - 1)
-                        return item
-                now = time.monotonic()
-                if self._done or now >= deadline:
-                    self._expected(wanted_words, "missed", now)
-                if self._done:
-                    raise ExpectTimeout(f"Waiting for {what}, {self._error or 'the monitor stopped'}; {self._tail()}")
-                if now >= deadline:
-                    if self._lost:
-                        why = f": {self._lost} and has not come back yet"
-                    elif self._bytes and now - self._last_data >= timeout:
-                        why = f", and the port has sent nothing for {now - self._last_data:.1f} s"
-                    else:
-                        why = ""
-                    raise ExpectTimeout(f"{what} did not come within {timeout:g} s{why}; {self._tail()}")
-                self._changed.wait(deadline - now)
+            item = self._first(wanted, held, deadline)
+            if item is not None:
+                self._cursor = item.index + 1
+                self._expected(wanted_words, "met", item.t, item.index)
+                return item
+            now = time.monotonic()
+            self._expected(wanted_words, "missed", now)
+            if self._done:
+                raise ExpectTimeout(f"Waiting for {what}, {self._error or 'the monitor stopped'}; {self._tail()}")
+            if self._lost:
+                why = f": {self._lost} and has not come back yet"
+            elif self._bytes and now - self._last_data >= timeout:
+                why = f", and the port has sent nothing for {now - self._last_data:.1f} s"
+            else:
+                why = ""
+            raise ExpectTimeout(f"{what} did not come within {timeout:g} s{why}; {self._tail()}")
+
+    def _first(self, wanted: Callable[[Received], bool], held: _Recent, deadline: float) -> Received | None:
+        """The first line from the cursor `wanted` accepts: among those `held`, else the first
+        to arrive (the reading thread offers each to the waits under way) before `deadline` or
+        the monitor's end; None if none did. Called with the lock held."""
+        wait = _Wait(wanted, next((item for item in held.since(self._cursor) if wanted(item)), None))
+        self._waits.append(wait)
+        try:
+            while wait.found is None and not self._done:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+        finally:
+            self._waits.remove(wait)
+        return wait.found
 
     def _tail(self) -> str:
         if not self._bytes:
             return "no bytes at all came from the port"
-        recent = self._received[-TAIL:]
-        shown = "\n".join(f"  [{item.elapsed:8.3f}] {_cut(item.text)}" for item in recent)
+        recent = list(self._lines.items)[-TAIL:]
+        shown = "\n".join(f"  [{item.t - self.started_at:8.3f}] {_cut(item.text)}" for item in recent)
         partial = f"\n  (unfinished line: {bytes(self._buffer[-200:])!r})" if self._buffer else ""
         return f"the last {len(recent)} lines received:\n{shown}{partial}"
+
+
+def _event_called(name: str, fields: dict[str, FieldValue]) -> Callable[[Received], bool]:
+    """Accepts a line whose event is called `name` and has `fields`."""
+    return lambda item: item.event is not None and item.event.matches(name, fields)
 
 
 def _cut(text: str) -> str:

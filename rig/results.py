@@ -115,7 +115,7 @@ def _serial(scenario: OtaScenario) -> tuple[list[dict], list[dict]]:
         for wait in monitor.expectations:
             expected.append({"t": _on_clock(scenario, wait.t), "what": wait.what, "outcome": wait.outcome,
                              "line": None if wait.index is None else first_line + wait.index})
-        first_line += len(monitor.lines)
+        first_line += monitor.mark()  # the lines it wrote, held in memory or not
     return observed, expected
 
 

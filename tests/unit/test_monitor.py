@@ -1,5 +1,6 @@
 """The serial monitor against real pyserial ports: a loop:// port (what is written comes back
-to be read) and a pty pair whose master end the test closes to pull the port away."""
+to be read) and a pty pair whose master end the test writes a flood into, or closes to pull the
+port away."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import os
 import re
 import threading
 import time
+import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import serial
 
-from rig import protocol
-from rig.monitor import MAX_LINE, Event, ExpectTimeout, Monitor, UnexpectedEvent
+from rig import protocol, results
+from rig.monitor import KEEP_LINES, MAX_LINE, Event, ExpectTimeout, Monitor, UnexpectedEvent
 
 
 def send(port: serial.SerialBase, *lines: str) -> None:
@@ -25,6 +28,23 @@ def later(seconds: float, action, *args) -> threading.Timer:
     timer = threading.Timer(seconds, action, args)
     timer.start()
     return timer
+
+
+def write_all(fd: int, data: bytes) -> None:
+    rest = memoryview(data)
+    while rest:
+        rest = rest[os.write(fd, rest):]
+
+
+@pytest.fixture
+def pty():
+    """A pty pair: its master end, to write what the board says, and its slave end open in pyserial."""
+    master, slave = os.openpty()
+    port = serial.Serial(os.ttyname(slave), 115200, timeout=0.05)
+    os.close(slave)
+    yield master, port
+    port.close()
+    os.close(master)
 
 
 @pytest.fixture
@@ -262,3 +282,79 @@ def test_a_vanishing_port_fails_waiters_and_keeps_the_log(log_path: Path) -> Non
         monitor.stop()
         port.close()
     assert log_path.read_text().splitlines() == ["Firmware version 1.0", "WiFi: conn"]
+
+
+def test_a_flood_leaves_memory_bounded_and_serial_log_whole_and_the_waits_find_their_lines(pty, log_path: Path) -> None:
+    """8 MB through a pty, the waits begun before it: 2 MB of log lines (half of them protocol
+    lines, each an event), a line of raw bytes, the line the raw wait wants, 6 MB without a
+    newline, then the device line. bench/monitor_flood.py sends 50 MB."""
+    texts = [text for n in range(10_000) for text in (
+        f"noise {n:06d}: the quick brown fox jumps over the lazy dog, again and again and again",
+        f"[{n:7d}][D][HTTPClient.cpp:{n % 999}] handleHeaderResponse(): RX: x-flood: {n}, and some more")]
+    pieces = 1500
+    flood = ("".join(f"{text}\r\n" for text in texts).encode() + b"raw \xff\x00\\ bytes\r\nentry 0x400805e4\r\n"
+             + b"L" * (pieces * MAX_LINE + 100) + b"\r\nHTTP_UPDATE_OK\r\n")
+    # serial.log by its format: a line a line, CRs before LF dropped, bytes that are not text and
+    # backslashes as \xNN, a line without a newline cut into pieces of MAX_LINE bytes.
+    logged = [*texts, "raw \\xff\\x00\\x5c bytes", "entry 0x400805e4", *["L" * MAX_LINE] * pieces, "L" * 100,
+              "HTTP_UPDATE_OK"]
+    master, port = pty
+    tracemalloc.start()
+    try:
+        with Monitor(port, log_path) as monitor:
+            later(0.1, write_all, master, flood)
+            entry = monitor.expect_raw(r"^entry (0x[0-9a-f]+)$", timeout=30)
+            done = monitor.expect("update_ok", timeout=30)
+            peak = tracemalloc.get_traced_memory()[1]
+            assert log_path.read_text(encoding="utf-8") == "".join(f"{line}\n" for line in logged)
+            held = monitor.lines
+            events = monitor.events
+    finally:
+        tracemalloc.stop()
+
+    assert peak < 0.4 * len(flood), f"the monitor held {peak / 1e6:.1f} MB for a {len(flood) / 1e6:.1f} MB flood"
+    assert entry.group(1) == "0x400805e4" and done.index == len(logged) - 1 == monitor.mark() - 1
+    assert [(wait.what, wait.index) for wait in monitor.expectations] == [
+        ("line matching '^entry (0x[0-9a-f]+)$'", logged.index("entry 0x400805e4")), ("'update_ok'", done.index)]
+    assert len(held) < len(logged) and held == logged[-len(held):]  # the most recent lines
+    assert len(events) < 10_000 and events[-1] == done  # the most recent events
+    assert all(logged[event.index] == event.raw for event in events)
+
+
+def test_of_what_came_before_a_wait_events_outlast_lines_in_memory(pty, log_path: Path) -> None:
+    master, port = pty
+    monitor = Monitor(port, log_path).start()
+    texts = ["Firmware version 1.0", "entry 0x400805e4", *(f"{n:03d} {'x' * 1000}" for n in range(KEEP_LINES // 1000)),
+             "HTTP_UPDATE_NO_UPDATES"]
+    write_all(master, "".join(f"{text}\r\n" for text in texts).encode())
+    monitor.expect("no_updates", timeout=2)
+    monitor.cursor = 0
+
+    assert monitor.expect("firmware_version", timeout=1).index == 0
+    with pytest.raises(ExpectTimeout):  # the line after it is no longer held: only serial.log has it
+        monitor.expect_raw("^entry ", timeout=0.1)
+    held = monitor.lines
+    monitor.stop()
+    assert len(held) < len(texts) and held == texts[-len(held):] and monitor.mark() == len(texts)
+    assert log_path.read_text().splitlines() == texts
+
+
+def test_results_point_at_serial_log_lines_after_the_monitor_let_lines_go(pty, log_path: Path) -> None:
+    """Two monitors, one after the other, on one serial.log, as a scenario that reads back flash
+    has; the first lets most of its lines go."""
+    master, port = pty
+    first = Monitor(port, log_path).start()
+    write_all(master, b"Firmware version 0.1\r\n" + b"x" * 2 * KEEP_LINES + b"\r\nHTTP_UPDATE_OK\r\n")
+    first.expect("update_ok", timeout=2)
+    first.stop()
+    assert len(first.lines) < first.mark()
+    second = Monitor(port, log_path).start()
+    os.write(master, b"Firmware version 0.2\r\n")
+    second.expect("firmware_version", timeout=1)
+    second.stop()
+
+    observed, expected = results._serial(SimpleNamespace(monitors=[first, second], began=0.0))
+    logged = log_path.read_text().splitlines()
+    assert [logged[event["line"]] for event in observed] == [event["text"] for event in observed] == [
+        "Firmware version 0.1", "HTTP_UPDATE_OK", "Firmware version 0.2"]
+    assert [logged[wait["line"]] for wait in expected] == ["HTTP_UPDATE_OK", "Firmware version 0.2"]
