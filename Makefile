@@ -30,6 +30,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/ota_scenarios.py
 	$(PY) bench/flash_speed.py
 	$(PY) bench/monitor_flood.py
+	$(PY) bench/stalled_readers.py --path /firmware/big.bin
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
