@@ -17,7 +17,8 @@ The only module of the rig that imports tlslite. rig/virtual/tls.py says what th
   record layer whose cipher settings map to them.
 
 It overrides private methods of tlslite-ng (`_clientSendClientHello`, `_getNextRecord`,
-`_sendError`, `_sendMsg`, `RecordLayer._getCipherSettings`): pyproject pins the exact version,
+`_sendError`, `_sendMsg`, `RecordLayer._getCipherSettings`; it reads `_readBuffer` and its
+socket wrapper's `_read_buffer`): pyproject pins the exact version,
 and `ENGINE_VERSION` checks it at import.
 """
 
@@ -292,7 +293,9 @@ class Client:
         """Up to max_bytes of application data; b"" after the server's close_notify. Raises
         TimeoutError when nothing came within timeout (the connection stays usable),
         EngineFailure ("eof", "remote_alert", ...) or OSError."""
-        if not self._tls._readBuffer:
+        # Decrypted data waiting, or bytes tlslite's socket wrapper read ahead (at least 4 KB a
+        # recv): only with neither is the kernel socket the place to wait on.
+        if not self._tls._readBuffer and not self._tls.sock._read_buffer:
             if self._tls.closed:
                 return b""
             if not select.select([self.sock], [], [], max(0.0, timeout))[0]:
