@@ -29,6 +29,7 @@ hardware: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/ota_scenarios.py
 	$(PY) bench/flash_speed.py
+	$(PY) bench/tls_client.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
