@@ -43,19 +43,46 @@ BOTH = pytest.mark.parametrize("device", [V2, V3], ids=["2.0", "3"])  # not the 
 UTC = dt.timezone.utc
 
 
-class Server:
+class OneConnection:
+    """A listener on 127.0.0.1 whose first connection `serve()` handles in a thread."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(3)
+        self.port = self.listener.getsockname()[1]
+        self.accepted = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        self.accepted = True
+        conn.settimeout(3)
+        with conn:
+            self.serve(conn)
+
+    def serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def done(self):
+        self._thread.join(3)
+        self.listener.close()
+        return self
+
+
+class Server(OneConnection):
     """One-connection TLS server in a thread; records what it saw."""
 
     def __init__(self, cert_chain: tuple[bytes, bytes] | None = None, *, garbage: bytes | None = None,
                  hang_up: bool = False, close_notify: bool = True) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
+        super().__init__()
         self.sni: list[str | None] = []
         self.error: ssl.SSLError | OSError | None = None
         self.version: str | None = None
         self.received = b""
         self.raw_received = b""
-        self.accepted = False
         self.close_error: ssl.SSLError | OSError | None = None
         self._garbage, self._hang_up, self._close_notify = garbage, hang_up, close_notify
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -68,39 +95,30 @@ class Server:
             cert_file = _tmp_pem(chain_pem)
             key_file = _tmp_pem(key_pem)
             self.ctx.load_cert_chain(cert_file, key_file)
-        self.listener.settimeout(3)
-        self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
-        try:
-            conn, _ = self.listener.accept()
-        except OSError:
+    def serve(self, conn: socket.socket) -> None:
+        if self._garbage is not None or self._hang_up:
+            self._raw(conn)
             return
-        self.accepted = True
-        conn.settimeout(3)
-        with conn:
-            if self._garbage is not None or self._hang_up:
-                self._raw(conn)
-                return
-            try:
-                tls = self.ctx.wrap_socket(conn, server_side=True)
-            except (ssl.SSLError, OSError) as exc:
-                self.error = exc
-                return
-            self.version = tls.version()
-            try:
-                self.received = tls.recv(1024)
-                tls.sendall(b"echo:" + self.received)
-            except (ssl.SSLError, OSError) as exc:
-                self.error = exc
-                return
-            if not self._close_notify:
-                return  # TCP FIN without a close_notify
-            try:
-                tls.unwrap()  # sends close_notify; the device closes TCP without answering one
-            except (ssl.SSLError, OSError) as exc:
-                self.close_error = exc
+        try:
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            self.error = exc
+            return
+        self.version = tls.version()
+        try:
+            self.received = tls.recv(1024)
+            tls.sendall(b"echo:" + self.received)
+        except (ssl.SSLError, OSError) as exc:
+            self.error = exc
+            return
+        if not self._close_notify:
+            return  # TCP FIN without a close_notify
+        try:
+            tls.unwrap()  # sends close_notify; the device closes TCP without answering one
+        except (ssl.SSLError, OSError) as exc:
+            self.close_error = exc
 
     def _raw(self, conn: socket.socket) -> None:
         try:
@@ -111,11 +129,6 @@ class Server:
                     self.raw_received += chunk
         except OSError as exc:
             self.error = exc
-
-    def done(self) -> Server:
-        self._thread.join(3)
-        self.listener.close()
-        return self
 
     @property
     def alert_seen(self) -> str | None:

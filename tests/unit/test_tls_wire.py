@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import tempfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -23,18 +21,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from rig.virtual import profiles
 from rig.virtual.clienthello import HELLOS
 from rig.virtual.tls import RigLimitation, TlsError, connect
-from tests.unit.test_tls import crafted_leaf, pem, serve_args
+from tests.unit.test_tls import OneConnection, _tmp_pem, crafted_leaf, pem, serve_args
 
 V2 = profiles.get("arduino-esp32-2.0")
 V3 = profiles.get("arduino-esp32-3")
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "clienthello"
 CAPTURES = {"arduino-esp32-2.0": "arduino-esp32-2.0.json", "arduino-esp32-3": "arduino-esp32-3-approx.json"}
-RANDOM = slice(11, 43)
+RANDOM = slice(11, 43)  # record header 5, handshake header 4, client_version 2, then the random
 # The legacy-TLS servers here are the point of the tests that make them.
-pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")  # record header 5, handshake header 4, client_version 2, then the random
+pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 
 
-class TapServer:
+class TapServer(OneConnection):
     """One-connection TLS server that keeps the raw bytes the client sent."""
 
     def __init__(self, chain: tuple[bytes, bytes], *, oldest: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
@@ -42,43 +40,34 @@ class TapServer:
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.minimum_version, self.ctx.maximum_version = oldest, newest
         self.ctx.set_ciphers(ciphers)
-        self.ctx.load_cert_chain(*_files(chain))
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(5)
-        self.port = self.listener.getsockname()[1]
+        self.ctx.load_cert_chain(_tmp_pem(chain[0]), _tmp_pem(chain[1]))
+        super().__init__()
         self.raw = b""
         self.error: ssl.SSLError | None = None
         self.version: str | None = None
         self.cipher: str | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
-        try:
-            conn, _ = self.listener.accept()
-        except OSError:
-            return
+    def serve(self, conn: socket.socket) -> None:
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         tls = self.ctx.wrap_bio(incoming, outgoing, server_side=True)
-        conn.settimeout(5)
-        with conn:
-            while True:
-                try:
-                    tls.do_handshake()
-                    self.version, self.cipher = tls.version(), tls.cipher()[0]
-                    conn.sendall(outgoing.read())
-                    return
-                except ssl.SSLWantReadError:
-                    conn.sendall(outgoing.read())
-                except ssl.SSLError as exc:
-                    self.error = exc
-                    conn.sendall(outgoing.read())
-                    self._drain(conn)
-                    return
-                data = self._recv(conn)
-                if not data:
-                    return
-                incoming.write(data)
+        while True:
+            try:
+                tls.do_handshake()
+                self.version, self.cipher = tls.version(), tls.cipher()[0]
+                conn.sendall(outgoing.read())
+                return
+            except ssl.SSLWantReadError:
+                conn.sendall(outgoing.read())
+            except ssl.SSLError as exc:
+                self.error = exc
+                conn.sendall(outgoing.read())
+                self._drain(conn)
+                return
+            data = self._recv(conn)
+            if not data:
+                return
+            incoming.write(data)
 
     def _recv(self, conn: socket.socket) -> bytes:
         try:
@@ -94,11 +83,6 @@ class TapServer:
         while self._recv(conn):
             pass
 
-    def done(self) -> TapServer:
-        self._thread.join(5)
-        self.listener.close()
-        return self
-
     def records(self) -> list[tuple[int, bytes, bytes]]:
         """(content type, version, body) of each record the client sent."""
         out, i = [], 0
@@ -107,20 +91,6 @@ class TapServer:
             out.append((self.raw[i], self.raw[i + 1:i + 3], self.raw[i + 5:i + 5 + size]))
             i += 5 + size
         return out
-
-
-_FILES: list[object] = []
-
-
-def _files(chain: tuple[bytes, bytes]) -> tuple[str, str]:
-    names = []
-    for blob in chain:
-        f = tempfile.NamedTemporaryFile(suffix=".pem")  # noqa: SIM115 - kept open for the run
-        f.write(blob)
-        f.flush()
-        _FILES.append(f)
-        names.append(f.name)
-    return names[0], names[1]
 
 
 @pytest.fixture(scope="module")
