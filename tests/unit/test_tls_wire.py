@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import trustme
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from rig.virtual import profiles
 from rig.virtual.clienthello import HELLOS
-from rig.virtual.tls import RigLimitation, TlsError, connect
+from rig.virtual.tls import RigLimitation, TlsError, connect, load_ca_bundle
 from tests.unit.test_tls import OneConnection, _tmp_pem, crafted_leaf, pem, serve_args
 
 V2 = profiles.get("arduino-esp32-2.0")
@@ -222,3 +223,29 @@ def test_a_p384_leaf_is_accepted(ca):
     server = TapServer(chain)
     assert attempt(server, "localhost", pem(ca), V3) is None
     assert server.cipher.startswith("ECDHE-ECDSA-")
+
+
+# --- the CA bundle as Mbed TLS parses it ----------------------------------------------------------
+
+
+def test_a_bundle_whose_only_block_is_bad_base64_fails_with_the_pem_code(ca):
+    with pytest.raises(TlsError) as info:
+        load_ca_bundle("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")
+    assert (info.value.code, info.value.stage) == (-0x112C, "setup")
+    assert info.value.text == "PEM - PEM string is not as expected : BASE64 - Invalid character in input"
+
+
+def test_a_bad_block_next_to_a_good_one_is_skipped(ca):
+    bad = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    der = x509.load_pem_x509_certificate(ca.cert_pem.bytes()).public_bytes(serialization.Encoding.DER)
+    assert [c.der for c in load_ca_bundle(bad + pem(ca))] == [der]
+
+
+def test_rig_limitations_come_from_the_twins_log(tmp_path):
+    from rig.results import rig_limitations
+
+    log = tmp_path / "twin.log"
+    log.write_text("twin rig.virtual.boot: bootloader: starting app0\n"
+                   "twin rig.virtual.secure_client: rig limitation: the server chose suite 0x0084; the app stops here\n")
+    assert rig_limitations(log) == ["the server chose suite 0x0084; the app stops here"]
+    assert rig_limitations(tmp_path / "none.log") == []
