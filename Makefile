@@ -31,6 +31,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/flash_speed.py
 	$(PY) bench/monitor_flood.py
 	$(PY) bench/stalled_readers.py --path /firmware/big.bin
+	$(PY) bench/tls_client.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -96,10 +96,22 @@ def scenario_record(scenario: OtaScenario) -> dict[str, Any]:
         "connections_total": len(connections),
         "durations": durations(steps, observed, connections),
         "timings": {step: round(seconds, 4) for step, seconds in scenario.timings.items()},
+        "rig_limitations": rig_limitations(scenario.folder / "board" / "twin.log"),
         "logs": {name: file for name, file in (("serial", "serial.log"), ("server", "server.jsonl"),
                                               ("esptool", "esptool.log"), ("board", "board/twin.log"))
                  if (scenario.folder / file).exists()},
     }
+
+
+def rig_limitations(twin_log: Path) -> list[str]:
+    """What the twin could not model in this scenario (its log's `rig limitation:` lines, from
+    rig/virtual/secure_client.py): a server choice its TLS engine cannot run. Never a verdict on
+    the device; a test that then waits in vain fails with the reason here."""
+    if not twin_log.exists():
+        return []
+    marker = "rig limitation: "
+    return [line.split(marker, 1)[1] for line in twin_log.read_text(errors="replace").splitlines()
+            if marker in line]
 
 
 def _serial(scenario: OtaScenario) -> tuple[list[dict], list[dict]]:

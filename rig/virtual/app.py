@@ -61,7 +61,9 @@ def setup(core: Core, config: SketchConfig) -> None:
     core.report("wifi_connecting", ssid=config.wifi_ssid)
     core.report("wifi_connected", ip=DEVICE_IP)
     core.report("ntp_waiting", server=config.ntp_server)
-    core.report("ntp_synced", time=utc_now().strftime(TIME_FORMAT))
+    now = utc_now()
+    core.set_time(now.timestamp())
+    core.report("ntp_synced", time=now.strftime(TIME_FORMAT))
     if not config.check_dates:
         core.report("date_check_off")
     if config.insecure:

@@ -28,6 +28,20 @@ class Core:
         self.profile = profile
         self.debug_level = debug_level
         self._started = chip.clock.now()
+        self._epoch = 0.0  # time(NULL) - device clock: 0 until NTP sets the time
+
+    def set_time(self, unix_time: float) -> None:
+        """settimeofday() (what the SNTP client does once it has the time)."""
+        self._epoch = unix_time - self.chip.clock.now()
+
+    def unix_time(self) -> float:
+        """time(NULL): the device clock since NTP set it (a time lapse moves it too)."""
+        return self._epoch + self.chip.clock.now()
+
+    def halt(self) -> None:
+        """The app stops for good (until a reset): the twin cannot go on faithfully."""
+        while True:
+            self.chip.sleep(3600)
 
     def millis(self) -> int:
         return int((self.chip.clock.now() - self._started) * 1000)

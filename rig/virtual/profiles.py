@@ -78,7 +78,7 @@ class Profile:
     connect_failed_text: str  # format of the secure client's connect() line, one %d
     httpupdate_line: int
     httpclient_error_line: int  # HTTPClient.cpp's returnError() warning
-    # The oldest TLS the client accepts (an mbedtls TLSVersion name): 2.0.14's sdkconfig keeps
+    # The oldest TLS the client accepts ("TLSv1", "TLSv1_1", "TLSv1_2"): 2.0.14's sdkconfig keeps
     # CONFIG_MBEDTLS_SSL_PROTO_TLS1 and _TLS1_1 and sets no minimum; Mbed TLS 3.x has only 1.2+.
     oldest_tls: str
     # Stream::readBytes() on the secure client: 2.0.14 waits out the Stream timeout per byte

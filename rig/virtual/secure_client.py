@@ -1,5 +1,5 @@
 """WiFiClientSecure (arduino-esp32 2.0.x; NetworkClientSecure on 3.x): the sketch's TLS
-client over the twin's Mbed TLS client (tls.py), with the core's log lines and lastError().
+client over the twin's TLS client (tls.py), with the core's log lines and lastError().
 
 Every timeout here is in device seconds (the chip's clock, which a time lapse speeds up).
 `read_bytes` is Stream::readBytes() as each core has it (section 10 of the reference):
@@ -25,6 +25,7 @@ from .arduino import Core
 
 log = logging.getLogger(__name__)
 
+RIG_LIMITATION = "rig limitation:"  # how the twin's log marks one (rig/results.py reads it)
 LWIP_FIRST_FD = 48  # lwIP numbers its sockets from here; the device's logs show fd 48..54
 
 
@@ -54,10 +55,16 @@ class SecureClient:
         lines) on any failure; `last_error` keeps the Mbed TLS code, as lastError() reports."""
         self.stop()
         try:
-            self.session = tls.connect(host, port, self.ca_bundle, self.core.profile, timeout=timeout)
+            self.session = tls.connect(host, port, self.ca_bundle, self.core.profile, timeout=timeout,
+                                       unix_time=self.core.unix_time())
         except tls.TlsError as err:
             self._log_failure(err)
             return False
+        except tls.RigLimitation as limit:
+            # Not the device's verdict: the twin cannot tell what the device does next, so it
+            # prints nothing more and says why in its own log (the rig's record reads it there).
+            log.warning("%s %s; the app stops here", RIG_LIMITATION, limit)
+            self.core.halt()
         self.last_error, self.last_error_text = 0, ""
         self._buffer, self._eof = b"", False
         return True

@@ -17,9 +17,10 @@ app descriptor's, which a real build fills with the lib-builder's version.
 
 Modelled: every line the sketch prints on this path, the order of its checks, how far the
 download gets before a refusal (the server's record shows it), Update's buffering and abort,
-and the signature check by Mbed TLS itself (python-mbedtls: mbedtls_pk_parse_public_key and
-mbedtls_pk_verify on the exact DER length; python-mbedtls hashes the message it is given, so
-the twin hands it the statement where the sketch hands its SHA-256). Not modelled: TLS errors
+and the signature check as mbedtls_pk_parse_public_key() and mbedtls_pk_verify() make it: ECDSA
+P-256 over the statement's SHA-256, the signature's DER of the exact length signatureLength()
+found, by `cryptography` (tests/unit/test_sketch_manifest.py runs the sketch's own C++ against
+Debian's Mbed TLS on the same manifests). Not modelled: TLS errors
 in mid-body (a broken body is a stream that brings nothing) and flash failures.
 """
 
@@ -28,7 +29,9 @@ from __future__ import annotations
 import hashlib
 from urllib.parse import urlsplit
 
-from mbedtls import pk
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..build import SketchConfig
 from ..signing import (IMAGE_SHA256_AT, IMAGE_SIZE_AT, MANIFEST_MAGIC, MANIFEST_SIZE, STATEMENT_SIZE, VERSION_AT,
@@ -92,6 +95,17 @@ def signature_length(area: bytes) -> int:
     if length > len(area) or any(area[length:]):
         return 0
     return length
+
+
+def signature_valid(public_pem: str, statement: bytes, signature: bytes) -> bool:
+    """mbedtls_pk_verify(key, MBEDTLS_MD_SHA256, SHA-256(statement), signature) == 0 with the
+    built-in P-256 key: ECDSA over the statement's SHA-256, the signature's DER exactly."""
+    key = serialization.load_pem_public_key(public_pem.encode())
+    try:
+        key.verify(signature, statement, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
 
 
 def manifest_version(manifest: bytes) -> str:
@@ -202,8 +216,7 @@ class VerifiedUpdate:
         if not length:
             self.core.report("signature_missing")
             return False
-        key = pk.ECC.from_buffer(self.config.signing_key.encode())
-        if not key.verify(manifest[:STATEMENT_SIZE], area[:length], "sha256"):
+        if not signature_valid(self.config.signing_key, manifest[:STATEMENT_SIZE], area[:length]):
             self.core.report("signature_invalid")
             return False
         return True
