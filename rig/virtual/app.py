@@ -75,20 +75,20 @@ def setup(core: Core, config: SketchConfig) -> None:
 def check_for_update(core: Core, config: SketchConfig, http_update: HttpUpdate,
                      verified: VerifiedUpdate | None) -> None:
     core.report("update_checking", url=config.update_url)
-    client = SecureClient(core, None if config.insecure else config.ca_bundle)
-    if config.check_dates and not dates_acceptable(core, config, client):
-        return
-    if verified is not None:
-        if verified.update(client):
+    with SecureClient(core, None if config.insecure else config.ca_bundle) as client:
+        if config.check_dates and not dates_acceptable(core, config, client):
+            return
+        if verified is not None:
+            if verified.update(client):
+                restart_into_the_new_firmware(core)
+            return
+        result = http_update.update(client, config.update_url, config.version)
+        if result == FAILED:
+            report_failure(core, client, http_update.last_error, http_update.last_error_string)
+        elif result == OK:
             restart_into_the_new_firmware(core)
-        return
-    result = http_update.update(client, config.update_url, config.version)
-    if result == FAILED:
-        report_failure(core, client, http_update.last_error, http_update.last_error_string)
-    elif result == OK:
-        restart_into_the_new_firmware(core)
-    else:
-        core.report("no_updates")
+        else:
+            core.report("no_updates")
 
 
 def restart_into_the_new_firmware(core: Core) -> None:

@@ -147,6 +147,16 @@ class SecureClient:
             self._fill(self.core.profile.stream_timeout)
         return self._buffer[0] if self._buffer else -1
 
+    def __enter__(self) -> "SecureClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """The client going out of scope at the end of loop(): its destructor calls stop().
+        A reset in the middle unwinds the app the same way, so the twin's connection closes;
+        a real chip's would vanish without a FIN, left to the server's timeouts (a difference
+        kept so that a reset does not hold a server connection for its 10 s request timeout)."""
+        self.stop()
+
     def stop(self) -> None:
         if self.session is not None:
             self.session.close()  # stop_ssl_socket(): the socket closes without close_notify
