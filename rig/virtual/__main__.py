@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     where.add_argument("--pty", type=Path, metavar="LINK", help="serve a pty, symlinked at LINK")
     parser.add_argument("--mac", default=DEFAULT_MAC, help=f"factory MAC in eFuse (default {DEFAULT_MAC})")
     args = parser.parse_args(argv)
+    if args.rfc2217 is not None and not 0 <= args.rfc2217 <= 65535:
+        parser.error(f"argument --rfc2217: {args.rfc2217} is not a TCP port (0 to 65535; 0 picks a free one)")
     try:
         args.mac = parse_mac(args.mac)
     except ValueError as err:
