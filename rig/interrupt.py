@@ -52,6 +52,7 @@ class Interrupt:
         self._collected = False  # the session's tests are known: it can be told to stop
         self._in_test = False  # inside a test's setup or body, where Interrupted may be raised
         self._previous: dict[int, Any] = {}
+        self._for_session = False  # installed by the session's configure, so undone by its unconfigure
 
     def install(self) -> None:
         """Take SIGINT and SIGTERM from now on (Python lets only the main thread do so)."""
@@ -88,18 +89,20 @@ class Interrupt:
     # --- pytest hooks ---------------------------------------------------------------------
 
     def pytest_configure(self) -> None:
+        self._for_session = not self._previous  # `rig run` installs its own first, and undoes it
         self.install()
 
     def pytest_unconfigure(self) -> None:
-        self.uninstall()
+        if self._for_session:
+            self.uninstall()
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self._session = session
         self._controller = session.config.pluginmanager.has_plugin("dsession")
 
     def pytest_collection_finish(self) -> None:
-        # Not sooner: a session told to stop while it collects ends as a crash, which makes a
-        # pytest-xdist controller start a new worker.
+        # Not sooner: a session told to stop while it collects ends with exit status 2, which a
+        # pytest-xdist controller takes for a crashed worker and replaces.
         self._collected = True
         if self.signal and not self._controller:
             self._stop_session()

@@ -117,6 +117,8 @@ def settle_bench(config: pytest.Config) -> Bench:
     option = config.getoption
     board = option("--board")
     check_board(board)
+    if option("--scan-ports") and not board.startswith("mac:"):
+        raise pytest.UsageError("--scan-ports narrows the search for --board mac:<MAC>; drop it, or pass the MAC")
     virtual = board in VIRTUAL_BOARDS
     kind = option("--builder")
     if kind == "auto":

@@ -44,9 +44,18 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("a real board runs one scenario at a time; drop --jobs")
     baseline = load(args.compare_to)[1] if args.compare_to else None
     stop = Interrupt()
-    stop.install()  # a signal from here on stops the run with its records
+    stop.install()  # from here to the end a signal stops the run, and its records are still written
     try:
-        folder = run_folder.new(args.out)
+        return _run(args, jobs, virtual, baseline, stop)
+    finally:
+        stop.uninstall()
+
+
+def _run(args: argparse.Namespace, jobs: int, virtual: bool, baseline: dict | None, stop: Interrupt) -> int:
+    from .cli import CommandError
+
+    folder = run_folder.new(args.out)
+    try:
         # pytest captures file descriptors 1 and 2 while a test runs; the status line written from
         # inside a scenario goes to a copy of the terminal's descriptor, which capture leaves alone.
         with os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", errors="replace") as terminal:
@@ -56,8 +65,6 @@ def run(args: argparse.Namespace) -> int:
     except CommandError:
         run_folder.discard(folder)  # refused before anything ran
         raise
-    finally:
-        stop.uninstall()
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
         run_folder.discard(folder)  # nothing ran: no record to keep
         raise CommandError(f"no scenario matches -k {args.keyword!r}; see the names in docs/scenarios.md")

@@ -37,7 +37,7 @@ REFUSALS = [
     (["run", "--out", "{tmp}/a-file"], "argument --out: {tmp}/a-file is a file; pass a folder"),
     (["run", "--compare-to", "{tmp}/nowhere"], "{tmp}/nowhere: no such file; pass a results.json"),
     (["run", "--compare-to", "{tmp}/bad-verdict.json"], "scenarios[0].verdict is \"great\", not one of"),
-    (["run", "--scan-ports", "/dev/ttyUSB*", "--board", "mac:zz"], "'zz' is not a MAC"),
+    (["run", "--scan-ports", "/dev/ttyUSB*"], "--scan-ports narrows the search for --board mac:<MAC>"),
     (["run", "--builder", "gcc"], "argument --builder: invalid choice: 'gcc'"),
     (["run", *REAL[:2], "--arduino-cli", "/nonexistent/arduino-cli"], "arduino-cli not found ('/nonexistent/arduino-cli'"),
     (["run", *REAL, "--fqbn", "esp32:esp32", *WIFI], "FQBN 'esp32:esp32' is not vendor:arch:board[:menu=option,...]"),
