@@ -18,9 +18,12 @@ import argparse
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .compare import MIN_SECONDS, THRESHOLD, compare
+from .options import add_bench_options, hostname
+from .virtual.profiles import PROFILES
 
 
 class CommandError(Exception):
@@ -62,34 +65,75 @@ def one_sentence(error: BaseException) -> str:
     return f"unexpected {type(error).__name__}: {text} (run again with --debug for the traceback)"
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, saying a mistake in one line as the rest of `rig` does."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"rig: {message}; see `{self.prog} --help`\n")
+
+
+def count(text: str) -> int:
+    """A number of things at once: 1 or more (an argparse type)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count; pass 1 or more")
+    return int(text)
+
+
+def folder(text: str) -> Path:
+    """A folder to write into, made if missing (an argparse type)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; pass a folder (it is made if missing)")
+    return path
+
+
+def new_file(text: str) -> Path:
+    """A file to write, in a folder that exists (an argparse type)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; pass a file name")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{path.parent} is no folder; make it first, or pass a file in a folder that is there")
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rig", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="rig", description=__doc__.split("\n\n")[0],
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rig {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the OTA scenarios (tests/ota) and write the report")
     run.add_argument("--board", default="virtual", help="virtual (default), virtual-rfc2217, a port, mac:<MAC> or rfc2217://host:port")
-    run.add_argument("--profile", help="only this device profile (default: each profile a scenario depends on)")
+    run.add_argument("--profile", choices=sorted(PROFILES),
+                     help="only this device profile (default: each profile a scenario depends on)")
     run.add_argument("-k", dest="keyword", help="only the scenarios matching this pytest expression")
-    run.add_argument("--out", type=Path, default=Path("out/runs"), help="where the run's folder goes (default out/runs)")
-    run.add_argument("--jobs", "-j", type=int, default=None,
+    run.add_argument("--out", type=folder, default=Path("out/runs"), help="where the run's folder goes (default out/runs)")
+    run.add_argument("--jobs", "-j", type=count, default=None,
                      help="scenarios at once on virtual boards (default 4); a real board runs one")
     run.add_argument("--compare-to", type=Path, metavar="RESULTS",
                      help="an earlier results.json: say what got worse, and fail if anything did")
+    forwarded: list[str] = []
+
+    def forward(flag: str, **settings: object) -> None:  # only what is given goes to pytest
+        forwarded.append(flag)
+        run.add_argument(flag, **{**settings, "default": argparse.SUPPRESS})
+
+    add_bench_options(forward)
     run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARG", help="passed on to pytest after --")
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_run, forwarded=forwarded)
 
     serve = commands.add_parser("serve", help="the HTTPS update server alone, for manual work with a board")
-    serve.add_argument("--folder", type=Path, default=Path("out/serve"),
+    serve.add_argument("--folder", type=folder, default=Path("out/serve"),
                        help="its certificates, firmware folder and record (default out/serve; kept between runs)")
     serve.add_argument("--host", default=None, help="address to listen on (default: this machine's address on the default route)")
     serve.add_argument("--port", type=int, default=8443, help="port (default 8443)")
-    serve.add_argument("--hostname", default=None, help="the DNS name in the certificate and URL (default ota.local)")
+    serve.add_argument("--hostname", type=hostname, default=None,
+                       help="the DNS name in the certificate and URL (default ota.local)")
     serve.add_argument("--firmware", type=Path, help="an app image (.bin) to offer on /update")
     serve.add_argument("--firmware-version", help="the version --firmware is (compared with x-ESP32-version)")
-    serve.add_argument("--signing-key", type=Path, metavar="DIR",
+    serve.add_argument("--signing-key", type=folder, metavar="DIR",
                        help="offer --firmware as a release signed with the key pair in DIR (made there if none), "
                             "for a sketch built with its public half")
     serve.set_defaults(handler=_serve)
@@ -97,14 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     sign = commands.add_parser("sign", help="write an app image as a signed release (for a sketch built with a key)")
     sign.add_argument("app", type=Path, help="the app image (<sketch>.ino.bin)")
     sign.add_argument("--version", required=True, help="the firmware version the app was built as (OTA_FIRMWARE_VERSION)")
-    sign.add_argument("--key", type=Path, default=Path("out/signing"),
+    sign.add_argument("--key", type=folder, default=Path("out/signing"),
                       help="folder of the key pair (private.pem, public.pem; made there if none; default out/signing)")
-    sign.add_argument("--out", type=Path, help="where the release goes (default: beside APP, as <name>.signed.bin)")
+    sign.add_argument("--out", type=new_file, help="where the release goes (default: beside APP, as <name>.signed.bin)")
     sign.set_defaults(handler=_sign)
 
     certs = commands.add_parser("certs", help="write a CA and a server certificate for manual work")
-    certs.add_argument("--out", type=Path, default=Path("out/serve"), help="folder (default out/serve; an existing CA is kept)")
-    certs.add_argument("--hostname", default=None, help="DNS name of the server certificate (default ota.local)")
+    certs.add_argument("--out", type=folder, default=Path("out/serve"), help="folder (default out/serve; an existing CA is kept)")
+    certs.add_argument("--hostname", type=hostname, default=None, help="DNS name of the server certificate (default ota.local)")
     certs.add_argument("--ip", default=None, help="also an IP-address certificate for this address")
     certs.set_defaults(handler=_certs)
 
@@ -114,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="write report.html and junit.xml from a results.json")
     report.add_argument("results", type=Path, help="a run's results.json (or its folder)")
-    report.add_argument("--out", type=Path, help="folder for the two files (default: beside results.json)")
+    report.add_argument("--out", type=folder, help="folder for the two files (default: beside results.json)")
     report.set_defaults(handler=_report)
 
     compare = commands.add_parser("compare", help="verdict flips and slower steps between two runs")
@@ -124,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"a duration is a regression when it grows by this factor or more (default {THRESHOLD:g})")
     compare.add_argument("--min-seconds", type=float, default=MIN_SECONDS,
                          help=f"... and by at least this many seconds (default {MIN_SECONDS:g})")
-    compare.add_argument("--markdown", type=Path, metavar="FILE", help="also write the comparison as markdown to FILE")
+    compare.add_argument("--markdown", type=new_file, metavar="FILE", help="also write the comparison as markdown to FILE")
     compare.set_defaults(handler=_compare)
     return parser
 

@@ -9,7 +9,8 @@ Verdicts. A scenario is *failing* when its verdict is "failed" or "error".
     scenario that passed in the old run and is absent from the new one. A vanished scenario
     is never harmless by default: RunRecorder records tests that ran, so a test module that
     no longer imports drops out of results.json without a trace, and whatever it proved is
-    no longer proved.
+    no longer proved. A scenario "interrupted" in the new run (a signal stopped the run while
+    it ran) counts as absent: it proved nothing either.
   - A fix is a failing scenario that now passes.
   - Anything else is a note: failed <-> error (still failing), a failing scenario that
     vanished (its failure is hidden, not fixed: listed first among the notes, never a fix),
@@ -29,8 +30,8 @@ instead, as the time the new download would take at each rate, so the same rule 
 floor apply. A phase that got faster by the same rule is a note.
 
 Context. Changes in what the runs ran with are notes, because they explain the rest: the
-rig's version and commit, esptool, Python, the board's kind, chip and MAC, the number of
-scenarios, and each device profile's core (with its IDF and Mbed TLS). When a scenario's
+rig's version and commit, esptool, Python, the board's kind, chip and MAC, the signal that
+stopped a run, the number of scenarios, and each device profile's core (with its IDF and Mbed TLS). When a scenario's
 verdict flips and its profile's core changed, the flip says so: a core upgrade flipping a
 verdict is the story.
 
@@ -50,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 FAILING = ("failed", "error")
+UNPROVEN = (None, "interrupted")  # absent from the run, or cut short: no verdict
 # Defaults that keep the twin's noise out: between three runs of the same code (46 scenarios,
 # 4 at a time on 2 cores) a scenario's total varied by up to 1.71x and 1.4 s; its phases less.
 # A quiet bench (a board runs one scenario at a time) can afford --threshold 1.5.
@@ -58,7 +60,7 @@ MIN_SECONDS = 1.0
 PHASES = ("build", "flash", "boot", "tls_handshake", "reboot", "total")  # seconds, in durations
 CONTEXT = (("rig version", "rig", "version"), ("rig commit", "rig", "commit"), ("esptool", "rig", "esptool"),
            ("python", "rig", "python"), ("board", "board", "kind"), ("chip", "board", "chip"),
-           ("board MAC", "board", "mac"))
+           ("board MAC", "board", "mac"), ("stopped by", "run", "interrupted"))
 RATE_UNITS = ((1e9, "GB/s"), (1e6, "MB/s"), (1e3, "kB/s"), (1, "B/s"))
 ABSENT = "absent"
 # What a scenario that left the run no longer shows, by its old verdict.
@@ -86,7 +88,7 @@ class VerdictChange:
     @property
     def kind(self) -> str:
         """"regression", "fix" or "note", by the rules of the module's docstring."""
-        if (self.new in FAILING and self.old not in FAILING) or (self.new is None and self.old == "passed"):
+        if (self.new in FAILING and self.old not in FAILING) or (self.new in UNPROVEN and self.old == "passed"):
             return "regression"
         return "fix" if self.old in FAILING and self.new == "passed" else "note"
 
@@ -271,11 +273,11 @@ def compare(old: dict[str, Any], new: dict[str, Any], *, threshold: float = THRE
             min_seconds: float = MIN_SECONDS) -> Comparison:
     """The differences between the `old` and `new` results (each as rig.results.load reads it);
     the module's docstring says what counts as a regression."""
-    if not threshold >= 1:
-        raise CompareError(f"threshold {threshold:g} is below 1, so a faster step would count as slower; "
-                           "pass the factor a step must grow by, such as 1.5")
-    if not min_seconds >= 0:
-        raise CompareError(f"min_seconds {min_seconds:g} is negative; pass 0 or more seconds")
+    if not 1 <= threshold < math.inf:
+        raise CompareError(f"threshold {threshold:g} is not a factor of 1 or more (below 1 a faster step would "
+                           "count as slower); pass the factor a step must grow by, such as 1.5")
+    if not 0 <= min_seconds < math.inf:
+        raise CompareError(f"min_seconds {min_seconds:g} is not a number of seconds; pass 0 or more")
     before, after = _scenarios(old, "old"), _scenarios(new, "new")
     cores = _core_changes(old, new)
     flips: list[VerdictChange] = []

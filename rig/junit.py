@@ -2,7 +2,8 @@
 
 The layout is the one pytest's --junitxml writes and CI systems read: one <testsuite>, a
 <testcase> per test named as pytest names it (classname `tests.ota.test_update`), with
-<failure>, <error> or <skipped>. The rig's facts ride along as <property> elements: the run's
+<failure>, <error> or <skipped>; a test a signal cut short (`interrupted`) is an <error> of type
+"interrupted", never a pass. The rig's facts ride along as <property> elements: the run's
 (rig version, board, profiles, firmware and certificate fingerprints) on the suite, and each
 scenario's (verdict, durations, expected and observed transitions, firmware, certificates, log
 paths) on its test case, so a CI system that shows properties shows them all.
@@ -23,7 +24,7 @@ def render(results: dict[str, Any]) -> str:
     summary = results["summary"]
     suite = ET.Element("testsuite", {
         "name": "rig", "tests": str(summary["total"]), "failures": str(summary["failed"]),
-        "errors": str(summary["error"]), "skipped": str(summary["skipped"]),
+        "errors": str(summary["error"] + summary.get("interrupted", 0)), "skipped": str(summary["skipped"]),
         "time": f"{results['run']['seconds']:.3f}", "timestamp": results["run"]["started"],
         "hostname": results["rig"].get("host") or "",
     })
@@ -81,8 +82,10 @@ def _testcase(suite: ET.Element, scenario: dict[str, Any]) -> None:
     })
     _properties(case, scenario_properties(scenario))
     verdict, message = scenario["verdict"], _clean(scenario.get("message") or "")
-    if verdict in ("failed", "error"):
-        ET.SubElement(case, "failure" if verdict == "failed" else "error", {"message": message}).text = message
+    if verdict == "failed":
+        ET.SubElement(case, "failure", {"message": message}).text = message
+    elif verdict in ("error", "interrupted"):
+        ET.SubElement(case, "error", {"message": message, "type": verdict}).text = message
     elif verdict == "skipped":
         ET.SubElement(case, "skipped", {"message": message})
     transitions = " → ".join(event["transition"] for event in scenario.get("observed", ()) if event["transition"])

@@ -30,6 +30,7 @@ import hashlib
 import io
 import ipaddress
 import signal
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,7 +233,7 @@ def _explain_listen_error(err: OSError, address: str, port: int) -> None:
     reason the user can fix; other errors are left to the caller."""
     if err.errno == errno.EADDRINUSE:
         raise CommandError(f"port {port} on {address} is in use; pass --port 0 for a free one or stop the other server") from None
-    if err.errno == errno.EADDRNOTAVAIL:
+    if err.errno in (errno.EADDRNOTAVAIL, socket.EAI_NONAME):
         raise CommandError(f"{address} is not an address of this machine; pass --host one of its addresses") from None
 
 

@@ -8,8 +8,9 @@ Which board:
                             (--scan-ports narrows the search: paths, globs, rfc2217:// URLs)
   --board rfc2217://h:p     a board exported by ser2net or labgrid (or a twin started by hand)
 
-A real board (any --board but the two virtual ones) is locked for the session, built with
-arduino-cli (--arduino-cli, --fqbn, --arduino-cli-warnings; the device profile follows the
+A real board (any --board but the two virtual ones: a port that is there, a MAC, an rfc2217://
+URL) is locked for the session, built with arduino-cli (--arduino-cli, --fqbn,
+--arduino-cli-warnings; rig.options, which `rig run` shares; the device profile follows the
 installed core) and joins the Wi-Fi network named by --wifi-ssid/--wifi-password
 (OTA_WIFI_SSID, OTA_WIFI_PASSWORD). It reaches the update server at --ota-host (OTA_HOST; by
 default the runner's address on the route toward --board-network, or the default route),
@@ -23,7 +24,8 @@ Other options:
                             `each_profile` run once per profile the builder can make
   --ota-out DIR             where each test's folder goes (default out/tests)
   --rig-report DIR          write the run's results.json, junit.xml and report.html there
-                            (rig.results; `rig run` passes it)
+                            (rig.results; `rig run` passes it), also when SIGINT or SIGTERM
+                            stops the session (rig.interrupt)
 
 Fixtures: `pki` (the session's certificates), `builder`, `profile`, `board` and `ota` (an
 `OtaScenario` writing serial.log, server.jsonl and esptool.log into the test's own folder).
@@ -37,16 +39,20 @@ import shutil
 import signal
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from _pytest.mark import _parse_expression  # pytest's own -k parser (the same in pytest 8 and 9)
 
 from . import network
 from .board import BoardError, ClaimHeld, PortLock, SerialBoard, VirtualBoard, claim, find_by_mac, scan_ports
-from .build import WARNING_LEVELS, ArduinoCliBuilder, BuildError, VirtualBuilder
-from .certs import DEFAULT_HOST, DEFAULT_IP, Pki
+from .build import ArduinoCliBuilder, BuildError, VirtualBuilder
+from .certs import DEFAULT_IP, Pki
+from .interrupt import Interrupt
+from .options import add_bench_options
 from .ota import OtaScenario
 from .results import RunRecorder
 from .virtual import profiles
@@ -56,6 +62,7 @@ OWNER_POLL = 0.5  # seconds between an xdist worker's checks that its session is
 
 VIRTUAL_BOARDS = {"virtual": "pty", "virtual-rfc2217": "rfc2217"}
 REAL_BOARD_HINT = "pass --board /dev/ttyUSB0, --board mac:<MAC> or --board rfc2217://host:port"
+MAC = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}")
 
 
 @dataclass(frozen=True)
@@ -81,31 +88,12 @@ OUT_INPUT = "rig_ota_out"  # xdist workerinput key: the records folder the sessi
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    env = os.environ.get
     group = parser.getgroup("ota", "OTA rig")
     group.addoption("--board", default="virtual",
                     help="virtual (default), virtual-rfc2217, a serial device path, mac:<MAC> or rfc2217://host:port")
-    group.addoption("--scan-ports", default="",
-                    help="comma-separated ports, globs or rfc2217:// URLs that --board mac: searches (default: all)")
-    group.addoption("--builder", default="auto", choices=("auto", "virtual", "arduino-cli"),
-                    help="who builds the sketch (auto: virtual for the twin, arduino-cli for a real board)")
-    group.addoption("--arduino-cli", default=env("ARDUINO_CLI", "arduino-cli"),
-                    help="the arduino-cli executable (env ARDUINO_CLI; default: arduino-cli on PATH)")
-    group.addoption("--fqbn", default=None, help="board to compile for (default: the builder's, an OTA partition scheme)")
-    group.addoption("--arduino-cli-warnings", default=None, metavar="LEVEL",
-                    help=f"arduino-cli compile --warnings: {', '.join(WARNING_LEVELS)} "
-                         "(default: not passed, arduino-cli's own: none)")
+    add_bench_options(group.addoption)
     group.addoption("--profile", default=None, choices=sorted(profiles.PROFILES),
                     help="device profile to build for (default: each_profile tests run for every profile)")
-    group.addoption("--ota-host", default=env("OTA_HOST"),
-                    help="the runner's address the board reaches the update server at (env OTA_HOST)")
-    group.addoption("--board-network", default=env("OTA_BOARD_NETWORK"),
-                    help="an address or network (192.168.4.0/24) the board is on, to choose --ota-host (env OTA_BOARD_NETWORK)")
-    group.addoption("--ota-hostname", default=env("OTA_HOSTNAME", DEFAULT_HOST),
-                    help=f"the server's DNS name in certificates and update URLs (env OTA_HOSTNAME; default {DEFAULT_HOST})")
-    group.addoption("--wifi-ssid", default=env("OTA_WIFI_SSID"), help="Wi-Fi network a real board joins (env OTA_WIFI_SSID)")
-    group.addoption("--wifi-password", default=env("OTA_WIFI_PASSWORD"),
-                    help="its password (env OTA_WIFI_PASSWORD)")
     group.addoption("--ota-out", default="out/tests", help="folder for each test's records (default out/tests)")
     group.addoption("--rig-report", default=None, metavar="DIR",
                     help="write the run's results.json, junit.xml and report.html into DIR")
@@ -118,6 +106,15 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.ota_out = config.workerinput.get(OUT_INPUT, config.option.ota_out)
     elif not config.option.collectonly:
         claim_out_folder(config)
+    stop = next((plugin for plugin in config.pluginmanager.get_plugins() if isinstance(plugin, Interrupt)), None)
+    if stop is None:  # `rig run` brings its own
+        stop = Interrupt()
+        config.pluginmanager.register(stop, "rig-interrupt")
+    if config.getoption("keyword"):  # before pytest-xdist's workers each stumble on it
+        try:
+            _parse_expression(config.getoption("keyword"), "Wrong expression passed to '-k'")
+        except pytest.UsageError as err:
+            raise pytest.UsageError(f"{err}; join test names with and, or, not and parentheses") from None
     try:
         config.stash[BENCH] = bench = settle_bench(config)
     except (BuildError, network.NetworkError) as err:
@@ -126,7 +123,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if report and not hasattr(config, "workerinput"):  # the controller gathers; xdist workers test
         cores = {profile: bench.arduino_cli.core_version() for profile in bench.profiles} if bench.arduino_cli else {}
         config.pluginmanager.register(RunRecorder(
-            config.rootpath / report, config.rootpath / config.getoption("--ota-out"), bench.board, cores),
+            config.rootpath / report, config.rootpath / config.getoption("--ota-out"), bench.board, cores, stop),
             "rig-results")
 
 
@@ -188,6 +185,9 @@ def settle_bench(config: pytest.Config) -> Bench:
     """Check the options against each other and fill in what they leave to the rig."""
     option = config.getoption
     board = option("--board")
+    check_board(board)
+    if option("--scan-ports") and not board.startswith("mac:"):
+        raise pytest.UsageError("--scan-ports narrows the search for --board mac:<MAC>; drop it, or pass the MAC")
     virtual = board in VIRTUAL_BOARDS
     kind = option("--builder")
     if kind == "auto":
@@ -213,6 +213,26 @@ def settle_bench(config: pytest.Config) -> Bench:
     ota_host = option("--ota-host") or network.host_address(option("--board-network"))
     return Bench(board, builder, tuple(chosen), ota_host, option("--ota-hostname"),
                  (option("--wifi-ssid"), option("--wifi-password")))
+
+
+def check_board(board: str) -> None:
+    """UsageError for a --board that names no board: a path not there, a malformed MAC or URL."""
+    if board in VIRTUAL_BOARDS:
+        return
+    if board.startswith("mac:"):
+        if not MAC.fullmatch(board[4:]):
+            raise pytest.UsageError(f"--board {board}: {board[4:]!r} is not a MAC; pass one such as mac:24:6f:28:aa:bb:cc")
+    elif board.startswith("rfc2217://"):
+        try:
+            port = urllib.parse.urlsplit(board).port
+        except ValueError:
+            port = None
+        if port is None or not urllib.parse.urlsplit(board).hostname:
+            raise pytest.UsageError(f"--board {board} is not rfc2217://<host>:<port>; pass one such as "
+                                    "rfc2217://192.168.1.9:4000")
+    elif "://" not in board and not os.path.exists(board):
+        raise pytest.UsageError(f"--board {board}: no such port; plug the board in, or {REAL_BOARD_HINT} "
+                                "(or virtual)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-BAD = ("failed", "error")  # the verdicts "show only failures" keeps
+BAD = ("failed", "error", "interrupted")  # the verdicts "show only failures" keeps
 MAX_LOG_LINES = 3000  # serial lines shown per scenario: two thirds from the start, the rest from the end
 MAX_LOG_BYTES = 400_000
 OPEN_TABLE_ROWS = 8  # a header table with more rows starts folded
@@ -69,7 +69,8 @@ def render(results: dict[str, Any], run_dir: Path) -> str:
 
 CSS = """
 :root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --soft: #f6f8fa;
-  --passed: #1a7f37; --failed: #cf222e; --error: #bc4c00; --skipped: #6e7781; --link: #0550ae; }
+  --passed: #1a7f37; --failed: #cf222e; --error: #bc4c00; --skipped: #6e7781; --interrupted: #8250df;
+  --link: #0550ae; }
 * { box-sizing: border-box; }
 body { margin: 0 auto; max-width: 1280px; padding: 24px 32px 64px; color: var(--fg);
   font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
@@ -89,12 +90,13 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
   font-size: .75rem; font-weight: 600; line-height: 1.6; color: #fff; background: var(--skipped); }
 .badge.v-passed, .badge.o-met, .badge.o-absent { background: var(--passed); }
 .badge.v-failed, .badge.o-missed, .badge.o-came { background: var(--failed); }
-.badge.v-error { background: var(--error); }
+.badge.v-error { background: var(--error); } .badge.v-interrupted { background: var(--interrupted); }
 header { border-bottom: 2px solid var(--fg); padding-bottom: 1rem; margin-bottom: 1.2rem; }
 .verdict { font-size: 1.15rem; margin: .35rem 0 .6rem; }
 .verdict .count { font-weight: 700; margin-right: 1.1em; }
 .count.v-passed { color: var(--passed); } .count.v-failed { color: var(--failed); }
 .count.v-error { color: var(--error); } .count.v-skipped { color: var(--skipped); }
+.count.v-interrupted { color: var(--interrupted); }
 .count.zero { color: var(--muted); font-weight: 400; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .1rem 1rem; margin: .5rem 0; font-size: .9rem; }
 dl.facts dt { color: var(--muted); }
@@ -115,6 +117,7 @@ section.scenario { border: 1px solid var(--line); border-left: 5px solid var(--s
 section.scenario.v-passed { border-left-color: var(--passed); }
 section.scenario.v-failed { border-left-color: var(--failed); }
 section.scenario.v-error { border-left-color: var(--error); }
+section.scenario.v-interrupted { border-left-color: var(--interrupted); }
 section.scenario > details > summary { cursor: pointer; padding: .2rem 0; }
 section.scenario > details > summary .badge { margin-right: .6em; vertical-align: .1em; }
 .doc { font-style: italic; margin: .5rem 0; max-width: 70em; }
@@ -225,6 +228,9 @@ def _header(results: dict[str, Any]) -> str:
                 f" · esptool {_e(rig['esptool'] or 'not installed')} · Python {_e(rig.get('python') or '?')}"),
         ("Board", _board(board, run["board"])),
     ]
+    if run.get("interrupted"):
+        facts.insert(1, ("Stopped", f"by {_e(run['interrupted'])}: the tests under way then are "
+                                    "<em>interrupted</em>; those not yet begun are not listed"))
     profiles = _table("Profile|Core|ESP-IDF|Mbed TLS",
                       [[_e(p["name"]), _e(p["core"]), _e(p["idf"]), _e(p["mbedtls"])] for p in results["profiles"]])
     firmware = _table("Version|Profile|SHA-256|Size:num",
@@ -250,13 +256,18 @@ def _board(board: dict[str, Any], asked: str) -> str:
 
 
 def _counts(summary: dict[str, int]) -> str:
+    """Each verdict's count; `interrupted` only in a run that was."""
+    words = ["passed", "failed", "error", "skipped"]
+    if summary.get("interrupted"):
+        words.append("interrupted")
     parts = [f"<span class=\"count v-{word}{'' if summary[word] else ' zero'}\">{summary[word]} {word}</span>"
-             for word in ("passed", "failed", "error", "skipped")]
+             for word in words]
     return "".join(parts) + f"<span class=\"muted\">of {summary['total']} tests</span>"
 
 
 def _counts_text(summary: dict[str, int]) -> str:
-    return ", ".join(f"{summary[word]} {word}" for word in ("failed", "error", "passed", "skipped") if summary[word])
+    return ", ".join(f"{summary[word]} {word}" for word in ("failed", "error", "interrupted", "passed", "skipped")
+                     if summary.get(word))
 
 
 def _fold(title: str, count: int, table: str) -> str:
@@ -314,7 +325,7 @@ def _scenario(key: str, scenario: dict[str, Any], run_dir: Path) -> str:
         parts.append(f"<p class=\"doc\">{_e(scenario['doc'])}</p>")
     if scenario.get("details") or scenario.get("message"):
         parts.append(f"<pre class=\"message\">{_e(scenario.get('details') or scenario['message'])}</pre>")
-    if "observed" not in scenario:
+    if "observed" not in scenario or "expected" not in scenario:
         why = scenario.get("record_error") or "it ended before its scenario began"
         parts.append(f"<p class=\"note\">This test left no scenario record: {_e(why)}.</p>")
     else:

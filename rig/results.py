@@ -8,9 +8,9 @@ verdict and gathers the scenarios into the run's results.json, then writes junit
 report.html from it. The schema is `SCHEMA`; docs/results.md describes every field.
 
     results.json
-      schema, rig {version, commit, python, esptool}, run {started, finished, seconds, command, board}
+      schema, rig {version, commit, python, esptool}, run {started, finished, seconds, command, board, interrupted}
       board {kind, port, chip, mac}, profiles [{name, core, idf, mbedtls}]
-      summary {total, passed, failed, error, skipped}
+      summary {total, passed, failed, error, skipped, interrupted}
       firmware [{version, profile, sha256, size}], certificates [{name, role, sha256, ...}]
       scenarios [{id, name, verdict, message, profile, durations, expected, observed, ...}]
 """
@@ -35,13 +35,15 @@ from cryptography import x509
 
 from . import __version__
 from .certs import fingerprint
+from .interrupt import interrupted_by
+from .schema import SCHEMA, VERDICTS, check
 from .server import ServerLog
 from .virtual import profiles
 
 if TYPE_CHECKING:
+    from .interrupt import Interrupt
     from .ota import OtaScenario
 
-SCHEMA = "rig-results/1"
 MAX_CONNECTIONS = 100  # connections a scenario's record lists (the flood scenario has 1000+)
 
 # How each kind of line reads as a transition.
@@ -231,36 +233,50 @@ class RunRecorder:
     reports, joined with the scenario.json its folder under `scenarios` holds; at the end,
     results.json, junit.xml and report.html in `folder`."""
 
-    def __init__(self, folder: Path, scenarios: Path, board: str, cores: dict[str, str]) -> None:
+    def __init__(self, folder: Path, scenarios: Path, board: str, cores: dict[str, str],
+                 stop: Interrupt) -> None:
         self.folder = Path(folder)
         self.scenarios = Path(scenarios)
         self.board = board  # the --board the run was asked for
         self.cores = cores  # profile -> the core version built with
+        self.stop = stop  # this process's signal handling: which signal stopped the run, if one did
         self.started = datetime.datetime.now(datetime.timezone.utc)
         self.tests: dict[str, dict[str, Any]] = {}
         self.written: list[Path] = []
+        self.signal: str | None = None  # the signal a test was interrupted by (a worker's own)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from .plugin import folder_name
         test = self.tests.setdefault(report.nodeid, _test_record(report.nodeid))
         test["_seconds"] += report.duration
+        self.signal = self.signal or interrupted_by(report)
         if report.when == "call" or report.failed or (report.skipped and test["verdict"] is None):
             verdict, message = _verdict_of(report)
             if test["verdict"] in (None, "passed"):  # a teardown error after a pass is the news
                 test["verdict"], test["message"] = verdict, message
-                test["details"] = _details(report)
+                test["details"] = None if verdict == "interrupted" else _details(report)
         if report.when == "teardown":
-            folder = self.scenarios / folder_name(report.nodeid)
-            if (folder / "scenario.json").exists():
-                test.update({key: value for key, value in _scenario_file(folder).items() if key not in test})
-                logs = test.setdefault("logs", {})
-                test["logs"] = {name: os.path.relpath(folder / file, self.folder) for name, file in logs.items()}
-                test["logs"]["folder"] = os.path.relpath(folder, self.folder)
-            test.setdefault("durations", {})["total"] = round(test.pop("_seconds"), 4)
+            self._close(report.nodeid, test)
+
+    def _close(self, nodeid: str, test: dict[str, Any]) -> None:
+        """The test is over: its scenario.json joins its record, and its time is totalled."""
+        from .plugin import folder_name
+        folder = self.scenarios / folder_name(nodeid)
+        if (folder / "scenario.json").exists():
+            test.update({key: value for key, value in _scenario_file(folder).items() if key not in test})
+            logs = test.setdefault("logs", {})
+            test["logs"] = {name: os.path.relpath(folder / file, self.folder) for name, file in logs.items()}
+            test["logs"]["folder"] = os.path.relpath(folder, self.folder)
+        test.setdefault("durations", {})["total"] = round(test.pop("_seconds"), 4)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        results = run_record(list(self.tests.values()), self.started, self.board, self.cores)
+        for nodeid, test in self.tests.items():
+            if "_seconds" in test:  # no teardown report came: the run stopped while the test ran
+                if test["verdict"] is None:
+                    test["verdict"], test["message"] = "interrupted", "the run stopped before the test ended"
+                self._close(nodeid, test)
+        results = run_record(list(self.tests.values()), self.started, self.board, self.cores,
+                             self.stop.signal or self.signal)
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / "results.json"
         path.write_text(json.dumps(results, indent=1))
@@ -288,8 +304,11 @@ def _test_record(nodeid: str) -> dict[str, Any]:
 
 
 def _verdict_of(report: pytest.TestReport) -> tuple[str, str | None]:
-    """pytest's word for how a phase went (a failed setup or teardown is an "error") and the
-    one line that says why."""
+    """pytest's word for how a phase went (a failed setup or teardown is an "error"; a phase a
+    signal cut short is "interrupted") and the one line that says why."""
+    signal = interrupted_by(report)
+    if signal:
+        return "interrupted", f"interrupted by {signal}"
     if report.passed:
         return "passed", None
     if report.skipped:
@@ -312,8 +331,9 @@ def _details(report: pytest.TestReport) -> str | None:
 
 
 def run_record(tests: list[dict[str, Any]], started: datetime.datetime, board: str,
-               cores: dict[str, str]) -> dict[str, Any]:
-    """results.json: the run, what it ran on and with, and every test's record."""
+               cores: dict[str, str], interrupted: str | None = None) -> dict[str, Any]:
+    """results.json: the run, what it ran on and with, and every test's record; `interrupted`
+    names the signal that stopped the run."""
     finished = datetime.datetime.now(datetime.timezone.utc)
     verdicts = [test["verdict"] for test in tests]
     seen_board = next((test["board"] for test in tests if (test.get("board") or {}).get("mac")), None)
@@ -325,11 +345,12 @@ def run_record(tests: list[dict[str, Any]], started: datetime.datetime, board: s
         "run": {"started": started.isoformat(), "finished": finished.isoformat(),
                 "seconds": round((finished - started).total_seconds(), 3),
                 "command": _command(),
-                "board": board},
+                "board": board,
+                "interrupted": interrupted},
         "board": seen_board or {"kind": board, "port": None, "chip": None, "mac": None},
         "profiles": [{"name": name, "core": cores.get(name, profiles.get(name).core),
                       "idf": profiles.get(name).idf_version, "mbedtls": profiles.get(name).mbedtls} for name in used],
-        "summary": {"total": len(tests), **{word: verdicts.count(word) for word in ("passed", "failed", "error", "skipped")}},
+        "summary": {"total": len(tests), **{word: verdicts.count(word) for word in VERDICTS}},
         "firmware": _unique(tests, "firmware", "sha256", lambda item: item.get("role") == "built"),
         "certificates": _unique(tests, "certificates", "sha256"),
         "scenarios": tests,
@@ -412,4 +433,7 @@ def load(path: Path) -> tuple[Path, dict[str, Any]]:
     if not isinstance(results, dict) or results.get("schema") != SCHEMA:
         found = results.get("schema") if isinstance(results, dict) else type(results).__name__
         raise ResultsError(f"{path} has schema {found!r}, not {SCHEMA!r}; pass a results.json this rig wrote")
+    problem = check(results)
+    if problem:
+        raise ResultsError(f"{path} is not a results.json a run wrote: {problem}; pass the results.json of a run")
     return path, results

@@ -3,16 +3,17 @@ run's records in a folder of its own.
 
     rig run [--board virtual] [--profile P] [-k EXPR] [--jobs N] [--compare-to OLD/results.json]
 
-The run's folder, out/runs/<UTC time>/ (out/runs/latest points at the newest), holds
-results.json, junit.xml, report.html and scenarios/<scenario>/ with each scenario's logs. On a
-terminal a status line shows what the rig is doing (build, flash, download) while a scenario
-runs; each scenario then gets its verdict, the device's transitions and, if it failed, why.
+The run's folder, out/runs/<UTC time>/ (rig.run_folder; out/runs/latest points at the newest run
+that wrote records), holds results.json, junit.xml, report.html and scenarios/<scenario>/ with
+each scenario's logs. On a terminal a status line shows what the rig is doing (build, flash,
+download) while a scenario runs; each scenario then gets its verdict, the device's transitions
+and, if it failed, why. SIGINT or SIGTERM stops the run (rig.interrupt): the scenarios under
+way end as `interrupted`, the records are written, and `rig run` exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import logging
 import os
 import shutil
@@ -22,16 +23,18 @@ from typing import TextIO
 
 import pytest
 
+from . import run_folder
+from .interrupt import Interrupt
 from .plugin import VIRTUAL_BOARDS
 from .results import RunRecorder, load
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "tests" / "ota"
-VERDICT_WORDS = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP"}
+VERDICT_WORDS = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP", "interrupted": "STOP"}
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the scenarios as `args` says; the exit status is pytest's, or 1 for a regression
-    against --compare-to."""
+    """Run the scenarios as `args` says; the exit status is pytest's, 1 for a regression against
+    --compare-to, or 130 when a signal stopped the run."""
     from .cli import CommandError
 
     virtual = args.board in VIRTUAL_BOARDS
@@ -40,35 +43,39 @@ def run(args: argparse.Namespace) -> int:
     if jobs > 1 and not virtual:
         raise CommandError("a real board runs one scenario at a time; drop --jobs")
     baseline = load(args.compare_to)[1] if args.compare_to else None
-    previous = _latest(args.out)
-    folder = new_run_folder(args.out)
-    pytest_args = [str(SCENARIOS), "--board", args.board, "--rig-report", str(folder),
-                   "--ota-out", str(folder / "scenarios"), "-o", "addopts=", "-p", "no:terminal",
-                   "-p", "no:cacheprovider"]
-    if jobs > 1:
-        pytest_args += ["-n", str(jobs)]
-    if not virtual:  # the core's own timeouts run in full on a board (docs/hardware.md)
-        pytest_args += ["--timeout", "900"]
-    if args.profile:
-        pytest_args += ["--profile", args.profile]
-    if args.keyword:
-        pytest_args += ["-k", args.keyword]
-    pytest_args += args.pytest_args
+    stop = Interrupt()
+    stop.install()  # from here to the end a signal stops the run, and its records are still written
+    try:
+        return _run(args, jobs, virtual, baseline, stop)
+    finally:
+        stop.uninstall()
 
-    # pytest captures file descriptors 1 and 2 while a test runs; the status line written from
-    # inside a scenario goes to a copy of the terminal's descriptor, which capture leaves alone.
-    with os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", errors="replace") as terminal:
-        printer = ScenarioPrinter(terminal, live=terminal.isatty(),
-                                  heading=f"rig run: OTA scenarios on {args.board}, {jobs} at a time; records in {folder}")
-        code = pytest.main(pytest_args, plugins=[printer])
-    if code in (pytest.ExitCode.NO_TESTS_COLLECTED, pytest.ExitCode.USAGE_ERROR):
-        drop_run_folder(folder, previous)  # nothing ran: no record to keep
-        if code == pytest.ExitCode.NO_TESTS_COLLECTED:
-            raise CommandError(f"no scenario matches -k {args.keyword!r}; see the names in docs/scenarios.md")
-        return int(code)  # pytest has said why, in one sentence
+
+def _run(args: argparse.Namespace, jobs: int, virtual: bool, baseline: dict | None, stop: Interrupt) -> int:
+    from .cli import CommandError
+
+    folder = run_folder.new(args.out)
+    try:
+        # pytest captures file descriptors 1 and 2 while a test runs; the status line written from
+        # inside a scenario goes to a copy of the terminal's descriptor, which capture leaves alone.
+        with os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", errors="replace") as terminal:
+            printer = ScenarioPrinter(terminal, live=terminal.isatty(),
+                                      heading=f"rig run: OTA scenarios on {args.board}, {jobs} at a time; records in {folder}")
+            code = pytest.main(arguments_for_pytest(args, folder, jobs, virtual), plugins=[printer, stop, Refusals()])
+    except CommandError:
+        run_folder.discard(folder)  # refused before anything ran
+        raise
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+        run_folder.discard(folder)  # nothing ran: no record to keep
+        raise CommandError(f"no scenario matches -k {args.keyword!r}; see the names in docs/scenarios.md")
     if not (folder / "results.json").exists():
         return int(code) or 2  # pytest broke down and has said why
     results = load(folder)[1]
+    run_folder.publish(args.out)
+    if results["run"]["interrupted"]:
+        finished = sum(scenario["verdict"] != "interrupted" for scenario in results["scenarios"])
+        print(f"rig: interrupted after {finished} of {printer.selected} scenarios; records in {folder}", file=sys.stderr)
+        return 130
     print(summary_line(results))
     for name in ("report.html", "results.json", "junit.xml"):
         print(f"{name + ':':<14}{folder / name}")
@@ -81,39 +88,56 @@ def run(args: argparse.Namespace) -> int:
     return int(code)
 
 
-def new_run_folder(out: Path) -> Path:
-    """out/<UTC time>/, new, and out/latest pointing at it."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
-    folder = (out / stamp).resolve()
-    for number in range(2, 100):  # two runs within a second
-        if not folder.exists():
-            break
-        folder = (out / f"{stamp}-{number}").resolve()
-    folder.mkdir(parents=True)
-    latest = out / "latest"
-    if latest.is_symlink() or latest.exists():
-        latest.unlink() if latest.is_symlink() else shutil.rmtree(latest)
-    latest.symlink_to(folder.name)
-    return folder
+def arguments_for_pytest(args: argparse.Namespace, folder: Path, jobs: int, virtual: bool) -> list[str]:
+    """pytest's arguments for the run `args` asks for, its records going to `folder`."""
+    argv = [str(SCENARIOS), "--board", args.board, "--rig-report", str(folder), "--ota-out", str(folder / "scenarios"),
+            "-o", "addopts=", "-p", "no:terminal", "-p", "no:cacheprovider"]
+    if jobs > 1:
+        argv += ["-n", str(jobs)]
+    if not virtual:  # the core's own timeouts run in full on a board (docs/hardware.md)
+        argv += ["--timeout", "900"]
+    if args.profile:
+        argv += ["--profile", args.profile]
+    if args.keyword:
+        argv += ["-k", args.keyword]
+    for flag in args.forwarded:  # the bench options given (rig.options)
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"), None)
+        if value is not None:
+            argv += [flag, value]
+    return argv + args.pytest_args
 
 
-def _latest(out: Path) -> Path | None:
-    latest = out / "latest"
-    return latest.resolve() if latest.is_symlink() and latest.resolve().exists() else None
+class Refusals:
+    """A pytest plugin turning pytest's refusal of what `rig run` passed on (UsageError: an
+    option's value, a bench the rig plugin cannot use) into the CommandError `rig` prints as
+    one sentence."""
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_cmdline_parse(self):
+        return (yield from self._refused())
 
-def drop_run_folder(folder: Path, previous: Path | None) -> None:
-    """Remove a run's folder that holds nothing, and point out/latest back where it was."""
-    shutil.rmtree(folder, ignore_errors=True)
-    latest = folder.parent / "latest"
-    latest.unlink(missing_ok=True)
-    if previous is not None:
-        latest.symlink_to(previous.name)
+    @pytest.hookimpl(wrapper=True)
+    def pytest_cmdline_main(self):
+        return (yield from self._refused())
+
+    @staticmethod
+    def _refused():
+        from .cli import CommandError
+        try:
+            return (yield)
+        except pytest.UsageError as error:
+            # pytest's argparse says its usage, "pytest.main(): error: <complaint>", then where
+            # its settings came from; the rig plugin says one sentence
+            lines = str(error).strip().splitlines()
+            argparse_says = next((line.split(" error: ", 1)[1] for line in lines if " error: " in line), None)
+            if argparse_says is None:
+                raise CommandError(lines[0]) from None
+            raise CommandError(f"pytest: {argparse_says}; see `pytest --help` for what goes after --") from None
 
 
 def summary_line(results: dict) -> str:
     summary = results["summary"]
-    parts = [f"{summary[word]} {word}" for word in ("failed", "error", "skipped") if summary[word]]
+    parts = [f"{summary[word]} {word}" for word in ("failed", "error", "skipped", "interrupted") if summary[word]]
     return (f"{summary['passed']} of {summary['total']} scenarios passed"
             f"{' (' + ', '.join(parts) + ')' if parts else ''} in {results['run']['seconds']:.1f} s")
 
@@ -129,6 +153,7 @@ class ScenarioPrinter:
         self.out = out
         self.live = live
         self.recorder: RunRecorder | None = None
+        self.selected = 0  # the scenarios the run was to run, once it has ended
         self.current = ""
         self._handler = _StatusHandler(self)
 
@@ -142,7 +167,8 @@ class ScenarioPrinter:
             progress.propagate = False  # not into each test's captured log
             progress.addHandler(self._handler)
 
-    def pytest_sessionfinish(self) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.selected = session.testscollected
         logging.getLogger("rig.progress").removeHandler(self._handler)
         self.status("")
 

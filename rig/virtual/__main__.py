@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the process that started the twin: when it ends, however it ends (SIGKILL "
                              "too), the twin stops as on SIGTERM (default: it runs until a signal)")
     args = parser.parse_args(argv)
+    if args.rfc2217 is not None and not 0 <= args.rfc2217 <= 65535:
+        parser.error(f"argument --rfc2217: {args.rfc2217} is not a TCP port (0 to 65535; 0 picks a free one)")
     try:
         args.mac = parse_mac(args.mac)
     except ValueError as err:

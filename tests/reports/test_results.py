@@ -41,7 +41,7 @@ def test_every_test_of_the_run_has_the_verdict_pytest_gave_it(twin_run) -> None:
     folder, results = twin_run
     assert results["schema"] == SCHEMA
     assert {s["name"]: s["verdict"] for s in results["scenarios"]} == pytest_verdicts(folder)
-    assert results["summary"] == {"total": 6, "passed": 3, "failed": 1, "error": 1, "skipped": 1}
+    assert results["summary"] == {"total": 6, "passed": 3, "failed": 1, "error": 1, "skipped": 1, "interrupted": 0}
     failed = scenario(results, "test_an_update_that_is_awaited_past_its_version[arduino-esp32-2.0]")
     assert "'firmware_version' (version='0.3') did not come within 0.5 s" in failed["message"]
     assert failed["expected"][-1]["outcome"] == "missed"
@@ -176,12 +176,13 @@ def test_a_report_written_elsewhere_links_the_runs_logs_from_there(twin_run, tmp
 
 
 def test_an_unreadable_scenario_record_is_named_and_the_verdict_kept(tmp_path: Path) -> None:
+    from rig.interrupt import Interrupt
     from rig.results import RunRecorder
 
     folder = tmp_path / "scenarios" / "test_x.test_y"
     folder.mkdir(parents=True)
     (folder / "scenario.json").write_text('{"observed": [')  # a run killed while writing it
-    recorder = RunRecorder(tmp_path, tmp_path / "scenarios", "virtual", {})
+    recorder = RunRecorder(tmp_path, tmp_path / "scenarios", "virtual", {}, Interrupt())
     for when in ("setup", "call", "teardown"):
         recorder.pytest_runtest_logreport(pytest.TestReport(
             "tests/ota/test_x.py::test_y", ("tests/ota/test_x.py", 1, "test_y"), {}, "passed", None, when, duration=0.1))

@@ -74,3 +74,32 @@ def test_a_twin_is_found_by_its_mac_among_several_ports(tmp_path: Path) -> None:
     assert re.search(r"\b1 passed\b", done.stdout), done.stdout + done.stderr
     assert f"MAC scan: {second} -> 24:6f:28:aa:00:0b" in done.stdout
     assert f"MAC scan: {first} -> 24:6f:28:aa:00:0a" in done.stdout
+
+
+@pytest.mark.timeout(600)
+def test_rig_run_passes_the_real_board_options_on_to_pytest(tmp_path: Path) -> None:
+    """The options rig's own sentences name (--arduino-cli, --fqbn, --wifi-ssid, --ota-host, ...)
+    are `rig run`'s too: each reaches the session, as the fake arduino-cli's log, the device's
+    serial log and the server's record show. Nothing comes from the environment."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("OTA_", "ARDUINO_CLI"))}
+    env.update(FAKE_ARDUINO_CLI_LOG=str(tmp_path / "arduino-cli.jsonl"), OTA_RIG_LOCK_DIR=str(tmp_path / "locks"))
+    with twin_by_hand(tmp_path / "twin", "24:6f:28:aa:00:0c") as url:
+        done = subprocess.run(
+            [sys.executable, "-m", "rig.cli", "run", "--board", "mac:24:6f:28:aa:00:0c", "--scan-ports", url,
+             "-k", "test_device_on_the_latest_version", "--out", str(tmp_path / "runs"),
+             "--arduino-cli", FAKE_CLI, "--fqbn", "esp32:esp32:esp32", "--arduino-cli-warnings", "more",
+             "--ota-host", "127.0.0.1", "--ota-hostname", "updates.bench.test",
+             "--wifi-ssid", "bench-lab", "--wifi-password", "lab-password"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 of 1 scenarios passed" in done.stdout
+    compiles = [argv for argv in map(json.loads, (tmp_path / "arduino-cli.jsonl").read_text().splitlines())
+                if argv[:1] == ["compile"]]
+    assert compiles and all(argv[argv.index("--fqbn") + 1].startswith("esp32:esp32:esp32:DebugLevel=")
+                            and argv[argv.index("--warnings") + 1] == "more" for argv in compiles), compiles
+    scenario = next((tmp_path / "runs" / "latest" / "scenarios").glob("test_update.*"))
+    assert "WiFi: connecting to bench-lab" in (scenario / "serial.log").read_text()
+    served = [json.loads(line) for line in (scenario / "server.jsonl").read_text().splitlines()]
+    hosts = {value for connection in served for request in connection["requests"]
+             for name, value in request["headers"] if name == "Host"}
+    assert hosts and all(host.startswith("updates.bench.test:") for host in hosts), hosts
