@@ -163,9 +163,9 @@ class VerifiedUpdate:
         if manifest is None:
             self._stream_error(client)
             return False
-        if not self._manifest_acceptable(manifest, size - MANIFEST_SIZE):
-            return False
         length = size - MANIFEST_SIZE
+        if not self._manifest_acceptable(manifest, length):
+            return False
         target = next_update_partition(self.running.table, self.running.partition)
         if length > (target.size if target else 0):  # ESP.getFreeSketchSpace()
             self._fail(client, TOO_LESS_SPACE)
