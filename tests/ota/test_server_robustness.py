@@ -24,6 +24,11 @@ from .conftest import BOOT_TIMEOUT, assert_boots_slot_holding
 CANARY = b"\xe9CANARY: a file next to the firmware folder, never to be served\n"
 DOWNLOAD_SECONDS = 1.5
 SERVER_PATIENCE = 1.0  # the server's handshake and request timeouts, on the twin
+# How much longer than that a hostile client waits before it calls a connection left open. The
+# deadline counts from the client's connect, on a client that shares the runner's CPU: on a
+# clean-clone CI run with 8 workers (the flood at 56 attempts/s, a quarter of its idle rate) one
+# attempt in 1000 outlasted 1 + 4 s, though the server closes idle connections after 1 s.
+CLIENT_SLACK = 9.0
 
 
 def is_device(connection: ConnectionRecord) -> bool:
@@ -64,7 +69,7 @@ def test_a_thousand_hostile_connections_during_an_update(ota, pki) -> None:
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as attacker:
         flooding = attacker.submit(hostile.flood, pki.address, listener.port, pki.authority().pem,
                                    listener.cert.host, secret=secret, count=1000, concurrency=50,
-                                   deadline=patience + 4)
+                                   deadline=patience + CLIENT_SLACK)
         monitor = ota.start(old)
         flood = flooding.result()
     monitor.expect_sequence([("firmware_version", {"version": "0.1"}), "update_ok",
@@ -111,5 +116,5 @@ def test_a_thousand_hostile_connections_during_an_update(ota, pki) -> None:
     # and it closed every connection the client left open (none reached the client's deadline).
     assert len(attacks) == len(flood.attempts) and "connect failed" not in flood.by_outcome()
     assert seen <= recorded, f"statuses seen by clients {seen}, recorded {recorded}"
-    assert flood.by_ending()["deadline"] == 0
+    assert flood.by_ending()["deadline"] == 0, [a.case.name for a in flood.attempts if a.ending == "deadline"]
     assert counts["server"]["dropped for keeping the server waiting"] > 0

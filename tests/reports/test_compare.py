@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.compare import CompareError, TimingChange, VerdictChange, compare
+from rig.compare import MIN_SECONDS, CompareError, TimingChange, VerdictChange, compare
 
 ROOT = Path(__file__).resolve().parents[2]
 UPDATE = "test_older_device_updates_reboots_and_runs_the_new_version"  # passes in the twin run
@@ -199,7 +199,9 @@ def test_a_step_is_slower_only_past_both_the_factor_and_the_seconds(
 def test_a_doubled_millisecond_handshake_is_noise_under_min_seconds(twin_run) -> None:
     old, new = runs(twin_run)
     handshake = scenario(new, UPDATE)["durations"]
-    assert handshake["tls_handshake"] < 0.25, "the twin's handshake takes milliseconds"
+    # Doubling adds the handshake's own time, which must stay under min_seconds: tens of
+    # milliseconds on the twin (tlslite-ng), 0.27 s seen on a loaded runner.
+    assert handshake["tls_handshake"] < MIN_SECONDS / 2, "the twin's handshake takes well under a second"
     handshake["tls_handshake"] *= 2
     assert slower_steps(old, new) == []
     assert slower_steps(old, new, min_seconds=0) == [(compact(new, UPDATE), "tls_handshake")]
