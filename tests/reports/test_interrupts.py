@@ -16,6 +16,7 @@ import pytest
 
 from rig.results import load
 
+from ..process_table import processes
 from .held import ONE_UPDATE
 
 pytestmark = pytest.mark.slow
@@ -42,15 +43,7 @@ def wait_for(check, timeout: float = 60) -> None:
 def left_behind(group: int, folder: Path) -> list[str]:
     """The live processes of the run's process group or naming its folder (a twin's flash file),
     and the pty links left in its folder."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if fields[0] != "Z" and (int(fields[2]) == group or str(folder) in command):
-            found.append(f"pid {stat.parent.name}: {command}")
+    found = [f"pid {p.pid}: {p.command}" for p in processes() if p.group == group or str(folder) in p.command]
     return found + [f"link {path}" for path in folder.rglob("*") if path.is_symlink()]
 
 

@@ -15,43 +15,24 @@ from pathlib import Path
 
 import pytest
 
+from rig.interrupt import children
+
+from ..process_table import processes
+
 pytestmark = pytest.mark.virtual
 
 GONE_WITHIN = 10.0  # seconds: the twin and the worker poll their owner twice a second
 
 
 def processes_mentioning(text: str) -> dict[int, str]:
-    """pid: command line of every process whose command line contains `text`."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if text in cmdline and state != "Z" and int(entry.name) != os.getpid():
-                found[int(entry.name)] = cmdline
-    return found
-
-
-def children_of(pid: int) -> set[int]:
-    kids = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    kids.add(int(entry.name))
-            except OSError:
-                continue
-    return kids
+    """pid: command line of every live process (this one aside) whose command line has `text`."""
+    return {p.pid: p.command for p in processes() if text in p.command and p.pid != os.getpid()}
 
 
 def wait_until_gone(pids: set[int], links: list[Path]) -> None:
     deadline = time.monotonic() + GONE_WITHIN
     while time.monotonic() < deadline:
-        alive = {pid for pid in pids if Path(f"/proc/{pid}").exists() and
-                 (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")}
+        alive = pids & {p.pid for p in processes()}
         if not alive and not any(link.is_symlink() for link in links):
             return
         time.sleep(0.1)
@@ -106,7 +87,7 @@ def test_xdist_workers_and_their_twins_end_when_the_session_is_killed(tmp_path: 
         while len(list(tmp_path.glob("base/started-*"))) < 2:
             assert time.monotonic() < deadline and session.poll() is None, "the workers never started their twins"
             time.sleep(0.1)
-        workers = children_of(session.pid)
+        workers = set(children(session.pid))
         twins = {pid for pid, cmd in processes_mentioning(str(tmp_path / "base")).items() if "rig.virtual" in cmd}
         assert len(workers) == 2 and len(twins) == 2
         session.send_signal(signal.SIGKILL)
