@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -24,7 +24,7 @@ test: $(VENV)/.installed
 BOARD ?= $(OTA_BOARD)
 hardware: $(VENV)/.installed
 	@test -n "$(BOARD)" || { echo "make hardware needs BOARD=/dev/ttyUSB0, mac:<MAC> or rfc2217://host:port"; exit 2; }
-	$(PY) -m pytest tests/hardware tests/ota --board "$(BOARD)" --timeout 900 --rig-report out/hardware $(PYTEST_ARGS)
+	$(PY) -m pytest tests/hardware src/ota_rig/scenarios --ota-board "$(BOARD)" --timeout 900 --ota-report out/hardware $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) bench/ota_scenarios.py

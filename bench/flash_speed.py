@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rig.board import VirtualBoard  # noqa: E402
-from rig.build import SketchConfig, VirtualBuilder  # noqa: E402
+from ota_rig.bench.board import VirtualBoard
+from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.build.virtual_builder import VirtualBuilder
 
 
 def write_once(transport: str, pacing: bool, app: Path, baud: int, workdir: Path) -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""How fast the update server takes a flood of hostile connections (rig.hostile), with no
+"""How fast the update server takes a flood of hostile connections (ota_rig.server.hostile), with no
 device and no scenario: a standalone UpdateServer on 127.0.0.1, the flood in another process.
 
     python bench/hostile.py [--count 1000] [--concurrency 50] [--patience 1.0]
@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rig import hostile  # noqa: E402
-from rig.certs import Pki  # noqa: E402
-from rig.server import UpdateServer  # noqa: E402
+from ota_rig.server import hostile
+from ota_rig.server.pki import Pki
+from ota_rig.server.app import UpdateServer
 
 
 def main() -> int:

@@ -29,7 +29,7 @@ import serial
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rig.monitor import Monitor  # noqa: E402
+from ota_rig.bench.monitor import Monitor
 
 DEVICE_LINE = b"HTTP_UPDATE_OK\r\n"
 BLOCK = 1 << 16
@@ -92,7 +92,7 @@ def main() -> int:
     parser.add_argument("--mb", type=float, default=50, help="size of the flood in MB (10^6 bytes)")
     args = parser.parse_args()
     size = int(args.mb * 1_000_000)
-    print(f"monitor: {sys.modules['rig.monitor'].__file__}")
+    print(f"monitor: {sys.modules['ota_rig.bench.monitor'].__file__}")
     with tempfile.TemporaryDirectory(prefix="rig-bench-") as tmp:
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         seconds, _ = run(size, Path(tmp) / "plain.log", traced=False)

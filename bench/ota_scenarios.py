@@ -1,7 +1,7 @@
-"""How long each OTA scenario of tests/ota takes on the virtual ESP32, and how much of that is
+"""How long each OTA scenario of src/ota_rig/scenarios takes on the virtual ESP32, and how much of that is
 the rig's own work.
 
-    python bench/ota_scenarios.py [--board virtual] [-k EXPRESSION]
+    python bench/ota_scenarios.py [--ota-board virtual] [-k EXPRESSION]
 
 Runs the scenarios one after another (no parallelism) and prints, per scenario, the wall time
 pytest measured (setup + call + teardown) and the rig's own steps as the scenario recorded them
@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rig.plugin import folder_name  # noqa: E402
+from ota_rig.records.run_folder import folder_name
 
 STEPS = ("board", "server", "build", "flash", "read-back")
 
@@ -43,13 +43,13 @@ class Durations:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--board", default="virtual")
+    parser.add_argument("--ota-board", default="virtual")
     parser.add_argument("-k", dest="keyword")
     args = parser.parse_args()
     durations = Durations()
     with tempfile.TemporaryDirectory(prefix="rig-bench-") as out:
-        pytest_args = [str(ROOT / "tests" / "ota"), "-q", "-p", "no:cacheprovider", "--ota-out", out,
-                       "--board", args.board]
+        pytest_args = [str(ROOT / "src" / "ota_rig" / "scenarios"), "-q", "-p", "no:cacheprovider", "--ota-out", out,
+                       "--ota-board", args.board]
         if args.keyword:
             pytest_args += ["-k", args.keyword]
         code = pytest.main(pytest_args, plugins=[durations])

@@ -32,8 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rig.build import SketchConfig, VirtualBuilder  # noqa: E402
-from rig.server import ServerLog  # noqa: E402
+from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.build.virtual_builder import VirtualBuilder
+from ota_rig.server.records import ServerLog
 
 BIG_FILE = 8 * 1024 * 1024  # /firmware/big.bin: more than the kernel's socket buffers take in
 HEADERS = b"Host: ota.local\r\nx-ESP32-STA-MAC: 24:6F:28:AA:BB:CC\r\nx-ESP32-version: 0.1\r\n\r\n"
@@ -51,7 +52,7 @@ def start_server(folder: Path, app: Path) -> tuple[subprocess.Popen, int]:
     """`rig serve` offering `app` as 0.2, once it is listening: the process and its port."""
     with (folder / "serve.out").open("w") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "rig.cli", "serve", "--folder", str(folder / "serve"), "--host", "127.0.0.1",
+            [sys.executable, "-m", "ota_rig.cli", "serve", "--folder", str(folder / "serve"), "--host", "127.0.0.1",
              "--port", "0", "--firmware", str(app), "--firmware-version", "0.2"],
             stdout=output, stderr=subprocess.STDOUT,
         )

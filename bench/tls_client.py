@@ -1,4 +1,4 @@
-"""How fast the twin's TLS client (rig/virtual/tls.py) shakes hands and downloads 1.3 MB.
+"""How fast the twin's TLS client (src/ota_rig/virtual/tls.py) shakes hands and downloads 1.3 MB.
 
     python bench/tls_client.py [--rounds 5] [--size 1300000] [--tree DIR ...]
 
@@ -70,7 +70,8 @@ def worker(size: int) -> dict[str, dict[str, object]]:
     """One round of every case with the `rig` on sys.path; {case: {handshake, download, cipher}}."""
     import trustme
 
-    from rig.virtual import profiles, tls
+    from ota_rig.device import profiles
+    from ota_rig.virtual import tls
 
     out: dict[str, dict[str, object]] = {}
     for key in KEYS:

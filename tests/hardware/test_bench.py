@@ -1,7 +1,7 @@
 """Checks of the bench itself, before a release run trusts its verdicts: the board on the given
 port answers esptool as the chip the build is for, and a reset runs what was flashed, with the
 serial port followed through the reset (a board on native USB leaves the bus and comes back).
-They need a real board (`--board /dev/ttyUSB0`, `mac:...`, `rfc2217://...`) and skip without.
+They need a real board (`--ota-board /dev/ttyUSB0`, `mac:...`, `rfc2217://...`) and skip without.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from rig import preflight
-from rig.flash import Esptool
+from ota_rig.build import preflight
+from ota_rig.bench.flash import Esptool
 
 pytestmark = pytest.mark.hardware
 

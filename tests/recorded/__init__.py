@@ -1,7 +1,7 @@
 """Facts recorded by hand from real builds and real devices (public sources), for tests to hold
-the virtual builder and the twin against: real_builds.json."""
+the virtual builder and the twin against. real_builds.json ships with the scenarios, which hold
+a device to it too (ota_rig/scenarios/real_builds.json)."""
 
-import json
-from pathlib import Path
+from ota_rig.scenarios.evidence import REAL_BUILDS
 
-REAL_BUILDS = json.loads((Path(__file__).parent / "real_builds.json").read_text())
+__all__ = ["REAL_BUILDS"]

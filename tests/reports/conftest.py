@@ -1,5 +1,5 @@
-"""A real run on the twin, made once for the report tests: three scenarios of tests/ota and the
-deliberate failure, error and skip of deliberate.py, with --rig-report, as `rig run` makes it."""
+"""A real run on the twin, made once for the report tests: three scenarios of src/ota_rig/scenarios and the
+deliberate failure, error and skip of deliberate.py, with --ota-report, as `rig run` makes it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.results import load
+from ota_rig.records.results import load
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ("test_older_device_updates_reboots_and_runs_the_new_version or test_device_on_the_latest_version "
@@ -30,9 +30,9 @@ def twin_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     beside the folder, pytest-junit.xml is what pytest's own --junitxml wrote."""
     folder = tmp_path_factory.mktemp("run") / "run"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/ota/test_update.py", "tests/ota/test_trust.py",
-         str(Path(__file__).with_name("deliberate.py")), "-k", SCENARIOS, "--profile", "arduino-esp32-2.0",
-         "--rig-report", str(folder), "--ota-out", str(folder / "scenarios"),
+        [sys.executable, "-m", "pytest", "src/ota_rig/scenarios/test_update.py", "src/ota_rig/scenarios/test_trust.py",
+         str(Path(__file__).with_name("deliberate.py")), "-k", SCENARIOS, "--ota-profile", "arduino-esp32-2.0",
+         "--ota-report", str(folder), "--ota-out", str(folder / "scenarios"),
          "--junitxml", str(folder.parent / "pytest-junit.xml"),  # pytest's own view, to check ours against
          "-p", "no:cacheprovider", "-o", "addopts=", "-q"],
         cwd=ROOT, capture_output=True, text=True, timeout=120)

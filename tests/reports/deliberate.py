@@ -1,6 +1,6 @@
 """Scenarios that go wrong on purpose, so that a report has a failure, an error and a skip to
 show. Not collected by `pytest tests` (the name does not start with test_): tests/reports runs
-this file by name, beside real scenarios of tests/ota."""
+this file by name, beside real scenarios of src/ota_rig/scenarios."""
 
 from __future__ import annotations
 

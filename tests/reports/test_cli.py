@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ONE_UPDATE = "test_older_device_updates_reboots_and_runs_the_new_version"
-RIG = [sys.executable, "-m", "rig.cli"]
+RIG = [sys.executable, "-m", "ota_rig.cli"]
 
 
 def rig(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -23,7 +23,7 @@ def rig(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 
 def test_rig_run_prints_each_scenario_a_summary_and_where_the_report_is(tmp_path: Path) -> None:
-    done = rig("run", "-k", ONE_UPDATE, "--profile", "arduino-esp32-2.0", "--out", str(tmp_path))
+    done = rig("run", "-k", ONE_UPDATE, "--ota-profile", "arduino-esp32-2.0", "--out", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[1].startswith(f"PASS  {ONE_UPDATE}[arduino-esp32-2.0]")
@@ -34,14 +34,14 @@ def test_rig_run_prints_each_scenario_a_summary_and_where_the_report_is(tmp_path
     assert {path.name for path in report.parent.iterdir()} == {"report.html", "results.json", "junit.xml", "scenarios"}
     results = json.loads((report.parent / "results.json").read_text())
     assert [s["verdict"] for s in results["scenarios"]] == ["passed"]
-    assert results["run"]["command"].startswith("python -m rig.cli run -k")
+    assert results["run"]["command"].startswith("python -m ota_rig.cli run -k")
     serial = (report.parent / results["scenarios"][0]["logs"]["serial"]).read_text()
     assert "HTTP_UPDATE_OK" in serial
 
 
 def test_on_a_terminal_rig_run_shows_the_build_flash_and_download_under_way(tmp_path: Path) -> None:
     controller, terminal = pty.openpty()
-    process = subprocess.Popen([*RIG, "run", "-k", ONE_UPDATE, "--profile", "arduino-esp32-2.0", "--jobs", "1",
+    process = subprocess.Popen([*RIG, "run", "-k", ONE_UPDATE, "--ota-profile", "arduino-esp32-2.0", "--jobs", "1",
                                 "--out", str(tmp_path)], cwd=ROOT, stdout=terminal, stderr=terminal)
     os.close(terminal)
     shown = b""
@@ -72,7 +72,7 @@ def test_rig_run_compared_with_an_earlier_run_says_what_got_worse_and_fails(tmp_
     baseline = tmp_path / "earlier" / "results.json"
     baseline.parent.mkdir()
     baseline.write_text(json.dumps(earlier))
-    done = rig("run", "-k", ONE_UPDATE, "--profile", "arduino-esp32-2.0", "--out", str(tmp_path / "runs"),
+    done = rig("run", "-k", ONE_UPDATE, "--ota-profile", "arduino-esp32-2.0", "--out", str(tmp_path / "runs"),
                "--compare-to", str(baseline))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "REGRESSED" in done.stdout and "test_a_scenario_since_removed" in done.stdout
@@ -80,7 +80,7 @@ def test_rig_run_compared_with_an_earlier_run_says_what_got_worse_and_fails(tmp_
 
 @pytest.mark.parametrize("args, sentence", [
     (["run", "-k", "no_such_scenario"], "rig: no scenario matches -k 'no_such_scenario'"),
-    (["run", "--board", "/dev/ttyUSB9", "--jobs", "2"], "rig: a real board runs one scenario at a time; drop --jobs"),
+    (["run", "--ota-board", "/dev/ttyUSB9", "--jobs", "2"], "rig: a real board runs one scenario at a time; drop --jobs"),
     (["report", "/no/such/run"], "rig: /no/such/run: no such file; pass a results.json or the run folder"),
     (["compare", str(ROOT / "pytest.ini"), str(ROOT / "pytest.ini")], "is not JSON"),
 ])

@@ -1,7 +1,7 @@
-"""rig.compare and `rig compare`: the real run of the twin (conftest.py) compared with itself and
+"""ota_rig.reporting.compare and `rig compare`: the real run of the twin (conftest.py) compared with itself and
 with copies of it changed the way a regression, a fix or a new tool would change it.
 
-The command-line tests run `python -m rig.cli compare` as a CI job does and read its exit
+The command-line tests run `python -m ota_rig.cli compare` as a CI job does and read its exit
 status, stdout, stderr and markdown file; the rules' edges are checked on compare() itself."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.compare import MIN_SECONDS, CompareError, TimingChange, VerdictChange, compare
+from ota_rig.reporting.compare import MIN_SECONDS, CompareError, TimingChange, VerdictChange, compare
 
 ROOT = Path(__file__).resolve().parents[2]
 UPDATE = "test_older_device_updates_reboots_and_runs_the_new_version"  # passes in the twin run
@@ -24,7 +24,7 @@ SKIPPED = "test_a_scenario_skipped_for_want_of_a_board"
 
 
 def rig_compare(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rig.cli", "compare", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "ota_rig.cli", "compare", *map(str, args)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
@@ -279,7 +279,7 @@ def test_results_without_a_list_of_scenarios_are_refused(twin_run) -> None:
     with pytest.raises(CompareError, match="^the new results have no list of scenarios"):
         compare(old, new)
     new["scenarios"] = old["scenarios"] * 2
-    with pytest.raises(CompareError, match="list tests/.* twice"):
+    with pytest.raises(CompareError, match="list .*::.* twice"):
         compare(old, new)
 
 

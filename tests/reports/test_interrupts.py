@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.results import load
+from ota_rig.records.results import load
 
 from ..process_table import processes
 from .held import ONE_UPDATE
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 HELD = "test_certificate_from_another_ca_is_refused"  # held a minute by held.py, like all but ONE_UPDATE
 NEVER_STARTED = "test_device_on_the_latest_version_downloads_nothing"
-SELECTION = ["-k", f"{ONE_UPDATE} or {HELD} or {NEVER_STARTED}", "--profile", "arduino-esp32-2.0"]
+SELECTION = ["-k", f"{ONE_UPDATE} or {HELD} or {NEVER_STARTED}", "--ota-profile", "arduino-esp32-2.0"]
 
 
 def start(*argv: str) -> subprocess.Popen[str]:
@@ -77,7 +77,7 @@ def check_records(folder: Path, signal_name: str) -> dict:
 @pytest.mark.timeout(180)
 def test_a_stopped_rig_run_writes_every_finished_verdict_and_the_interrupted_ones(
         tmp_path: Path, signals: list[str], to_group: bool) -> None:
-    run = start("-m", "rig.cli", "run", *SELECTION, "--jobs", "2", "--out", str(tmp_path), "--",
+    run = start("-m", "ota_rig.cli", "run", *SELECTION, "--jobs", "2", "--out", str(tmp_path), "--",
                 "-p", "tests.reports.held")
     try:
         heading = run.stdout.readline()
@@ -109,9 +109,9 @@ def test_a_stopped_rig_run_writes_every_finished_verdict_and_the_interrupted_one
 def test_plain_pytest_stopped_by_ctrl_c_writes_the_records_too(tmp_path: Path) -> None:
     folder = tmp_path / "run"
     # No pytest-xdist: the scenarios run one after the other, in the order given.
-    run = start("-m", "pytest", f"tests/ota/test_update.py::{ONE_UPDATE}", f"tests/ota/test_trust.py::{HELD}",
-                f"tests/ota/test_update.py::{NEVER_STARTED}", "--profile", "arduino-esp32-2.0",
-                "--rig-report", str(folder), "--ota-out", str(folder / "scenarios"), "-p", "tests.reports.held",
+    run = start("-m", "pytest", f"src/ota_rig/scenarios/test_update.py::{ONE_UPDATE}", f"src/ota_rig/scenarios/test_trust.py::{HELD}",
+                f"src/ota_rig/scenarios/test_update.py::{NEVER_STARTED}", "--ota-profile", "arduino-esp32-2.0",
+                "--ota-report", str(folder), "--ota-out", str(folder / "scenarios"), "-p", "tests.reports.held",
                 "-p", "no:cacheprovider", "-o", "addopts=", "-q")
     try:
         wait_for(lambda: list((folder / "scenarios").glob(f"*{HELD}*/held")))

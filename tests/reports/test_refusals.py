@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from rig.cli import main
-from rig.results import run_record
+from ota_rig.cli import main
+from ota_rig.records.results import run_record
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_CLI = str(ROOT / "tests" / "fakes" / "arduino-cli")
-REAL = ["--board", "/dev/null", "--arduino-cli", FAKE_CLI]  # a path that exists stands in for a port
-WIFI = ["--wifi-ssid", "bench-ap", "--wifi-password", "secret"]
+REAL = ["--ota-board", "/dev/null", "--ota-arduino-cli", FAKE_CLI]  # a path that exists stands in for a port
+WIFI = ["--ota-wifi-ssid", "bench-ap", "--ota-wifi-password", "secret"]
 RESULTS = "{tmp}/good.json"
 
 # (arguments, a part of the one sentence); {tmp} is the folder the command runs in, which holds
@@ -27,27 +27,27 @@ RESULTS = "{tmp}/good.json"
 REFUSALS = [
     (["run", "-k", "and or"], "Wrong expression passed to '-k': and or: at column 1"),
     (["run", "-k", "no_such_scenario"], "no scenario matches -k 'no_such_scenario'; see the names in docs/scenarios.md"),
-    (["run", "--profile", "nonsense"], "argument --profile: invalid choice: 'nonsense'"),
-    (["run", "--board", "/dev/does-not-exist"], "--board /dev/does-not-exist: no such port; plug the board in"),
-    (["run", "--board", "mac:zz"], "--board mac:zz: 'zz' is not a MAC"),
-    (["run", "--board", "rfc2217://localhost"], "--board rfc2217://localhost is not rfc2217://<host>:<port>"),
-    (["run", "--board", "/dev/null", "--jobs", "2"], "a real board runs one scenario at a time; drop --jobs"),
+    (["run", "--ota-profile", "nonsense"], "argument --ota-profile/--profile: invalid choice: 'nonsense'"),
+    (["run", "--ota-board", "/dev/does-not-exist"], "--ota-board /dev/does-not-exist: no such port; plug the board in"),
+    (["run", "--ota-board", "mac:zz"], "--ota-board mac:zz: 'zz' is not a MAC"),
+    (["run", "--ota-board", "rfc2217://localhost"], "--ota-board rfc2217://localhost is not rfc2217://<host>:<port>"),
+    (["run", "--ota-board", "/dev/null", "--jobs", "2"], "a real board runs one scenario at a time; drop --jobs"),
     (["run", "--jobs", "0"], "argument --jobs/-j: '0' is not a count; pass 1 or more"),
     (["run", "--jobs", "four"], "argument --jobs/-j: 'four' is not a count"),
     (["run", "--out", "{tmp}/a-file"], "argument --out: {tmp}/a-file is a file; pass a folder"),
     (["run", "--compare-to", "{tmp}/nowhere"], "{tmp}/nowhere: no such file; pass a results.json"),
     (["run", "--compare-to", "{tmp}/bad-verdict.json"], "scenarios[0].verdict is \"great\", not one of"),
-    (["run", "--scan-ports", "/dev/ttyUSB*"], "--scan-ports narrows the search for --board mac:<MAC>"),
-    (["run", "--builder", "gcc"], "argument --builder: invalid choice: 'gcc'"),
-    (["run", *REAL[:2], "--arduino-cli", "/nonexistent/arduino-cli"], "arduino-cli not found ('/nonexistent/arduino-cli'"),
-    (["run", *REAL, "--fqbn", "esp32:esp32", *WIFI], "FQBN 'esp32:esp32' is not vendor:arch:board[:menu=option,...]"),
-    (["run", "--builder", "arduino-cli", "--arduino-cli", FAKE_CLI, "--arduino-cli-warnings", "Wall"],
+    (["run", "--ota-scan-ports", "/dev/ttyUSB*"], "--ota-scan-ports narrows the search for --ota-board mac:<MAC>"),
+    (["run", "--ota-builder", "gcc"], "argument --ota-builder: invalid choice: 'gcc'"),
+    (["run", *REAL[:2], "--ota-arduino-cli", "/nonexistent/arduino-cli"], "arduino-cli not found ('/nonexistent/arduino-cli'"),
+    (["run", *REAL, "--ota-fqbn", "esp32:esp32", *WIFI], "FQBN 'esp32:esp32' is not vendor:arch:board[:menu=option,...]"),
+    (["run", "--ota-builder", "arduino-cli", "--ota-arduino-cli", FAKE_CLI, "--ota-arduino-cli-warnings", "Wall"],
      "'Wall' is not an arduino-cli warning level: use none, default, more or all"),
     (["run", "--ota-host", "192.168.4.2"], "the virtual board reaches the server on its loopback: --ota-host is for real boards"),
-    (["run", *REAL, *WIFI, "--board-network", "wlan0"], "'wlan0' is neither an IP address nor a network"),
+    (["run", *REAL, *WIFI, "--ota-board-network", "wlan0"], "'wlan0' is neither an IP address nor a network"),
     (["run", "--ota-hostname", "ota server"], "argument --ota-hostname: 'ota server' is not a DNS name"),
-    (["run", *REAL], "a real board needs Wi-Fi: set OTA_WIFI_SSID and OTA_WIFI_PASSWORD (or pass --wifi-ssid"),
-    (["run", *REAL, "--wifi-ssid", "bench-ap"], "a real board needs Wi-Fi"),
+    (["run", *REAL], "a real board needs Wi-Fi: set OTA_WIFI_SSID and OTA_WIFI_PASSWORD (or pass --ota-wifi-ssid"),
+    (["run", *REAL, "--ota-wifi-ssid", "bench-ap"], "a real board needs Wi-Fi"),
     (["run", "--", "--no-such-pytest-option"], "pytest: unrecognized arguments: --no-such-pytest-option; see `pytest --help`"),
     (["serve", "--folder", "{tmp}/a-file"], "argument --folder: {tmp}/a-file is a file"),
     (["serve", "--host", "999.1.1.1", "--port", "0"], "999.1.1.1 is not an address of this machine; pass --host"),
@@ -83,7 +83,7 @@ REFUSALS = [
 
 def records(folder: Path) -> None:
     """good.json, the records of a run of one test, and bad-<what>.json, each wrong in one field."""
-    test = {"id": "tests/ota/test_update.py::test_x", "name": "test_x", "verdict": "passed",
+    test = {"id": "src/ota_rig/scenarios/test_update.py::test_x", "name": "test_x", "verdict": "passed",
             "durations": {"total": 1.0, "download": {"bytes": 1, "seconds": 1.0, "bytes_per_second": 1}}}
     good = run_record([test], datetime.datetime.now(datetime.timezone.utc), "virtual", {})
     (folder / "good.json").write_text(json.dumps(good))
@@ -108,7 +108,7 @@ def test_a_value_an_option_cannot_take_is_refused_in_one_sentence(tmp_path: Path
     argv = [arg.format(tmp=tmp_path) for arg in args]
     if args[0] == "run":  # a real `rig run`, in a process of its own (it runs pytest)
         env = {name: value for name, value in os.environ.items() if not name.startswith("OTA_")}
-        done = subprocess.run([sys.executable, "-m", "rig.cli", *argv], cwd=tmp_path, env=env,
+        done = subprocess.run([sys.executable, "-m", "ota_rig.cli", *argv], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
         status, out, err = done.returncode, done.stdout, done.stderr
     else:

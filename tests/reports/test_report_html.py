@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from rig import report
+from ota_rig.reporting import html as report
 
 from .chromium import Chromium, Page
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from rig import protocol
-from rig.build import SketchConfig
-from rig.firmware import APP_OFFSET, parse_image
-from rig.results import SCHEMA
+from ota_rig.device import printed_lines as protocol
+from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.device.firmware import APP_OFFSET, parse_image
+from ota_rig.records.results import SCHEMA
 
 UPDATE = "test_older_device_updates_reboots_and_runs_the_new_version[arduino-esp32-2.0]"
 OTHER_CA = "test_certificate_from_another_ca_is_refused[arduino-esp32-2.0]"
@@ -155,7 +155,7 @@ def test_junit_xml_names_tests_as_pytest_does_and_carries_the_facts(twin_run) ->
 def test_rig_report_writes_the_same_records_again(twin_run, tmp_path: Path) -> None:
     folder, _ = twin_run
     written = {name: (folder / name).read_text() for name in ("junit.xml", "report.html")}
-    done = subprocess.run([sys.executable, "-m", "rig.cli", "report", str(folder)],
+    done = subprocess.run([sys.executable, "-m", "ota_rig.cli", "report", str(folder)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(folder / "junit.xml"), str(folder / "report.html")]
@@ -165,7 +165,7 @@ def test_rig_report_writes_the_same_records_again(twin_run, tmp_path: Path) -> N
 def test_a_report_written_elsewhere_links_the_runs_logs_from_there(twin_run, tmp_path: Path) -> None:
     folder, results = twin_run
     out = tmp_path / "elsewhere"
-    done = subprocess.run([sys.executable, "-m", "rig.cli", "report", str(folder / "results.json"), "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "ota_rig.cli", "report", str(folder / "results.json"), "--out", str(out)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     serial_paths = [p.get("value") for p in ET.parse(out / "junit.xml").iter("property") if p.get("name") == "log.serial"]
@@ -176,8 +176,8 @@ def test_a_report_written_elsewhere_links_the_runs_logs_from_there(twin_run, tmp
 
 
 def test_an_unreadable_scenario_record_is_named_and_the_verdict_kept(tmp_path: Path) -> None:
-    from rig.interrupt import Interrupt
-    from rig.results import RunRecorder
+    from ota_rig.pytest_plugin.interrupt import Interrupt
+    from ota_rig.records.recorder import RunRecorder
 
     folder = tmp_path / "scenarios" / "test_x.test_y"
     folder.mkdir(parents=True)
@@ -185,7 +185,7 @@ def test_an_unreadable_scenario_record_is_named_and_the_verdict_kept(tmp_path: P
     recorder = RunRecorder(tmp_path, tmp_path / "scenarios", "virtual", {}, Interrupt())
     for when in ("setup", "call", "teardown"):
         recorder.pytest_runtest_logreport(pytest.TestReport(
-            "tests/ota/test_x.py::test_y", ("tests/ota/test_x.py", 1, "test_y"), {}, "passed", None, when, duration=0.1))
+            "src/ota_rig/scenarios/test_x.py::test_y", ("src/ota_rig/scenarios/test_x.py", 1, "test_y"), {}, "passed", None, when, duration=0.1))
     (test,) = recorder.tests.values()
     assert test["verdict"] == "passed"
     assert test["record_error"].startswith(f"{folder / 'scenario.json'} is unreadable")

@@ -28,7 +28,7 @@ def order(folder: Path) -> tuple[str, int]:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_runs_started_together_each_get_a_folder_and_latest_is_the_newest(tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "rig.cli", "run", "-k", ONE_UPDATE, "--profile", "arduino-esp32-2.0",
+    argv = [sys.executable, "-m", "ota_rig.cli", "run", "-k", ONE_UPDATE, "--ota-profile", "arduino-esp32-2.0",
             "--jobs", "1", "--out", str(tmp_path)]
     runs = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True) for _ in range(RUNS)]

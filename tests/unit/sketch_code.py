@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from rig.build import SKETCH_DIR
+from ota_rig.build.artifacts import SKETCH_DIR
 
 SOURCE = (SKETCH_DIR / "ota_https.ino").read_text()
 

@@ -65,7 +65,7 @@ the tags 2.0.17 and 3.3.x were not read directly; these are the nearest primary 
   ESP32-S3 and ESP32-C3, 0x1000 on the classic ESP32: only third-party copies of boards.txt
   were reachable (no primary 3.x copy with those lines).
 * tools/partitions/no_ota.csv (@161b1673) and huge_app.csv (@0982989f) are recorded as they
-  are; default.csv is rig.firmware.DEFAULT_PARTITIONS_CSV (the stored default.csv @08b30665 is
+  are; default.csv is ota_rig.device.firmware.DEFAULT_PARTITIONS_CSV (the stored default.csv @08b30665 is
   an older one with an eeprom partition).
 Not confirmed: the exact 2.0.17 and 3.3.2/3.3.5 platform.txt at their tags, the package index
 metadata in `core list` (maintainer, email), the arduino-cli build date, the versions of the
@@ -84,19 +84,18 @@ from typing import Callable
 
 import pytest
 
-from rig import firmware
-from rig.build import (
+from ota_rig.device import firmware
+from ota_rig.build.arduino_cli import (
     DEFAULT_FQBN,
-    SKETCH_DIR,
     WARNING_LEVELS,
     ArduinoCliBuilder,
-    Artifacts,
     BuildError,
-    SketchConfig,
-    VirtualBuilder,
     _flash_offsets,
     profile_for_core,
 )
+from ota_rig.build.artifacts import SKETCH_DIR, Artifacts
+from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.build.virtual_builder import VirtualBuilder
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "arduino-cli"
 CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -353,7 +352,7 @@ def test_a_build_for_the_other_profile_names_both(fake: Fake) -> None:
 def test_no_arduino_cli_on_path_says_how_to_get_one(fake: Fake) -> None:
     builder = ArduinoCliBuilder(fake.tmp_path / "builds", cli="arduino-cli-that-is-not-installed")
     message = refusal(lambda: builder.profile)
-    assert "'arduino-cli-that-is-not-installed' is not on PATH" in message and "--arduino-cli" in message
+    assert "'arduino-cli-that-is-not-installed' is not on PATH" in message and "--ota-arduino-cli" in message
 
 
 def test_a_missing_core_says_how_to_install_it(fake: Fake) -> None:

@@ -1,4 +1,4 @@
-"""rig.certs, checked with `cryptography` and Python's ssl rather than Pki's own attributes."""
+"""ota_rig.server.pki, checked with `cryptography` and Python's ssl rather than Pki's own attributes."""
 
 import datetime
 import ipaddress
@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from rig.certs import Pki
+from ota_rig.server.pki import Pki
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 

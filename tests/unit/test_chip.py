@@ -1,4 +1,4 @@
-"""rig.virtual.chip and the pure helpers of rig.virtual.rom: the twin's hardware, no processes.
+"""ota_rig.virtual.chip and the pure helpers of ota_rig.virtual.rom: the twin's hardware, no processes.
 
 What this proves, against values that come from outside the code under test (the esptool
 protocol reference, a real chip's eFuse dump, esptool's own register traces, plain reference
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.virtual.chip import (
+from ota_rig.virtual.chip import (
     DEFAULT_MAC,
     Chip,
     ChipReset,
@@ -35,8 +35,8 @@ from rig.virtual.chip import (
     mac_crc8,
     parse_mac,
 )
-from rig.firmware import xor_checksum
-from rig.virtual.rom import slip_decode, slip_encode
+from ota_rig.device.firmware import xor_checksum
+from ota_rig.virtual.rom import slip_decode, slip_encode
 
 SECTOR = 0x1000  # written out here rather than imported: the test states the hardware fact
 SMALL = 4 * SECTOR
@@ -252,7 +252,7 @@ def test_reset_circuit_truth_table(before, lines, en_low: bool, io0_low: bool) -
 RFC2217_OPEN_AND_CLASSIC = [("dtr", 1), ("rts", 1), ("dtr", 0), ("rts", 1), ("dtr", 0),
                             ("dtr", 1), ("rts", 0), ("dtr", 1), ("dtr", 0)]
 HARD_RESET = [("rts", 1), ("dtr", 0), ("rts", 0), ("dtr", 0)]
-CONFTEST_RESET = [("dtr", 0), ("rts", 1), ("rts", 0)]  # rig.board.reset_and_read()
+CONFTEST_RESET = [("dtr", 0), ("rts", 1), ("rts", 0)]  # ota_rig.bench.board.reset_and_read()
 UNIX_TIGHT = [((0, 0),), ((1, 1),), ((0, 1),), ((1, 0),), ((0, 0),)]  # both lines per ioctl
 
 

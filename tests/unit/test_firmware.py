@@ -1,4 +1,4 @@
-"""rig.firmware: image, descriptor, partition table and otadata formats.
+"""ota_rig.device.firmware: image, descriptor, partition table and otadata formats.
 
 The image tests hand our bytes to the real `esptool image-info`; offsets in the malformed-input
 tests are computed here by walking the image, not taken from the module under test.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.firmware import (
+from ota_rig.device.firmware import (
     APP_OFFSET,
     DEFAULT_PARTITIONS_CSV,
     OTADATA_SECTOR,
@@ -91,7 +91,7 @@ def test_esptool_image_info_accepts_app_image(
         assert memory in info.split("Segments Information", 1)[1]
 
 
-# The 2.0.x bootloader_dio_40m's layout (tests/recorded/real_builds.json).
+# The 2.0.x bootloader_dio_40m's layout (ota_rig/scenarios/real_builds.json).
 BOOTLOADER_SEGMENTS = ((0x3FFF0030, 0x4A0), (0x40078000, 0x33B0), (0x40080400, 0xBD4))
 
 

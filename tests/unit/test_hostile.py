@@ -1,4 +1,4 @@
-"""rig.hostile against small TLS servers with known behaviour: a client that claims to find
+"""ota_rig.server.hostile against small TLS servers with known behaviour: a client that claims to find
 a leak must find one when a server leaks, and name what each server answered."""
 
 import socketserver
@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from rig import hostile
-from rig.certs import Pki
+from ota_rig.server import hostile
+from ota_rig.server.pki import Pki
 
 SECRET = b"the secret next to the firmware folder"
 

@@ -1,6 +1,6 @@
-"""rig.manual: the lasting CA and `rig serve`, run as a user runs them.
+"""ota_rig.cli.manual: the lasting CA and `rig serve`, run as a user runs them.
 
-The server is a real `python -m rig.cli serve` process; the client is Python's ssl trusting
+The server is a real `python -m ota_rig.cli serve` process; the client is Python's ssl trusting
 the CA PEM the server printed, sending what arduino-esp32's HTTPUpdate sends.
 """
 
@@ -24,11 +24,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from rig.build import SketchConfig, VirtualBuilder
-from rig.cli import main
-from rig.manual import write_certs
-from rig.server import ServerLog
-from rig.signing import MANIFEST_SIZE, STATEMENT_SIZE, VERSION_AT
+from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.build.virtual_builder import VirtualBuilder
+from ota_rig.cli import main
+from ota_rig.cli.manual import write_certs
+from ota_rig.server.records import ServerLog
+from ota_rig.device.signing import MANIFEST_SIZE, STATEMENT_SIZE, VERSION_AT
 from tests.unit.test_server import send_request, with_header
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,7 +103,7 @@ def serving(folder: Path, *options: str):
     """`rig serve` on a free port of 127.0.0.1 with `options`, once its banner is out: the
     process, its output so far, the URL's parts and the CA it printed. Killed at the end."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "rig.cli", "serve", "--folder", str(folder), "--host", "127.0.0.1", "--port", "0",
+        [sys.executable, "-m", "ota_rig.cli", "serve", "--folder", str(folder), "--host", "127.0.0.1", "--port", "0",
          *options],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

@@ -15,8 +15,9 @@ from types import SimpleNamespace
 import pytest
 import serial
 
-from rig import protocol, results
-from rig.monitor import KEEP_LINES, MAX_LINE, Event, ExpectTimeout, Monitor, UnexpectedEvent
+from ota_rig.device import printed_lines as protocol
+from ota_rig.scenario import record as scenario_record
+from ota_rig.bench.monitor import KEEP_LINES, MAX_LINE, Event, ExpectTimeout, Monitor, UnexpectedEvent
 
 
 def send(port: serial.SerialBase, *lines: str) -> None:
@@ -353,7 +354,7 @@ def test_results_point_at_serial_log_lines_after_the_monitor_let_lines_go(pty, l
     second.expect("firmware_version", timeout=1)
     second.stop()
 
-    observed, expected = results._serial(SimpleNamespace(monitors=[first, second], began=0.0))
+    observed, expected = scenario_record._serial(SimpleNamespace(monitors=[first, second], began=0.0))
     logged = log_path.read_text().splitlines()
     assert [logged[event["line"]] for event in observed] == [event["text"] for event in observed] == [
         "Firmware version 0.1", "HTTP_UPDATE_OK", "Firmware version 0.2"]

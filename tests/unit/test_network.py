@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.network import NetworkError, host_address
+from ota_rig.bench.network import NetworkError, host_address
 
 
 def link_networks() -> list[ipaddress.IPv4Network]:

@@ -21,20 +21,20 @@ def collect(*options: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 WIFI = {"OTA_WIFI_SSID": "bench-ap", "OTA_WIFI_PASSWORD": "secret"}
-A_BOARD = ("--board", "rfc2217://127.0.0.1:9", "--arduino-cli", str(FAKE_CLI))
+A_BOARD = ("--ota-board", "rfc2217://127.0.0.1:9", "--ota-arduino-cli", str(FAKE_CLI))
 
 
 @pytest.mark.parametrize(("options", "env", "sentence"), [
-    (A_BOARD, {}, "a real board needs Wi-Fi: set OTA_WIFI_SSID and OTA_WIFI_PASSWORD (or pass --wifi-ssid and --wifi-password)"),
+    (A_BOARD, {}, "a real board needs Wi-Fi: set OTA_WIFI_SSID and OTA_WIFI_PASSWORD (or pass --ota-wifi-ssid and --ota-wifi-password)"),
     (A_BOARD + ("-n", "2"), WIFI, "one board runs one test at a time: drop -n (pytest-xdist) with a real board"),
-    (A_BOARD + ("--board-network", "wlan0"), WIFI, "'wlan0' is neither an IP address nor a network such as 192.168.4.0/24"),
-    (("--board", "rfc2217://127.0.0.1:9", "--arduino-cli", "/nonexistent/arduino-cli"), WIFI,
+    (A_BOARD + ("--ota-board-network", "wlan0"), WIFI, "'wlan0' is neither an IP address nor a network such as 192.168.4.0/24"),
+    (("--ota-board", "rfc2217://127.0.0.1:9", "--ota-arduino-cli", "/nonexistent/arduino-cli"), WIFI,
      "arduino-cli not found ('/nonexistent/arduino-cli' is not on PATH)"),
-    (("--board", "/dev/ttyUSB97", "--arduino-cli", "/nonexistent/arduino-cli"), WIFI,
-     "--board /dev/ttyUSB97: no such port; plug the board in"),
+    (("--ota-board", "/dev/ttyUSB97", "--ota-arduino-cli", "/nonexistent/arduino-cli"), WIFI,
+     "--ota-board /dev/ttyUSB97: no such port; plug the board in"),
     (("-n", "2", "-k", "and or"), {}, "Wrong expression passed to '-k': and or: at column 1"),
     (("--ota-host", "192.168.4.2"), {}, "the virtual board reaches the server on its loopback: --ota-host is for real boards"),
-    (A_BOARD + ("--arduino-cli-warnings", "Wall"), WIFI,
+    (A_BOARD + ("--ota-arduino-cli-warnings", "Wall"), WIFI,
      "'Wall' is not an arduino-cli warning level: use none, default, more or all"),
 ], ids=["no-wifi", "xdist", "bad-network", "no-arduino-cli", "no-port", "bad-k-for-xdist", "host-for-twin",
         "bad-warnings"])

@@ -1,16 +1,16 @@
-"""rig/protocol.py and the reference sketch agree, both ways. The table's lines also render and
+"""src/ota_rig/device/printed_lines.py and the reference sketch agree, both ways. The table's lines also render and
 parse back, and real device lines from shared/reference/esp32-ota-device.md get the right name."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
-from rig import protocol
+from ota_rig.build.artifacts import SKETCH_DIR
+from ota_rig.device import printed_lines as protocol
 
-SKETCH = Path(__file__).resolve().parents[2] / "sketches" / "ota_https" / "ota_https.ino"
+SKETCH = SKETCH_DIR / "ota_https.ino"
 SKETCH_LINES = [line for line in protocol.LINES if line.source == protocol.SKETCH]
 HOLE = "\0"  # where a value goes, in a format or a template
 
@@ -117,13 +117,13 @@ def formats(code: str) -> list[str]:
 def test_every_report_format_is_exactly_one_sketch_entry(formats: list[str]) -> None:
     for fmt in formats:
         matches = [line.name for line in SKETCH_LINES if template_shape(line) == format_shape(fmt)]
-        assert len(matches) == 1, f"report({fmt!r}) matches {matches or 'no'} entries of rig/protocol.py"
+        assert len(matches) == 1, f"report({fmt!r}) matches {matches or 'no'} entries of src/ota_rig/device/printed_lines.py"
 
 
 def test_every_sketch_entry_is_printed_by_the_sketch(formats: list[str]) -> None:
     shapes = {format_shape(fmt) for fmt in formats}
     missing = [line.name for line in SKETCH_LINES if template_shape(line) not in shapes]
-    assert not missing, f"rig/protocol.py names lines the sketch never prints: {missing}"
+    assert not missing, f"src/ota_rig/device/printed_lines.py names lines the sketch never prints: {missing}"
 
 
 def test_the_sketch_prints_only_through_report(code: str) -> None:

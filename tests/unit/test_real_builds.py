@@ -1,7 +1,7 @@
 """The virtual builder writes what a real arduino-cli build of the sketch carries, per core.
 
 Each build is read back by the real `esptool image-info` (not by the rig's parser) and held
-against tests/recorded/real_builds.json: facts recorded by hand from public dumps of real
+against ota_rig/scenarios/real_builds.json: facts recorded by hand from public dumps of real
 builds, the cores' platform.txt/boards.txt and real boot logs, each with its source (3.x's are
 marked unverified: no 3.3.x release could be read).
 """
@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from rig import firmware
-from rig.build import SketchConfig, VirtualBuilder
-from rig.virtual.boot import block_tail_line
-from rig.virtual.profiles import PROFILES
-from rig.virtual.verified_update import compare_versions
+from ota_rig.device import firmware
+from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.build.virtual_builder import VirtualBuilder
+from ota_rig.virtual.boot import block_tail_line
+from ota_rig.device.profiles import PROFILES
+from ota_rig.virtual.verified_update import compare_versions
 
 from ..recorded import REAL_BUILDS as RECORDED
 

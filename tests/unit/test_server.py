@@ -1,4 +1,4 @@
-"""rig.server over real HTTPS on 127.0.0.1, with clients built on Python's ssl and http.client.
+"""ota_rig.server over real HTTPS on 127.0.0.1, with clients built on Python's ssl and http.client.
 
 The client sends what arduino-esp32's HTTPUpdate sends (reference section 2): HTTP/1.0, the
 x-ESP32-* headers, the path exactly as given. Assertions use what the client received and
@@ -16,9 +16,10 @@ import tracemalloc
 
 import pytest
 
-from rig.certs import Pki
-from rig.server import (CLOSED, NOT_READING, SHUTDOWN, TIMEOUT, ConnectionRecord, Fault, ServerLog, UpdateServer,
-                        parse_version)
+from ota_rig.server.pki import Pki
+from ota_rig.server.records import CLOSED, NOT_READING, SHUTDOWN, TIMEOUT, ConnectionRecord, ServerLog, parse_version
+from ota_rig.server.faults import Fault
+from ota_rig.server.app import UpdateServer
 
 DEVICE_HEADERS = [
     ("User-Agent", "ESP32-http-Update"),
@@ -362,7 +363,7 @@ def raw_answer(server, pki) -> bytes:
 def test_a_chunked_fault_sends_real_chunks_without_a_length(server, pki, image, caplog):
     data = image.read_bytes()
     server.offer("1.0.1", image, fault=Fault(framing="chunked"))
-    caplog.set_level(logging.INFO, logger="rig.progress")
+    caplog.set_level(logging.INFO, logger="ota_rig.progress")
     head, _, body = raw_answer(server, pki).partition(b"\r\n\r\n")
     assert b"Transfer-Encoding: chunked" in head and b"Content-Length" not in head
     decoded, rest = b"", body
@@ -375,7 +376,7 @@ def test_a_chunked_fault_sends_real_chunks_without_a_length(server, pki, image, 
     assert decoded == data and rest == b"\r\n"
     [request] = server.log.requests()
     assert (request.bytes_sent, request.complete) == (len(body), True)
-    progress = [r.getMessage() for r in caplog.records if r.name == "rig.progress"]
+    progress = [r.getMessage() for r in caplog.records if r.name == "ota_rig.progress"]
     assert progress[-1] == f"download /update: {len(body)} of {len(body)} bytes"  # the coded length
 
 
@@ -450,7 +451,7 @@ def test_a_body_is_either_dropped_or_stalled():
         Fault(drop_after=1, stall_after=1)
 
 
-# Robustness: what a hostile or broken client cannot do to the server (rig.hostile floods it).
+# Robustness: what a hostile or broken client cannot do to the server (ota_rig.server.hostile floods it).
 
 
 def status_of(answer: bytes) -> bytes:
@@ -601,7 +602,7 @@ def test_a_paced_download_is_complete_when_the_client_hangs_up_after_the_last_by
 def test_the_record_times_the_handshake_the_request_and_the_body_on_the_connections_clock(server, pki, caplog):
     image = bytes(range(256)) * 64  # 16 KiB: four chunks, the pause before each 0.05 s
     server.offer("1.0.1", image, rate=4096 / 0.05)
-    caplog.set_level(logging.INFO, logger="rig.progress")
+    caplog.set_level(logging.INFO, logger="ota_rig.progress")
     with connect(server, pki.authority()) as tls:
         tls.do_handshake()
         time.sleep(0.1)  # the device thinks before it asks
@@ -618,7 +619,7 @@ def test_the_record_times_the_handshake_the_request_and_the_body_on_the_connecti
     assert download.at >= 0.1 and download.at > connection.tls.seconds
     assert download.at <= download.body_started < download.body_ended <= connection.duration
     assert download.body_ended - download.body_started >= 3 * 0.05  # the pauses before chunks 2-4
-    progress = [r.getMessage() for r in caplog.records if r.name == "rig.progress"]
+    progress = [r.getMessage() for r in caplog.records if r.name == "ota_rig.progress"]
     assert progress[-1] == f"download /update: {len(image)} of {len(image)} bytes" and len(progress) == 4
 
 

@@ -1,4 +1,4 @@
-"""rig.signing writes the signed-release format the sketch checks (a signed manifest, then the
+"""ota_rig.device.signing writes the signed-release format the sketch checks (a signed manifest, then the
 image), and what the device reads back (the twin's mirror of the sketch, on Mbed TLS) agrees
 with what cryptography wrote."""
 
@@ -14,11 +14,26 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from rig import firmware
-from rig.build import SKETCH_DIR, SketchConfig
-from rig.signing import (IMAGE_SHA256_AT, IMAGE_SIZE_AT, MANIFEST_MAGIC, MANIFEST_SIZE, PRIVATE_PEM, PUBLIC_PEM,
-                         STATEMENT_SIZE, VERSION_AT, VERSION_SIZE, KeyPair, check_public_key, reseal, sign, statement)
-from rig.virtual.verified_update import compare_versions, manifest_version, signature_length, signature_valid
+from ota_rig.device import firmware
+from ota_rig.build.artifacts import SKETCH_DIR
+from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.device.signing import (
+    IMAGE_SHA256_AT,
+    IMAGE_SIZE_AT,
+    MANIFEST_MAGIC,
+    MANIFEST_SIZE,
+    PRIVATE_PEM,
+    PUBLIC_PEM,
+    STATEMENT_SIZE,
+    VERSION_AT,
+    VERSION_SIZE,
+    KeyPair,
+    check_public_key,
+    reseal,
+    sign,
+    statement,
+)
+from ota_rig.virtual.verified_update import compare_versions, manifest_version, signature_length, signature_valid
 
 IMAGE = firmware.build_app_image(firmware.AppDescriptor(version="0.2", project_name="ota_https"))
 
@@ -98,7 +113,7 @@ def test_a_long_form_length_is_read_as_mbed_tls_reads_it() -> None:
 
 
 def test_the_sketch_reads_the_manifest_where_signing_writes_it() -> None:
-    """The sketch's constants (C) and rig.signing's (Python) describe one format."""
+    """The sketch's constants (C) and ota_rig.device.signing's (Python) describe one format."""
     source = (SKETCH_DIR / "ota_https.ino").read_text()
     constants = dict(re.findall(r"static const \w+ (\w+) = (\d+);", source))
     assert {name: int(constants[name]) for name in ("MANIFEST_SIZE", "STATEMENT_SIZE", "VERSION_AT", "VERSION_SIZE",

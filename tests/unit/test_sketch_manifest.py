@@ -1,10 +1,10 @@
 """The sketch's own C++ that checks a signed release's manifest, compiled by the host's g++
 against the host's real Mbed TLS (Debian's libmbedtls-dev, 2.28.x like arduino-esp32 2.0.x's
-2.28.4) and run on manifests rig.signing wrote: the sketch's parsing, Mbed TLS's verification
+2.28.4) and run on manifests ota_rig.device.signing wrote: the sketch's parsing, Mbed TLS's verification
 and the rig's format agree, and each refusal prints the line the twin prints for it.
 
 What this proves: signatureLength, sha256Of, statementVerifies, manifestAcceptable, versionPart
-and compareVersions, taken by name out of sketches/ota_https/ota_https.ino with the ota_config.h
+and compareVersions, taken by name out of src/ota_rig/sketches/ota_https/ota_https.ino with the ota_config.h
 a build generates (SketchConfig.header()), accept what they must and refuse what they must,
 with Mbed TLS's own ASN.1 parser, SHA-256, PEM key parser and ECDSA verification. What it does
 not prove: the rest of installSigned() (HTTPClient, Update), Mbed TLS 3.6's build (3.x), or the
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from rig import firmware, protocol
-from rig.build import SketchConfig
-from rig.signing import MANIFEST_SIZE, STATEMENT_SIZE, VERSION_AT, VERSION_SIZE, KeyPair, sign
+from ota_rig.device import firmware, printed_lines as protocol
+from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.device.signing import MANIFEST_SIZE, STATEMENT_SIZE, VERSION_AT, VERSION_SIZE, KeyPair, sign
 
 from .sketch_code import extract, gxx  # noqa: F401 (gxx is a fixture)
 

@@ -2,12 +2,12 @@
 warning level, and run.
 
 arduino-esp32 compiles a sketch with {compiler.warning_flags}, which arduino-cli's
-`compile --warnings none|default|more|all` picks from the core's platform.txt (rig/build.py's
+`compile --warnings none|default|more|all` picks from the core's platform.txt (src/ota_rig/build/'s
 docstring has the flags per core and their sources): on 2.0.x `more` is `-Wall -Werror=all`
 and `all` is `-Wall -Werror=all -Wextra`, so every -Wall warning stops the build. Issue 13: the sketch's
 date formatting did, with -Wformat-truncation on `char text[24]` in utcText.
 
-What this proves: the helpers taken by name out of sketches/ota_https/ota_https.ino (the sketch's
+What this proves: the helpers taken by name out of src/ota_rig/sketches/ota_https/ota_https.ino (the sketch's
 constants, utcText, versionPart, compareVersions), with a declared-only stand-in for Arduino's
 String and Mbed TLS's mbedtls_x509_time as it is in 2.28 and 3.6, compile with no warning under
 `g++ -Os -c -Wall -Wextra -Werror=all -Werror` (stricter than the core: every -Wextra warning is

@@ -1,4 +1,4 @@
-"""rig.virtual.tls: the twin's TLS client, judged from the other end of the wire.
+"""ota_rig.virtual.tls: the twin's TLS client, judged from the other end of the wire.
 
 Every verdict comes from a real Python `ssl` server (OpenSSL, TLS 1.2 and 1.3 allowed) in a
 thread: the alert it reports in its handshake exception, the SNI its sni_callback saw, the
@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from rig.virtual import profiles
-from rig.virtual.tls import BADCERT, TlsError, TlsTimeout, alert_for_flags, connect, verify_info
+from ota_rig.device import profiles
+from ota_rig.virtual.tls import BADCERT, TlsError, TlsTimeout, alert_for_flags, connect, verify_info
 
 V2 = profiles.get("arduino-esp32-2.0")
 V3 = profiles.get("arduino-esp32-3")

@@ -1,4 +1,4 @@
-"""rig.virtual.tls on the wire, as a server's socket received it: the device's ClientHello byte
+"""ota_rig.virtual.tls on the wire, as a server's socket received it: the device's ClientHello byte
 for byte, and the one alert a refusing device sends, in a record of the negotiated version with
 nothing between the ClientHello and it.
 
@@ -19,9 +19,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from rig.virtual import profiles
-from rig.virtual.clienthello import HELLOS
-from rig.virtual.tls import RigLimitation, TlsError, connect, load_ca_bundle
+from ota_rig.device import profiles
+from ota_rig.virtual.clienthello import HELLOS
+from ota_rig.virtual.tls import RigLimitation, TlsError, connect, load_ca_bundle
 from tests.unit.test_tls import OneConnection, _tmp_pem, crafted_leaf, pem, serve_args
 
 V2 = profiles.get("arduino-esp32-2.0")
@@ -242,10 +242,10 @@ def test_a_bad_block_next_to_a_good_one_is_skipped(ca):
 
 
 def test_rig_limitations_come_from_the_twins_log(tmp_path):
-    from rig.results import rig_limitations
+    from ota_rig.scenario.record import rig_limitations
 
     log = tmp_path / "twin.log"
-    log.write_text("twin rig.virtual.boot: bootloader: starting app0\n"
-                   "twin rig.virtual.secure_client: rig limitation: the server chose suite 0x0084; the app stops here\n")
+    log.write_text("twin ota_rig.virtual.boot: bootloader: starting app0\n"
+                   "twin ota_rig.virtual.secure_client: rig limitation: the server chose suite 0x0084; the app stops here\n")
     assert rig_limitations(log) == ["the server chose suite 0x0084; the app stops here"]
     assert rig_limitations(tmp_path / "none.log") == []

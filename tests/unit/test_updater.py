@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from rig import firmware
-from rig.virtual.chip import DEFAULT_MAC, Chip, EFuses, Flash, parse_mac
-from rig.virtual.updater import ERROR_ACTIVATE, ERROR_MAGIC, ERROR_MD5, Updater
+from ota_rig.device import firmware
+from ota_rig.virtual.chip import DEFAULT_MAC, Chip, EFuses, Flash, parse_mac
+from ota_rig.virtual.updater import ERROR_ACTIVATE, ERROR_MAGIC, ERROR_MD5, Updater
 
 TABLE = firmware.PartitionTable.from_csv(firmware.DEFAULT_PARTITIONS_CSV)
 APP0, APP1 = TABLE.ota_slots[0], TABLE.ota_slots[1]

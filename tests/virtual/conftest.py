@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from rig.board import VirtualBoard
-from rig.build import Artifacts, SketchConfig, VirtualBuilder
+from ota_rig.bench.board import VirtualBoard
+from ota_rig.build.artifacts import Artifacts
+from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.build.virtual_builder import VirtualBuilder
 
 TWIN_MAC = "24:6f:28:12:34:56"
 

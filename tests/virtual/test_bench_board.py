@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from rig.board import BoardError, PortLock, VirtualBoard, find_by_mac, scan_ports
-from rig.build import ArduinoCliBuilder
-from rig.certs import Pki
-from rig.flash import Esptool
-from rig.monitor import Monitor
-from rig.ota import OtaScenario
-from rig.preflight import PreflightError
+from ota_rig.bench.board import BoardError, PortLock, VirtualBoard, find_by_mac, scan_ports
+from ota_rig.build.arduino_cli import ArduinoCliBuilder
+from ota_rig.server.pki import Pki
+from ota_rig.bench.flash import Esptool
+from ota_rig.bench.monitor import Monitor
+from ota_rig.scenario import OtaScenario
+from ota_rig.build.preflight import PreflightError
 
 pytestmark = pytest.mark.virtual
 
@@ -83,7 +83,7 @@ def test_a_second_session_is_refused_a_locked_board_until_the_first_ends(tmp_pat
     link = tmp_path / "board"
     link.symlink_to(silent_port)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from rig.board import PortLock; "
+        [sys.executable, "-c", "import sys, time; from ota_rig.bench.board import PortLock; "
          f"lock = PortLock({silent_port!r}, {str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

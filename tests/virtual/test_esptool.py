@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from rig import firmware
-from rig.build import SketchConfig, VirtualBuilder
+from ota_rig.device import firmware
+from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.build.virtual_builder import VirtualBuilder
 
 from .conftest import TWIN_MAC, esptool, flash_args, flash_image
 

@@ -11,7 +11,7 @@ port, and the flash file:
 * an unknown request gets the loader's error reply at once (ROM `01 05 00 00`, stub `ff 00`);
 * in loader mode the twin sends nothing but SLIP frames (a ROM banner only right after a reboot);
 * SIGTERM and SIGINT stop the twin process cleanly without losing flash written before;
-* `python -m rig.virtual` refuses bad arguments with a usage message and announces where it
+* `python -m ota_rig.virtual` refuses bad arguments with a usage message and announces where it
   listens in one fixed-format line.
 
 SLIP frames are built and parsed here, not with the twin's encoder, so a shared bug cannot hide.
@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 import serial
 
-from rig.board import VirtualBoard
+from ota_rig.bench.board import VirtualBoard
 
 from .conftest import TWIN_MAC, esptool, flash_image
 
@@ -57,7 +57,7 @@ def is_rom_banner_tail(text: bytes) -> bool:
     return any(tail.fullmatch(text) for tail in ROM_BANNER_TAILS)
 
 
-# --- SLIP, written out independently of rig.virtual.rom ---------------------------------------
+# --- SLIP, written out independently of ota_rig.virtual.rom ---------------------------------------
 
 
 def slip(payload: bytes) -> bytes:
@@ -321,7 +321,7 @@ def test_signal_stops_the_twin_and_keeps_its_flash(tmp_path: Path, signum: int) 
 
 
 def twin(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rig.virtual", *args], capture_output=True, text=True, timeout=20)
+    return subprocess.run([sys.executable, "-m", "ota_rig.virtual", *args], capture_output=True, text=True, timeout=20)
 
 
 @pytest.mark.parametrize(
@@ -340,7 +340,7 @@ def test_bad_arguments_exit_with_usage(tmp_path: Path, args: list[str], complain
     flash, link = tmp_path / "flash.bin", tmp_path / "tty"
     done = twin(*(a.format(flash=flash, link=link) for a in args))
     assert done.returncode != 0
-    assert done.stderr.startswith("usage: python -m rig.virtual")
+    assert done.stderr.startswith("usage: python -m ota_rig.virtual")
     assert complaint in done.stderr
     assert done.stdout == ""
     assert not flash.exists() and not link.is_symlink()  # refused before touching anything
@@ -364,7 +364,7 @@ def first_line(proc: subprocess.Popen, timeout: float = 10.0) -> str:
 def test_listening_line(tmp_path: Path, transport: str) -> None:
     link = tmp_path / "ttyESP32"
     where = ["--pty", str(link)] if transport == "pty" else ["--rfc2217", "0"]
-    proc = subprocess.Popen([sys.executable, "-m", "rig.virtual", "--flash", str(tmp_path / "flash.bin"),
+    proc = subprocess.Popen([sys.executable, "-m", "ota_rig.virtual", "--flash", str(tmp_path / "flash.bin"),
                              *where, "--mac", "24:6F:28:AB:CD:EF"], stdout=subprocess.PIPE)
     try:
         line = first_line(proc)

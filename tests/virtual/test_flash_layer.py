@@ -1,4 +1,4 @@
-"""rig.flash.Esptool against a twin: what the rig reports matches what the board holds, and each
+"""ota_rig.bench.flash.Esptool against a twin: what the rig reports matches what the board holds, and each
 failure a rig meets comes back as one sentence that names it.
 
 Evidence: the twin's factory MAC (set on its command line), the build's files, the twin's flash
@@ -15,7 +15,7 @@ import tty
 import pytest
 import serial
 
-from rig.flash import ChipInfo, Esptool, FlashError
+from ota_rig.bench.flash import ChipInfo, Esptool, FlashError
 
 from .conftest import TWIN_MAC, flash_image
 
@@ -79,7 +79,7 @@ def failure(tool: Esptool) -> FlashError:
     return err
 
 
-# rig/flash.py checks the busy patterns before the not-found ones, and esptool 5.6 says
+# src/ota_rig/bench/flash.py checks the busy patterns before the not-found ones, and esptool 5.6 says
 # "Could not open PORT, the port is busy or doesn't exist." for a missing port too.
 @pytest.mark.parametrize("port", ["/dev/does-not-exist", "rfc2217://127.0.0.1:1"], ids=["path", "rfc2217"])
 def test_missing_port(port: str) -> None:

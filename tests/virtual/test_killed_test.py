@@ -17,17 +17,17 @@ SCENARIOS = '''
 import pytest
 
 @pytest.mark.timeout(3)
-def test_killed_mid_download(ota, pki):
-    listener = ota.listen(pki.dns())
-    old = ota.build("0.1", listener)
-    ota.offer(ota.build("0.2", listener), rate=20_000)  # about 90 KB: 4.5 s of download
-    ota.start(old).expect("update_ok", timeout=60)
+def test_killed_mid_download(ota_scenario, ota_pki):
+    listener = ota_scenario.listen(ota_pki.dns())
+    old = ota_scenario.build("0.1", listener)
+    ota_scenario.offer(ota_scenario.build("0.2", listener), rate=20_000)  # about 90 KB: 4.5 s of download
+    ota_scenario.start(old).expect("update_ok", timeout=60)
 
-def test_next_scenario(ota, pki):
-    listener = ota.listen(pki.dns())
-    current = ota.build("0.2", listener)
-    ota.offer(current)
-    ota.start(current).expect("no_updates", timeout=10)
+def test_next_scenario(ota_scenario, ota_pki):
+    listener = ota_scenario.listen(ota_pki.dns())
+    current = ota_scenario.build("0.2", listener)
+    ota_scenario.offer(current)
+    ota_scenario.start(current).expect("no_updates", timeout=10)
 '''
 
 
@@ -35,7 +35,7 @@ def test_a_scenario_killed_mid_download_keeps_its_logs_and_the_next_gets_a_fresh
     (tmp_path / "test_scenarios.py").write_text(textwrap.dedent(SCENARIOS))
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "rig.plugin", "-p", "no:cacheprovider", "-o", "timeout_method=signal",
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--ota-board", "virtual", "-o", "timeout_method=signal",
          "--rootdir", str(tmp_path), "--ota-out", str(out), "-rA", str(tmp_path / "test_scenarios.py")],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from rig import firmware
-from rig.board import reset_and_read
+from ota_rig.device import firmware
+from ota_rig.bench.board import reset_and_read
 
-from .conftest import esptool, flash_args
+from .conftest import esptool
 
 pytestmark = pytest.mark.virtual
 

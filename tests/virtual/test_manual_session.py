@@ -15,10 +15,11 @@ from pathlib import Path
 
 import serial
 
-from rig.build import SketchConfig, VirtualBuilder
+from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.build.virtual_builder import VirtualBuilder
 
 ROOT = Path(__file__).resolve().parents[2]
-RIG = [sys.executable, "-m", "rig.cli"]
+RIG = [sys.executable, "-m", "ota_rig.cli"]
 
 
 def c_string(literal: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.interrupt import children
+from ota_rig.pytest_plugin.interrupt import children
 
 from ..process_table import processes
 
@@ -45,7 +45,7 @@ def test_a_twin_ends_when_its_owner_is_killed(tmp_path: Path, transport: str) ->
     owner = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import time
-            from rig.board import VirtualBoard
+            from ota_rig.bench.board import VirtualBoard
             board = VirtualBoard({str(tmp_path)!r}, transport={transport!r})
             print(board.process.pid, flush=True)
             time.sleep(120)
@@ -67,11 +67,11 @@ def test_a_twin_ends_when_its_owner_is_killed(tmp_path: Path, transport: str) ->
 def test_xdist_workers_and_their_twins_end_when_the_session_is_killed(tmp_path: Path) -> None:
     """Two workers each hold a twin in a long test; the session gets SIGKILL. Before, the workers
     went on with their scenarios for nobody and the twins ran forever."""
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["rig.plugin"]\n')
+    (tmp_path / "pytest.ini").write_text("[pytest]\nota_rig = true\n")  # the session asks for the rig
     (tmp_path / "test_long.py").write_text(textwrap.dedent("""
         import time
         import pytest
-        from rig.board import VirtualBoard
+        from ota_rig.bench.board import VirtualBoard
 
         @pytest.mark.parametrize("n", [1, 2])
         def test_holds_a_twin(tmp_path, n):
@@ -88,7 +88,7 @@ def test_xdist_workers_and_their_twins_end_when_the_session_is_killed(tmp_path: 
             assert time.monotonic() < deadline and session.poll() is None, "the workers never started their twins"
             time.sleep(0.1)
         workers = set(children(session.pid))
-        twins = {pid for pid, cmd in processes_mentioning(str(tmp_path / "base")).items() if "rig.virtual" in cmd}
+        twins = {pid for pid, cmd in processes_mentioning(str(tmp_path / "base")).items() if "ota_rig.virtual" in cmd}
         assert len(workers) == 2 and len(twins) == 2
         session.send_signal(signal.SIGKILL)
         session.wait()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from rig.board import SerialBoard, VirtualBoard, read_until
-from rig.flash import Esptool
+from ota_rig.bench.board import SerialBoard, VirtualBoard, read_until
+from ota_rig.bench.flash import Esptool
 
 from .conftest import esptool
 
@@ -47,10 +47,10 @@ def flash(tmp_path: Path, bootable: Path) -> Path:
 
 @contextmanager
 def twin(tmp_path: Path, flash: Path, *options: str) -> Iterator[Path]:
-    """`python -m rig.virtual --pty` as a user starts it; its standard input (the wires) stays
+    """`python -m ota_rig.virtual --pty` as a user starts it; its standard input (the wires) stays
     open and silent. Yields the port's path once the twin says it listens."""
     link = tmp_path / "ttyESP32"
-    process = subprocess.Popen([sys.executable, "-m", "rig.virtual", "--flash", str(flash), "--pty", str(link),
+    process = subprocess.Popen([sys.executable, "-m", "ota_rig.virtual", "--flash", str(flash), "--pty", str(link),
                                 *options], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert process.stdout.readline().startswith(b"virtual ESP32 ")

@@ -16,7 +16,7 @@ FLASH_SIZE = 4 * 1024 * 1024
 
 
 def twin(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "rig.cli", "virtual", *args], stdin=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "ota_rig.cli", "virtual", *args], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

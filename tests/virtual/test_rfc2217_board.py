@@ -1,5 +1,5 @@
 """The OTA scenarios also run on a board reset through DTR/RTS, as through a USB bridge or
-ser2net: the twin on RFC2217 stands in for it (`--board virtual-rfc2217`)."""
+ser2net: the twin on RFC2217 stands in for it (`--ota-board virtual-rfc2217`)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_a_scenario_passes_on_a_board_reset_through_dtr_and_rts(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", str(ROOT / "tests" / "ota" / "test_update.py"), "-k", "latest",
-         "--board", "virtual-rfc2217", "--ota-out", str(tmp_path), "-p", "no:cacheprovider", "-q", "-rA"],
+        [sys.executable, "-m", "pytest", str(ROOT / "src" / "ota_rig" / "scenarios" / "test_update.py"), "-k", "latest",
+         "--ota-board", "virtual-rfc2217", "--ota-out", str(tmp_path), "-p", "no:cacheprovider", "-q", "-rA"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert "1 passed" in done.stdout, done.stdout

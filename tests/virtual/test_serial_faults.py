@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from rig.board import VirtualBoard
-from rig.flash import Esptool
-from rig.monitor import MAX_LINE, ExpectTimeout, Monitor
+from ota_rig.bench.board import VirtualBoard
+from ota_rig.bench.flash import Esptool
+from ota_rig.bench.monitor import MAX_LINE, ExpectTimeout, Monitor
 
 pytestmark = [pytest.mark.virtual,
               pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")]

@@ -1,6 +1,6 @@
 """Two test sessions never write into one records folder: a session that finds its folder held
 by another writes into one of its own beside it, and says so (before, two plain `pytest
-tests/ota` in one checkout shared out/tests/<test> and broke each other's scenarios)."""
+src/ota_rig/scenarios` in one checkout shared out/tests/<test> and broke each other's scenarios)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ TEST = """
     import time
     from pathlib import Path
 
-    def test_writes_its_record(out_dir):
-        (out_dir / f"record-{os.getpid()}").write_text("")
+    def test_writes_its_record(ota_out_dir):
+        (ota_out_dir / f"record-{os.getpid()}").write_text("")
         (Path(__file__).parent / "started").write_text("")
         time.sleep(float(os.environ.get("HOLD", "0")))
 """
@@ -29,7 +29,7 @@ def session(folder: Path) -> list[str]:
 
 
 def test_a_second_session_gets_a_records_folder_of_its_own(tmp_path: Path) -> None:
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["rig.plugin"]\n')
+    (tmp_path / "pytest.ini").write_text("[pytest]\nota_rig = true\n")  # the session asks for the rig
     (tmp_path / "test_record.py").write_text(textwrap.dedent(TEST))
     out = tmp_path / "out" / "tests"
     first = subprocess.Popen(session(tmp_path), cwd=tmp_path, env={**os.environ, "HOLD": "3"},

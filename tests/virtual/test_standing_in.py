@@ -1,5 +1,5 @@
 """The real-board paths, with a twin started by hand standing in for the board: what a CI
-runner does with `--board rfc2217://...` or `--board mac:...`, built by arduino-cli (the fake
+runner does with `--ota-board rfc2217://...` or `--ota-board mac:...`, built by arduino-cli (the fake
 that replays recorded arduino-cli outputs, tests/fakes/arduino-cli), flashed and reset through
 DTR/RTS over RFC2217. Slow: esptool over RFC2217 is."""
 
@@ -23,9 +23,9 @@ FAKE_CLI = ROOT / "tests" / "fakes" / "arduino-cli"
 
 @contextmanager
 def twin_by_hand(folder: Path, mac: str):
-    """`python -m rig.virtual --rfc2217 0`, as a user starts it: the rig does not own it."""
+    """`python -m ota_rig.virtual --rfc2217 0`, as a user starts it: the rig does not own it."""
     folder.mkdir(parents=True)
-    process = subprocess.Popen([sys.executable, "-m", "rig.virtual", "--flash", str(folder / "flash.bin"),
+    process = subprocess.Popen([sys.executable, "-m", "ota_rig.virtual", "--flash", str(folder / "flash.bin"),
                                 "--rfc2217", "0", "--mac", mac], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         url = re.search(r"listening on (\S+)", process.stdout.readline()).group(1)
@@ -40,7 +40,7 @@ def run_rig(tmp_path: Path, board: str, *selection: str, extra: tuple[str, ...] 
     env = {**os.environ, "OTA_WIFI_SSID": "bench-ap", "OTA_WIFI_PASSWORD": "bench-password",
            "FAKE_ARDUINO_CLI_LOG": str(tmp_path / "arduino-cli.jsonl"),
            "OTA_RIG_LOCK_DIR": str(tmp_path / "locks")}
-    argv = [sys.executable, "-m", "pytest", *selection, "--board", board, "--arduino-cli", str(FAKE_CLI),
+    argv = [sys.executable, "-m", "pytest", *selection, "--ota-board", board, "--ota-arduino-cli", str(FAKE_CLI),
             "--ota-host", "127.0.0.1", "--ota-out", str(tmp_path / "out"), "--timeout", "600",
             "-p", "no:cacheprovider", "-q", "-rA", *extra]
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -50,7 +50,7 @@ def run_rig(tmp_path: Path, board: str, *selection: str, extra: tuple[str, ...] 
 def test_a_twin_on_rfc2217_stands_in_for_a_board_in_the_bench_checks_and_a_scenario(tmp_path: Path) -> None:
     with twin_by_hand(tmp_path / "twin", "24:6f:28:aa:00:01") as url:
         done = run_rig(tmp_path, url, "tests/hardware/test_bench.py",
-                       "tests/ota/test_update.py::test_device_on_the_latest_version_downloads_nothing")
+                       "src/ota_rig/scenarios/test_update.py::test_device_on_the_latest_version_downloads_nothing")
     assert re.search(r"\b3 passed\b", done.stdout), done.stdout + done.stderr
     scenario = next((tmp_path / "out").glob("test_update.*"))
     esptool_log = (scenario / "esptool.log").read_text()
@@ -70,7 +70,7 @@ def test_a_twin_is_found_by_its_mac_among_several_ports(tmp_path: Path) -> None:
     with twin_by_hand(tmp_path / "a", "24:6f:28:aa:00:0a") as first, \
          twin_by_hand(tmp_path / "b", "24:6f:28:aa:00:0b") as second:
         done = run_rig(tmp_path, "mac:24:6F:28:AA:00:0B", "tests/hardware/test_bench.py", "-k", "answers",
-                       extra=("--scan-ports", f"{first},{second}", "--log-level", "INFO"))
+                       extra=("--ota-scan-ports", f"{first},{second}", "--log-level", "INFO"))
     assert re.search(r"\b1 passed\b", done.stdout), done.stdout + done.stderr
     assert f"MAC scan: {second} -> 24:6f:28:aa:00:0b" in done.stdout
     assert f"MAC scan: {first} -> 24:6f:28:aa:00:0a" in done.stdout
@@ -78,18 +78,18 @@ def test_a_twin_is_found_by_its_mac_among_several_ports(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(600)
 def test_rig_run_passes_the_real_board_options_on_to_pytest(tmp_path: Path) -> None:
-    """The options rig's own sentences name (--arduino-cli, --fqbn, --wifi-ssid, --ota-host, ...)
+    """The options rig's own sentences name (--ota-arduino-cli, --ota-fqbn, --ota-wifi-ssid, --ota-host, ...)
     are `rig run`'s too: each reaches the session, as the fake arduino-cli's log, the device's
     serial log and the server's record show. Nothing comes from the environment."""
     env = {name: value for name, value in os.environ.items() if not name.startswith(("OTA_", "ARDUINO_CLI"))}
     env.update(FAKE_ARDUINO_CLI_LOG=str(tmp_path / "arduino-cli.jsonl"), OTA_RIG_LOCK_DIR=str(tmp_path / "locks"))
     with twin_by_hand(tmp_path / "twin", "24:6f:28:aa:00:0c") as url:
         done = subprocess.run(
-            [sys.executable, "-m", "rig.cli", "run", "--board", "mac:24:6f:28:aa:00:0c", "--scan-ports", url,
+            [sys.executable, "-m", "ota_rig.cli", "run", "--ota-board", "mac:24:6f:28:aa:00:0c", "--ota-scan-ports", url,
              "-k", "test_device_on_the_latest_version", "--out", str(tmp_path / "runs"),
-             "--arduino-cli", FAKE_CLI, "--fqbn", "esp32:esp32:esp32", "--arduino-cli-warnings", "more",
+             "--ota-arduino-cli", FAKE_CLI, "--ota-fqbn", "esp32:esp32:esp32", "--ota-arduino-cli-warnings", "more",
              "--ota-host", "127.0.0.1", "--ota-hostname", "updates.bench.test",
-             "--wifi-ssid", "bench-lab", "--wifi-password", "lab-password"],
+             "--ota-wifi-ssid", "bench-lab", "--ota-wifi-password", "lab-password"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 of 1 scenarios passed" in done.stdout

@@ -1,3 +1,0 @@
-"""A hardware-in-the-loop rig that proves an ESP32 updates itself securely over HTTPS."""
-
-__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The rig's hands on a board: ports and resets, esptool, the serial monitor, and the network the\nboard finds the update server on."""
