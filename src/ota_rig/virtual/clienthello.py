@@ -1,24 +1,28 @@
-"""The ClientHello each device profile sends: the reference captures, per connection.
+"""The ClientHello each device profile sends: real Mbed TLS builds configured like the cores, per connection.
 
-The bytes are shared/reference/clienthello/*.json's `raw`, ClientHellos that real Mbed TLS builds
-configured like the cores sent to a server (tests/unit/test_tls.py holds these constants to
-those files). A connection sends them byte for byte except two fields: the 32-byte random, whose
-first 4 bytes are the device clock's Unix time (Mbed TLS's gmt_unix_time: MBEDTLS_HAVE_TIME is
-set in both cores' sdkconfig) and the other 28 random, and the server_name extension, which
-carries the URL host (an IP literal too: Mbed TLS has no IP exclusion, reference section 8.2).
+The bytes are tests/recorded/clienthello/*.json's `raw` (tests/unit/test_tls_wire.py holds these
+constants to those files): ClientHellos that real Mbed TLS builds, configured as each core's
+precompiled libraries are, sent to a server. A connection sends them byte for byte except two
+fields: the 32-byte random, whose first 4 bytes are the device clock's Unix time (Mbed TLS's
+gmt_unix_time: MBEDTLS_HAVE_TIME is set in both cores' sdkconfig) and the other 28 random, and
+the server_name extension, which carries the URL host (an IP literal too: Mbed TLS has no IP
+exclusion, reference section 8.2).
 
-arduino-esp32-2.0: Mbed TLS 2.28.4 with 2.0.14's sdkconfig (TLS 1.0-1.2, record version 0x0301,
-48 suites and the renegotiation SCSV).
+arduino-esp32-2.0: Mbed TLS 2.28.4 with 2.0.14's sdkconfig and ESP-IDF 4.4's esp_config.h (TLS
+1.0-1.2, record version 0x0301, 48 suites and the renegotiation SCSV).
 
-arduino-esp32-3: APPROXIMATE. Mbed TLS 3.6.4 with an ESP-IDF 5.x-like configuration (TLS 1.2
-only, record version 0x0303); no file of a 3.3.x release (ESP-IDF 5.5) was readable. Checked
-against the nearest readable 3.x libraries, esp32-arduino-libs idf-release/v5.1 (the 3.0.x
-libs, `esp32/sdkconfig`): TLS 1.3 off, Camellia on, ChaCha20 and ARIA off, GCM and CCM on,
-static ECDH key exchanges on, the same curves (x25519, the NIST and brainpool ones; the others
-are not in Mbed TLS 3.x's default group list) agree with this hello; but those libs build
-without CONFIG_MBEDTLS_DHM_C, so they offer none of the 16 DHE-RSA suites this capture has
-(`DHE_SUITES`). Whether 3.3.10's libs enable DHM is UNVERIFIED, so the capture is sent as it
-is.
+arduino-esp32-3: Mbed TLS 3.6.4 (3.6.3, 3.6.5 and 3.6.6 send the same bytes: ESP-IDF v5.5 to
+v5.5.5 pin these) with ESP-IDF v5.5.1's esp_config.h, which starts from Mbed TLS's default
+mbedtls_config.h and overrides it from Kconfig, evaluated with ESP-IDF's Kconfig defaults and the
+MBEDTLS lines of esp32-arduino-lib-builder's configs/defconfig.common at ee57070 (its master
+branch builds the 3.3.x libraries from ESP-IDF release/v5.5). TLS 1.2 only (record version
+0x0303), 80 suites and the SCSV: no DHE-RSA (CONFIG_MBEDTLS_DHM_C defaults to n and the
+lib-builder does not set it; the 3.0.x libs' sdkconfig.h has no DHM either), and 20 ARIA suites
+(MBEDTLS_ARIA_C is on in Mbed TLS's default config and esp_config.h never turns it off; the 3.0.x
+libs' libmbedtls_2.a holds ARIA suite names too). How it was made, and how to make it again:
+tests/recorded/clienthello/mbedtls-3.6/REPORT.md. UNVERIFIED: Espressif's Mbed TLS fork at
+those ESP-IDF commits was not built (upstream tags were), so a fork change to the suite list
+would not show here; no real 3.3.x device was captured.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["HELLOS", "ClientHelloTemplate", "DHE_SUITES"]
+__all__ = ["HELLOS", "ClientHelloTemplate"]
 
 _SNI = 0
 _GROUPS = 10
@@ -92,23 +96,19 @@ class ClientHelloTemplate:
 
 
 HELLOS: dict[str, ClientHelloTemplate] = {
-    # shared/reference/clienthello/arduino-esp32-2.0.json
+    # tests/recorded/clienthello/arduino-esp32-2.0.json
     "arduino-esp32-2.0": ClientHelloTemplate(bytes.fromhex(
         "16030100e7010000e303036b1138bfe8c416db7e5a148406feb7909e92585b2cab3ba83114fac127c676fb000062c02c"
         "c030009fc0adc09fc024c028006bc00ac0140039c0afc0a3c02bc02f009ec0acc09ec023c0270067c009c0130033c0ae"
         "c0a2009dc09d003d0035c032c02ac00fc02ec026c005c0a1009cc09c003c002fc031c029c00ec02dc025c004c0a000ff"
         "010000580000000e000c0000096c6f63616c686f7374000d0012001006030601050305010403040103030301000a001a"
         "00180019001c0018001b00170016001a0015001400130012001d000b00020100001600000017000000230000")),
-    # shared/reference/clienthello/arduino-esp32-3-approx.json (approximate: see above)
+    # tests/recorded/clienthello/arduino-esp32-3.3.json
     "arduino-esp32-3": ClientHelloTemplate(bytes.fromhex(
-        "16030301110100010d03036b1139470da70947ebe6835c8d1c70427f2a2814a12d84d15f61940d7f03077d00009ac02c"
-        "c030009fc0adc09fc024c028006bc00ac0140039c0afc0a3c087c08bc07dc073c07700c40088c02bc02f009ec0acc09e"
-        "c023c0270067c009c0130033c0aec0a2c086c08ac07cc072c07600be0045009dc09d003d0035c032c02ac00fc02ec026"
-        "c005c0a1c07b00c00084c08dc079c089c075009cc09c003c002fc031c029c00ec02dc025c004c0a0c07a00ba0041c08c"
-        "c078c088c07400ff0100004a0000000e000c0000096c6f63616c686f7374000a0010000e001d001700180019001a001b"
-        "001c000d000e000c060306010503050104030401000b00020100001600000017000000230000")),
+        "16030301190100011503036b11685dc5fe2840633cd3d659cf246315ac8fb1517861e8c92395c405be81e10000a2c02c"
+        "c030c0adc024c028c00ac014c0afc087c08bc073c077c05dc061c049c04dc02bc02fc0acc023c027c009c013c0aec086"
+        "c08ac072c076c05cc060c048c04c009dc09d003d0035c032c02ac00fc02ec026c005c0a1c07b00c00084c08dc079c089"
+        "c075c05fc063c051c04bc04fc03d009cc09c003c002fc031c029c00ec02dc025c004c0a0c07a00ba0041c08cc078c088"
+        "c074c05ec062c050c04ac04ec03c00ff0100004a0000000e000c0000096c6f63616c686f7374000a0010000e001d0017"
+        "00180019001a001b001c000d000e000c060306010503050104030401000b00020100001600000017000000230000")),
 }
-
-# The DHE-RSA suites of the 3.x capture, which the 3.0.x libs (no CONFIG_MBEDTLS_DHM_C) lack.
-DHE_SUITES = frozenset({0x009F, 0xC09F, 0x006B, 0x0039, 0xC0A3, 0x00C4, 0x0088, 0xC07D,
-                        0x009E, 0xC09E, 0x0067, 0x0033, 0xC0A2, 0xC07C, 0x00BE, 0x0045})

@@ -46,6 +46,8 @@ from tlslite.recordlayer import RecordLayer
 from tlslite.utils.codec import Parser
 from tlslite.utils import cipherfactory
 
+from ota_rig.virtual.mbedtls_tables import SUITE_NAMES
+
 ENGINE_VERSION = "0.8.2"
 if tlslite.__version__ != ENGINE_VERSION:  # the overrides below follow this release's internals
     raise ImportError(f"rig needs tlslite-ng {ENGINE_VERSION}, found {tlslite.__version__}")
@@ -207,7 +209,8 @@ class _Connection(TLSConnection):
             offered = self._rig_hello.cipher_suites
             if (self._rig.versions[0] <= hello.version <= self._rig.versions[1] and hello.suite in offered
                     and hello.suite not in runnable_suites(offered, hello.version)):
-                raise EngineLimit(f"the server chose suite 0x{hello.suite:04X}, which the device offers "
+                raise EngineLimit(f"the server chose suite 0x{hello.suite:04X} "
+                                  f"({SUITE_NAMES.get(hello.suite, 'no Mbed TLS name known')}), which the device offers "
                                   "and the twin's TLS engine (tlslite-ng) cannot run")
         elif kind == HandshakeType.certificate and self._rig.server_hello is not None:
             alert = self._rig.on_certificate(message, self._rig.server_hello)
