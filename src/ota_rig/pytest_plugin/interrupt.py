@@ -2,7 +2,7 @@
 
 At the first signal no test starts any more, and the tests under way end: `Interrupted` is
 raised in their setup or body, so their fixtures close boards and servers as after any failure,
-their logs stay, and their reports say which signal cut them short (`interrupted_by`; ota_rig.records
+their logs stay, and their reports say which signal cut them short (`report.interrupted`; ota_rig.records
 records the verdict `interrupted`). A test that is tearing down finishes its teardown. The
 session then ends as pytest ends an interrupted one, and RunRecorder writes results.json,
 junit.xml and report.html. Later signals change nothing: what they would cut short is the
@@ -34,11 +34,6 @@ GRACE = 5.0  # seconds a left-behind process gets to end after SIGTERM, before S
 class Interrupted(BaseException):
     """Raised in a test under way when the run stops: a BaseException, as KeyboardInterrupt is,
     so that no `except Exception` in a test or fixture swallows it."""
-
-
-def interrupted_by(report: pytest.TestReport) -> str | None:
-    """The signal ("SIGINT", "SIGTERM") that cut the phase of `report` short, or None."""
-    return getattr(report, "interrupted", None)
 
 
 class Interrupt:

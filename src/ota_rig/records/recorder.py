@@ -9,18 +9,24 @@ import datetime
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pytest
 
-from ota_rig.pytest_plugin.interrupt import interrupted_by
 from ota_rig.records.results import run_record, write_reports
 
-if TYPE_CHECKING:
-    from ota_rig.pytest_plugin.interrupt import Interrupt
+
+class SignalWatch(Protocol):
+    """What stops a run (ota_rig.pytest_plugin.interrupt.Interrupt): the first signal's name."""
+
+    signal: str | None
 
 
-# --- the run --------------------------------------------------------------------------------
+def interrupted_by(report: pytest.TestReport) -> str | None:
+    """The signal ("SIGINT", "SIGTERM") that cut the phase of `report` short, or None: the
+    interrupt plugin sets it on the report as `interrupted`, which travels to an xdist controller."""
+    return getattr(report, "interrupted", None)
+
 
 class RunRecorder:
     """A pytest plugin on the session's controller: each test's verdict and time from pytest's
@@ -28,7 +34,7 @@ class RunRecorder:
     results.json, junit.xml and report.html in `folder`."""
 
     def __init__(self, folder: Path, scenarios: Path, board: str, cores: dict[str, str],
-                 stop: Interrupt) -> None:
+                 stop: SignalWatch) -> None:
         self.folder = Path(folder)
         self.scenarios = Path(scenarios)
         self.board = board  # the --ota-board the run was asked for
