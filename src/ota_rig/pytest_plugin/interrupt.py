@@ -140,8 +140,9 @@ class Interrupt:
         if call.excinfo is not None and call.excinfo.errisinstance(Interrupted):
             signal = str(call.excinfo.value)
             # Not a TestReport field but an attribute of its own (read by interrupted_by), which
-            # travels with the report to an xdist controller.
-            setattr(report, "interrupted", signal)
+            # travels with the report to an xdist controller: setattr, as TestReport declares no
+            # such attribute for an assignment to type-check against.
+            setattr(report, "interrupted", signal)  # noqa: B010
             report.longrepr = f"interrupted by {signal}"
         return report
 
