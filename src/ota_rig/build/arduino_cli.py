@@ -372,8 +372,10 @@ def _flash_offsets(build_path: Path, project: str, chip: str, properties: dict[s
         offsets["bootloader_offset"] = BOOTLOADER_OFFSETS[chip]
     args = build_path / "flash_args"
     if args.is_file():
-        names: dict[str, _OffsetName] = {f"{project}.bootloader.bin": "bootloader_offset", f"{project}.partitions.bin": "partitions_offset",
-                 "boot_app0.bin": "boot_app0_offset", f"{project}.bin": "app_offset"}
+        names: dict[str, _OffsetName] = {
+            f"{project}.bootloader.bin": "bootloader_offset", f"{project}.partitions.bin": "partitions_offset",
+            "boot_app0.bin": "boot_app0_offset", f"{project}.bin": "app_offset",
+        }
         for line in args.read_text().splitlines():
             words = line.split()
             if len(words) >= 2 and words[0].lower().startswith("0x") and words[1] in names:
