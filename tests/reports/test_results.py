@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ota_rig.device import printed_lines as protocol
+from ota_rig.device import printed_lines
 from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.device.firmware import APP_OFFSET, parse_image
 from ota_rig.records.results import SCHEMA
@@ -94,7 +94,7 @@ def test_observed_events_are_the_lines_of_serial_log_they_point_at(twin_run) -> 
     record = scenario(results, UPDATE)
     lines = (folder / record["logs"]["serial"]).read_text().splitlines()
     for event in record["observed"]:
-        line, fields = protocol.classify(lines[event["line"]])
+        line, fields = printed_lines.classify(lines[event["line"]])
         assert (line.name, fields, lines[event["line"]]) == (event["event"], event["fields"], event["text"])
     transitions = [e["transition"] for e in record["observed"] if e["transition"]]
     assert transitions == ["reset POWERON_RESET", "Firmware version 0.1", "HTTP_UPDATE_OK", "reset SW_CPU_RESET",

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 import serial
 
-from ota_rig.device import printed_lines as protocol
+from ota_rig.device import printed_lines
 from ota_rig.scenario import record as scenario_record
 from ota_rig.bench.monitor import KEEP_LINES, MAX_LINE, Event, ExpectTimeout, Monitor, UnexpectedEvent
 
@@ -69,7 +69,7 @@ def monitor(port, log_path: Path):
 
 def test_table_lines_become_timestamped_events(port, monitor: Monitor) -> None:
     before = time.monotonic()
-    send(port, "some boot chatter", protocol.render("firmware_version", version="1.2.3"),
+    send(port, "some boot chatter", printed_lines.render("firmware_version", version="1.2.3"),
          "[  2553][E][WiFiClientSecure.cpp:144] connect(): start_ssl_client: -9984")
 
     event = monitor.expect("firmware_version", timeout=1, version="1.2.3")

@@ -8,10 +8,10 @@ import re
 import pytest
 
 from ota_rig.build.artifacts import SKETCH_DIR
-from ota_rig.device import printed_lines as protocol
+from ota_rig.device import printed_lines
 
 SKETCH = SKETCH_DIR / "ota_https.ino"
-SKETCH_LINES = [line for line in protocol.LINES if line.source == protocol.SKETCH]
+SKETCH_LINES = [line for line in printed_lines.LINES if line.source == printed_lines.SKETCH]
 HOLE = "\0"  # where a value goes, in a format or a template
 
 CONVERSION = re.compile(r"%(?:%|s|d|u|ld|lu)|%")  # the conversions report() formats may use
@@ -86,8 +86,8 @@ def format_shape(fmt: str) -> tuple[str, int]:
     return CONVERSION.sub(hole, fmt), holes
 
 
-def template_shape(line: protocol.Line) -> tuple[str, int]:
-    return protocol._PLACEHOLDER.sub(HOLE, line.template), len(line.field_names)
+def template_shape(line: printed_lines.Line) -> tuple[str, int]:
+    return printed_lines._PLACEHOLDER.sub(HOLE, line.template), len(line.field_names)
 
 
 def report_body(code: str) -> tuple[int, int]:
@@ -157,22 +157,22 @@ OVERRIDES = {
 }
 
 
-@pytest.mark.parametrize("line", protocol.LINES, ids=lambda line: line.name)
-def test_render_and_parse_round_trip(line: protocol.Line) -> None:
+@pytest.mark.parametrize("line", printed_lines.LINES, ids=lambda line: line.name)
+def test_render_and_parse_round_trip(line: printed_lines.Line) -> None:
     samples = SAMPLES | OVERRIDES.get(line.name, {})
     values = {name: samples[name] for name in line.field_names}
     text = line.render(**values)
     assert "{" not in text and line.parse(text) == values
-    assert protocol.render(line.name, **values) == text
-    found = protocol.classify(text)
+    assert printed_lines.render(line.name, **values) == text
+    found = printed_lines.classify(text)
     assert found is not None and found[0].name == line.name, f"{text!r} is classified as {found and found[0].name}"
 
 
 def test_render_names_a_missing_field() -> None:
     with pytest.raises(KeyError, match="update_failed needs \\['text'\\]"):
-        protocol.render("update_failed", code=-1)
+        printed_lines.render("update_failed", code=-1)
     with pytest.raises(KeyError, match="no protocol line named 'nope'"):
-        protocol.line("nope")
+        printed_lines.line("nope")
 
 
 REFERENCE_LINES = [  # shared/reference/esp32-ota-device.md, sections 7, 8.1 and 12.1
@@ -216,7 +216,7 @@ REFERENCE_LINES = [  # shared/reference/esp32-ota-device.md, sections 7, 8.1 and
 @pytest.mark.parametrize(("text", "name", "fields"), REFERENCE_LINES,
                          ids=[f"{n}-{name}" for n, (_, name, _) in enumerate(REFERENCE_LINES)])
 def test_classify_names_real_device_lines(text: str, name: str, fields: dict[str, str]) -> None:
-    found = protocol.classify(text)
+    found = printed_lines.classify(text)
     assert found is not None, f"{text!r} is not classified"
     line, values = found
     assert line.name == name
@@ -229,4 +229,4 @@ def test_classify_names_real_device_lines(text: str, name: str, fields: dict[str
     "invalid header: 0xffffffff", "[SETUP] WAIT 4...", "Update start now!",
 ])
 def test_classify_leaves_other_lines_alone(text: str) -> None:
-    assert protocol.classify(text) is None
+    assert printed_lines.classify(text) is None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ota_rig.device import firmware, printed_lines as protocol
+from ota_rig.device import firmware, printed_lines
 from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.device.signing import MANIFEST_SIZE, STATEMENT_SIZE, VERSION_AT, VERSION_SIZE, KeyPair, sign
 
@@ -112,7 +112,7 @@ def test_the_sketch_checks_the_manifest_as_the_twin_does(sketch_check: Path, key
         assert (ran.returncode, lines) == (0, [])
     else:
         assert ran.returncode == 1 and len(lines) == 1, ran.stdout
-        line, fields = protocol.classify(lines[0])
+        line, fields = printed_lines.classify(lines[0])
         assert line.name == refusal
         if refusal == "downgrade_refused":
             assert fields == {"version": "0.1", "current": "0.2"}

@@ -43,7 +43,7 @@ from itertools import dropwhile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ota_rig.device import printed_lines as protocol
+from ota_rig.device import printed_lines
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class Monitor:
     runs TLS in seconds where the twin on loopback takes milliseconds, and the same scenario
     must pass on both."""
 
-    def __init__(self, port: Any, log_path: Path, table: Sequence[protocol.Line] = protocol.LINES,
+    def __init__(self, port: Any, log_path: Path, table: Sequence[printed_lines.Line] = printed_lines.LINES,
                  reopen: Callable[[], Any] | None = None, time_scale: float = 1.0) -> None:
         self.port = port
         self.time_scale = time_scale
@@ -330,7 +330,7 @@ class Monitor:
         self._log.write(text + "\n")
         self._log.flush()
         now = time.monotonic()
-        found = protocol.classify(text, self.table) if classify else None
+        found = printed_lines.classify(text, self.table) if classify else None
         with self._changed:
             event = None
             if found is not None:

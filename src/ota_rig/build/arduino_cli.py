@@ -51,7 +51,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal, TypedDict
 
 from ota_rig.build.artifacts import SKETCH, SKETCH_DIR, Artifacts
 from ota_rig.device.sketch_config import CONFIG_HEADER, SketchConfig
@@ -305,7 +305,8 @@ class ArduinoCliBuilder:
                 raise BuildError(f"arduino-cli reported success but {path} is missing ({where})")
         chip = properties.get("build.mcu") or self.board.board
         offsets = _flash_offsets(build_path, project, chip, properties, where)
-        return Artifacts(version=config.version, **files, **offsets, chip=chip)
+        return Artifacts(version=config.version, bootloader=files["bootloader"], partitions=files["partitions"],
+                         boot_app0=files["boot_app0"], app=files["app"], **offsets, chip=chip)
 
     def _run(self, args: list[str]) -> subprocess.CompletedProcess[str]:
         try:
@@ -347,11 +348,23 @@ def _first_error(result: dict, code: int) -> str:
     return said.splitlines()[0] if said else f"exit code {code} and no error message"
 
 
+_OffsetName = Literal["bootloader_offset", "partitions_offset", "boot_app0_offset", "app_offset"]
+
+
+class _FlashOffsets(TypedDict, total=False):
+    """The Artifacts offsets a build names; the ones it leaves out keep Artifacts' defaults."""
+
+    bootloader_offset: int
+    partitions_offset: int
+    boot_app0_offset: int
+    app_offset: int
+
+
 def _flash_offsets(build_path: Path, project: str, chip: str, properties: dict[str, str],
-                   where: str) -> dict[str, int]:
+                   where: str) -> _FlashOffsets:
     """Offsets from <build path>/flash_args (arduino-esp32 3.3.5 and later) when present; else
     platform.txt's fixed ones with the bootloader at build.bootloader_addr, or by chip family."""
-    offsets: dict[str, int] = {}
+    offsets: _FlashOffsets = {}
     named = properties.get("build.bootloader_addr")
     if named:
         offsets["bootloader_offset"] = int(named, 0)
@@ -359,8 +372,10 @@ def _flash_offsets(build_path: Path, project: str, chip: str, properties: dict[s
         offsets["bootloader_offset"] = BOOTLOADER_OFFSETS[chip]
     args = build_path / "flash_args"
     if args.is_file():
-        names = {f"{project}.bootloader.bin": "bootloader_offset", f"{project}.partitions.bin": "partitions_offset",
-                 "boot_app0.bin": "boot_app0_offset", f"{project}.bin": "app_offset"}
+        names: dict[str, _OffsetName] = {
+            f"{project}.bootloader.bin": "bootloader_offset", f"{project}.partitions.bin": "partitions_offset",
+            "boot_app0.bin": "boot_app0_offset", f"{project}.bin": "app_offset",
+        }
         for line in args.read_text().splitlines():
             words = line.split()
             if len(words) >= 2 and words[0].lower().startswith("0x") and words[1] in names:

@@ -18,7 +18,7 @@ import argparse
 import sys
 import traceback
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ota_rig import __version__
 from ota_rig.errors import RigError
@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="an earlier results.json: say what got worse, and fail if anything did")
     forwarded: list[str] = []
 
-    def forward(flag: str, **settings: object) -> None:  # only what is given goes to pytest
+    # `settings` are add_argument's own keywords (default, choices, type, help, metavar), each
+    # of its own type: Any, as add_argument's stub takes them one by one.
+    def forward(flag: str, **settings: Any) -> None:  # only what is given goes to pytest
         forwarded.append(flag)
         run.add_argument(flag, **{**settings, "default": argparse.SUPPRESS})
 

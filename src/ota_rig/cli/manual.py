@@ -155,10 +155,11 @@ def serve(folder: Path, *, host: str | None, port: int, hostname: str | None, fi
     """`rig serve`: the update server on `port` with the certificates of `folder`, offering
     `firmware` as `firmware_version` if given (as a release signed with the key pair in
     `signing_key`, if given), until SIGINT or SIGTERM."""
-    image = _offered_image(firmware, firmware_version)
+    offered = _offered_image(firmware, firmware_version)
     keys = None if signing_key is None else KeyPair.load_or_create(signing_key)
-    if keys is not None and image is not None:
-        image = sign(image, firmware_version, keys)
+    if keys is not None and offered is not None:
+        version, image = offered
+        offered = version, sign(image, version, keys)
     if not 0 <= port <= 65535:
         raise CommandError(f"port {port} is not a TCP port; pass --port 0..65535 (0: a free one)")
     address = host or _default_address()
@@ -170,8 +171,8 @@ def serve(folder: Path, *, host: str | None, port: int, hostname: str | None, fi
     except OSError as err:
         _explain_listen_error(err, address, port)
         raise
-    if image is not None:
-        server.offer(firmware_version, image)
+    if offered is not None:
+        server.offer(*offered)
     server.firmware_dir.mkdir(exist_ok=True)
     server.record_path.touch()
     with server.record_path.open(encoding="utf-8") as record:
@@ -192,15 +193,15 @@ def serve(folder: Path, *, host: str | None, port: int, hostname: str | None, fi
     return 0
 
 
-def _offered_image(path: Path | None, version: str | None) -> bytes | None:
-    """The bytes of the app image to offer, checked, or None when nothing is offered."""
+def _offered_image(path: Path | None, version: str | None) -> tuple[str, bytes] | None:
+    """The version and the bytes of the app image to offer, checked, or None when nothing is offered."""
     if path is None:
         if version:
             raise CommandError("--firmware-version names the version of --firmware; pass --firmware with the app image too")
         return None
     if not version:
         raise CommandError(f"{path} needs a version to compare with the board's x-ESP32-version; pass --firmware-version too")
-    return _read_app(path, "pass --firmware the app image (<sketch>.ino.bin) a build wrote")
+    return version, _read_app(path, "pass --firmware the app image (<sketch>.ino.bin) a build wrote")
 
 
 def _read_app(path: Path, fix: str) -> bytes:
@@ -306,6 +307,8 @@ def connection_line(connection: ConnectionRecord) -> str:
     when = datetime.datetime.fromisoformat(connection.start).astimezone().strftime("%H:%M:%S")
     parts = [when, connection.peer.rsplit(":", 1)[0].strip("[]")]
     tls = connection.tls  # every record has its TLS outcome, a shutdown mid-handshake included
+    if tls is None:
+        raise ValueError(f"the record of a connection from {connection.peer} has no TLS outcome")
     if not tls.ok:
         parts.append(f"TLS refused: alert {tls.alert}" if tls.alert else f"TLS failed: {tls.error}")
     else:

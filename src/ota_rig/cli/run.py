@@ -181,9 +181,10 @@ class ScenarioPrinter:
     @pytest.hookimpl(trylast=True)  # after RunRecorder has the teardown in its record
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "teardown" and self.recorder is not None:
-            self.print_scenario(self.recorder.tests[report.nodeid])
+            self.print_scenario(self.recorder.tests[report.nodeid], self.recorder.folder)
 
-    def print_scenario(self, test: dict) -> None:
+    def print_scenario(self, test: dict, run_folder: Path) -> None:
+        """Print a finished scenario's lines; its logs' folder is relative to `run_folder`."""
         verdict, why = test["verdict"], test["message"]
         self.status("")
         lines = [f"{VERDICT_WORDS[verdict]:<5} {test['name']}  ({test['durations']['total']:.1f} s)"]
@@ -193,7 +194,7 @@ class ScenarioPrinter:
         if why and verdict != "passed":
             lines.append(f"      {'why' if verdict != 'skipped' else 'skipped'}: {why}")
         if "folder" in test.get("logs", {}):
-            lines.append(f"      logs: {(self.recorder.folder / test['logs']['folder']).resolve()}")
+            lines.append(f"      logs: {(run_folder / test['logs']['folder']).resolve()}")
         self.out.write("\n".join(lines) + "\n")
         self.out.flush()
 

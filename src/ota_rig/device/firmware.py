@@ -126,8 +126,9 @@ class AppDescriptor:
         if magic != APP_DESC_MAGIC:
             problem = f"expected 0x{APP_DESC_MAGIC:08x}, found 0x{magic:08x}"
             raise FirmwareFormatError("app descriptor magic", offset, problem)
-        return cls(*map(_text, strings), secure_version=secure, elf_sha256=sha, min_efuse_blk_rev_full=min_blk,
-                   max_efuse_blk_rev_full=max_blk, mmu_page_size=mmu_page)
+        version, project_name, time, date, idf_version = map(_text, strings)  # the five of _DESC_STRINGS
+        return cls(version, project_name, time, date, idf_version, secure_version=secure, elf_sha256=sha,
+                   min_efuse_blk_rev_full=min_blk, max_efuse_blk_rev_full=max_blk, mmu_page_size=mmu_page)
 
 
 @dataclass(frozen=True)

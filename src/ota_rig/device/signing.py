@@ -77,10 +77,10 @@ class KeyPair:
             private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                   serialization.NoEncryption()))
             (folder / PUBLIC_PEM).write_bytes(_public_pem(key))
-        key = serialization.load_pem_private_key(private.read_bytes(), password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        loaded = serialization.load_pem_private_key(private.read_bytes(), password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey) or loaded.curve.name != "secp256r1":
             raise ValueError(f"{private} is not a P-256 private key")
-        return cls(key, _public_pem(key).decode())
+        return cls(loaded, _public_pem(loaded).decode())
 
 
 def _public_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -133,8 +133,12 @@ class Interrupt:
     def pytest_runtest_makereport(self, call: pytest.CallInfo) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         if call.excinfo is not None and call.excinfo.errisinstance(Interrupted):
-            report.interrupted = str(call.excinfo.value)  # travels with the report to an xdist controller
-            report.longrepr = f"interrupted by {report.interrupted}"
+            signal = str(call.excinfo.value)
+            # Not a TestReport field but an attribute of its own (read by interrupted_by), which
+            # travels with the report to an xdist controller: setattr, as TestReport declares no
+            # such attribute for an assignment to type-check against.
+            setattr(report, "interrupted", signal)  # noqa: B010
+            report.longrepr = f"interrupted by {signal}"
         return report
 
     @pytest.hookimpl(trylast=True)

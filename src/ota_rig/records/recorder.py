@@ -114,7 +114,9 @@ def _verdict_of(report: pytest.TestReport) -> tuple[str, str | None]:
     if report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         return "skipped", reason.removeprefix("Skipped: ")
-    line = next((part.strip() for part in _details(report).splitlines() if part.strip()), "failed")
+    details = _details(report)
+    assert details is not None  # _details is None only for passed or skipped reports, returned above
+    line = next((part.strip() for part in details.splitlines() if part.strip()), "failed")
     # "...did not come within 1 s; the last 15 lines received:": the lines are in `details`
     if line.endswith(":") and "; " in line:
         line = line.rsplit("; ", 1)[0]

@@ -55,7 +55,10 @@ def discard(folder: Path) -> None:
 
 
 def _order(name: str) -> tuple[str, int]:
-    stamp, number = NAME.fullmatch(name).groups()
+    match = NAME.fullmatch(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a run folder's name (a UTC time stamp, maybe with -N)")
+    stamp, number = match.groups()
     return stamp, int(number or 1)
 
 

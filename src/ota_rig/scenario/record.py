@@ -147,10 +147,15 @@ def durations(steps: list[dict], observed: list[dict], connections: list[dict]) 
     def first(name: str, after: float) -> float | None:
         return next((e["t"] for e in observed if e["event"] == name and e["t"] >= after), None)
 
+    def since(start: float | None, name: str) -> float | None:
+        """Seconds from `start` to the first `name` at or after it; None if either is missing."""
+        if start is None:
+            return None
+        end = first(name, start)
+        return None if end is None else round(end - start, 4)
+
     reset = next((s["end"] for s in steps if s["step"] == "reset"), None)
-    booted = None if reset is None else first("firmware_version", reset)
     update_ok = first("update_ok", 0.0)
-    rebooted = None if update_ok is None else first("firmware_version", update_ok)
     handshake = next((c["tls"]["seconds"] for c in connections if c["tls"] and c["tls"]["seconds"] is not None), None)
     body = next((r for c in connections for r in c["requests"] if r["bytes_sent"] and r["body_ended"] is not None), None)
     download = None
@@ -161,10 +166,10 @@ def durations(steps: list[dict], observed: list[dict], connections: list[dict]) 
     return {
         "build": total("build"),
         "flash": total("flash"),
-        "boot": None if booted is None else round(booted - reset, 4),
+        "boot": since(reset, "firmware_version"),
         "tls_handshake": handshake,
         "download": download,
-        "reboot": None if rebooted is None else round(rebooted - update_ok, 4),
+        "reboot": since(update_ok, "firmware_version"),
         "total": None,  # the test's own time, set by RunRecorder from pytest's report
     }
 

@@ -44,10 +44,10 @@ import struct
 import termios
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -57,6 +57,8 @@ from ota_rig.server.faults import Fault, Offer, Reply
 from ota_rig.server.records import (
     CLOSED, NOT_READING, SHUTDOWN, TIMEOUT, ConnectionRecord, RequestRecord, ServerLog, TlsRecord, parse_version, tls_alert,
 )
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 progress = logging.getLogger("ota_rig.progress")  # what `rig run` shows while a scenario runs
@@ -199,6 +201,7 @@ class UpdateServer:
             return
         self._call(self._shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
+        assert self._thread is not None  # start() sets it together with _loop
         self._thread.join()
         self._loop.close()
         self._loop = None
@@ -227,7 +230,9 @@ class UpdateServer:
 
     # The loop thread's side.
 
-    def _call(self, coroutine: Awaitable, timeout: float = 10.0):
+    def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        if self._loop is None:
+            raise RuntimeError("the update server's loop is not running: call start() first")
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     async def _setup(self) -> None:
@@ -250,9 +255,12 @@ class UpdateServer:
 
     async def _shutdown(self) -> None:
         for listener in self.listeners.values():
+            if listener.server is None:
+                raise RuntimeError(f"listener {listener.name!r} never started serving, so it cannot stop")
             listener.server.close()
         for connection in list(self._open):
             connection.shut_down()
+        assert self._runner is not None and self._record_file is not None  # start() made both before the loop ran
         await self._runner.cleanup()
         self._record_file.close()
 
@@ -262,13 +270,14 @@ class UpdateServer:
 
     def _record(self, connection: "_Connection") -> None:
         """Append a finished connection's record and flush it."""
+        assert self._record_file is not None  # start() opens it before the loop that records runs
         self._record_file.write(connection.record.to_json() + "\n")
         self._record_file.flush()
         with self._idle:
             self._open.discard(connection)
             self._idle.notify_all()
 
-    def _route(self, decide: Callable[[web.Request], Reply]):
+    def _route(self, decide: Callable[[web.Request], Reply]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         """An aiohttp handler that records the request, asks `decide` for the reply and sends it."""
 
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -279,7 +288,9 @@ class UpdateServer:
                 headers=[(name.decode("latin-1"), value.decode("latin-1"))
                          for name, value in request.raw_headers],
             )
-            connection: _Connection = request.protocol.connection
+            handler = request.protocol
+            assert isinstance(handler, _Handler)  # _Connection._start_tls makes every connection's handler
+            connection = handler.connection
             record.at = connection.elapsed()
             connection.record.requests.append(record)
             connection.request_started()
@@ -372,7 +383,7 @@ async def _send(request: web.Request, record: RequestRecord, reply: Reply,
     return response
 
 
-def _pieces(body: bytes | Path, chunked: bool) -> Iterator[bytes]:
+def _pieces(body: bytes | Path, chunked: bool) -> Generator[bytes, None, None]:
     """`body` as it goes on the wire, CHUNK_SIZE bytes of it at a time, each in a chunk of its
     own and then the last chunk if `chunked` (HTTP/1.1 chunked coding: hex size line, data,
     CRLF). Bytes are read where they are (BytesIO shares them, it does not copy), a file as
@@ -408,6 +419,8 @@ async def _stop_sending(request: web.Request, record: RequestRecord, dropped: bo
     if dropped:
         log.info("%s %s: dropping the connection after %d body bytes (fault)", request.method,
                  record.path, record.bytes_sent)
+        if transport is None:  # the client closed it first; _send catches this and logs a lost connection
+            raise ConnectionResetError("the client closed the connection before the fault dropped it")
         transport.abort()
         return
     log.info("%s %s: stalling after %d body bytes (fault)", request.method, record.path, record.bytes_sent)
@@ -463,13 +476,22 @@ class _Connection(asyncio.Protocol):
         self._progress_check: asyncio.TimerHandle | None = None  # see pause_writing
         self._started = 0.0
         self._finished = False
-        self.record: ConnectionRecord | None = None
+        self._record: ConnectionRecord | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
+    @property
+    def record(self) -> ConnectionRecord:
+        """This connection's record, made when it is accepted (connection_made)."""
+        if self._record is None:
+            raise RuntimeError("a connection has no record before connection_made")
+        return self._record
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not isinstance(transport, asyncio.Transport):
+            raise TypeError(f"an update server connection needs a TCP transport, not {type(transport).__name__}")
         transport.pause_reading()  # no byte of the ClientHello may be read before TLS starts
         self._transport = self._tcp = transport
         self._started = time.monotonic()
-        self.record = ConnectionRecord(
+        self._record = ConnectionRecord(
             listener=self._listener.name,
             peer=_host_port(*transport.get_extra_info("peername")[:2]),
             start=datetime.datetime.now(datetime.timezone.utc).isoformat(),
@@ -479,11 +501,12 @@ class _Connection(asyncio.Protocol):
 
     async def _start_tls(self) -> None:
         certificate = self._listener.cert.name
+        assert self._tcp is not None  # connection_made set it before starting this task
         try:
             context = self._listener.ssl_context()
             context.sni_callback = self._on_sni
             transport = await asyncio.get_running_loop().start_tls(
-                self._transport, self, context, server_side=True,
+                self._tcp, self, context, server_side=True,
                 ssl_handshake_timeout=self._server.handshake_timeout,
             )
         except OSError as error:  # ssl.SSLError, a reset, the handshake timeout, no key file
@@ -493,6 +516,7 @@ class _Connection(asyncio.Protocol):
                      self.record.listener, self.record.tls.error)
             self.finish(CLOSED)
             return
+        assert transport is not None  # asyncio's start_tls returns the TLS transport; typeshed allows None
         ssl_object = transport.get_extra_info("ssl_object")
         self.record.tls = TlsRecord(
             ok=True, certificate=certificate, version=ssl_object.version(), cipher=ssl_object.cipher()[0],
@@ -501,7 +525,10 @@ class _Connection(asyncio.Protocol):
         self._transport = transport
         # aiohttp reads and drops a body no route wanted ("lingering") for as long as the
         # server waits for a request, so that its task ends with the connection.
-        self._handler = _Handler(self, self._server._runner.server, lingering_time=self._server.request_timeout)
+        runner = self._server._runner
+        if runner is None or runner.server is None:
+            raise RuntimeError("the update server accepted a connection before its aiohttp runner was set up")
+        self._handler = _Handler(self, runner.server, lingering_time=self._server.request_timeout)
         self._handler.connection_made(transport)  # start_tls does not call it
         self.wait_for_request()
         if self._early:
@@ -518,23 +545,28 @@ class _Connection(asyncio.Protocol):
         else:
             self._handler.data_received(data)
 
-    def eof_received(self) -> bool | None:
-        return None if self._handler is None else self._handler.eof_received()
+    def eof_received(self) -> None:  # as aiohttp's handler's, which returns None: the transport closes
+        if self._handler is not None:
+            self._handler.eof_received()
 
     def pause_writing(self) -> None:
         """The client's TCP window is full and the handler must wait: from now on the client
         has `send_timeout` seconds to take a byte of what is in flight, and again after each
         byte it takes, or be dropped."""
+        assert self._handler is not None  # only the handler writes, so only its writes fill the window
         self._handler.pause_writing()
         self._watch_progress(self._in_flight(), time.monotonic())
 
     def resume_writing(self) -> None:
+        # asyncio resumes only after pausing, and pause_writing set both
+        assert self._progress_check is not None and self._handler is not None
         self._progress_check.cancel()
         self._handler.resume_writing()
 
     def _in_flight(self) -> int:
         """Bytes written to this connection that the client has not acknowledged: those the
         TCP transport holds and those in the kernel's send queue (Linux's SIOCOUTQ)."""
+        assert self._tcp is not None  # connection_made set it, and asyncio calls that first
         queued = fcntl.ioctl(self._tcp.get_extra_info("socket").fileno(), termios.TIOCOUTQ, bytes(4))
         return self._tcp.get_write_buffer_size() + struct.unpack("i", queued)[0]
 
@@ -571,6 +603,7 @@ class _Connection(asyncio.Protocol):
 
     def request_started(self) -> None:
         """A request's headers are in: the server is the one to act until it has answered."""
+        assert self._timer is not None  # _start_tls called wait_for_request before the handler got a byte
         self._timer.cancel()
 
     def _time_out(self) -> None:
@@ -580,10 +613,13 @@ class _Connection(asyncio.Protocol):
         """Record this connection as `ended`, then drop it."""
         log.info("%s on %s %s: dropped", self.record.peer, self.record.listener, why)
         self.finish(ended)
+        assert self._transport is not None  # connection_made set it, and asyncio calls that first
         self._transport.abort()
 
     def shut_down(self) -> None:
         """Record this connection as ended by the server's shutdown, then drop it."""
+        # connection_made set both before the server could track this connection
+        assert self._handshake is not None and self._transport is not None
         if self.record.tls is None:
             self.record.tls = TlsRecord(ok=False, error="server shutdown during the handshake")
             self._handshake.cancel()

@@ -242,7 +242,7 @@ class _Catch(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.received = bytearray()
-        self.lost = asyncio.get_running_loop().create_future()
+        self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
         self.received += data[:KEEP - len(self.received)]
@@ -255,9 +255,12 @@ async def _attempt(host: str, port: int, context: ssl.SSLContext, server_hostnam
                    deadline: float) -> Attempt:
     loop = asyncio.get_running_loop()
     started = time.monotonic()
-    tls = {"ssl": context, "server_hostname": server_hostname, "ssl_handshake_timeout": deadline} if case.tls else {}
     try:
-        transport, catch = await loop.create_connection(_Catch, host, port, **tls)
+        if case.tls:
+            transport, catch = await loop.create_connection(
+                _Catch, host, port, ssl=context, server_hostname=server_hostname, ssl_handshake_timeout=deadline)
+        else:
+            transport, catch = await loop.create_connection(_Catch, host, port)
     except (OSError, asyncio.TimeoutError):  # no TCP connection, or no TLS handshake
         return Attempt(case, "connect failed", "no connection", b"", time.monotonic() - started)
     transport.write(case.data)

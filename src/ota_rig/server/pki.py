@@ -216,7 +216,10 @@ class Pki:
             issuer, signing_key = subject, key
         else:
             issuer = x509.load_pem_x509_certificate(signer.ca.cert_pem.bytes()).subject
-            signing_key = load_pem_private_key(signer.ca.private_key_pem.bytes(), password=None)
+            ca_key = load_pem_private_key(signer.ca.private_key_pem.bytes(), password=None)
+            if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+                raise TypeError(f"the {signer.name} CA's key is not an EC key, the kind trustme.CA() makes")
+            signing_key = ca_key
         usage = x509.KeyUsage(
             digital_signature=True,
             content_commitment=False,
