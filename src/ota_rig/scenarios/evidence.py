@@ -12,7 +12,7 @@ from ota_rig.device import firmware
 from ota_rig.build.artifacts import Artifacts
 from ota_rig.bench.monitor import Monitor
 from ota_rig.scenario import OtaScenario
-from ota_rig.server.records import ConnectionRecord
+from ota_rig.server.records import TlsRecord
 
 # What real arduino-cli builds with each core carry, recorded by hand from public sources.
 REAL_BUILDS = json.loads((Path(__file__).parent / "real_builds.json").read_text())
@@ -37,7 +37,9 @@ def partition_table(artifacts: Artifacts) -> firmware.PartitionTable:
 
 def read_otadata(ota: OtaScenario, artifacts: Artifacts) -> bytes:
     """Both otadata sectors, read back with esptool."""
-    return ota.read_flash(partition_table(artifacts).otadata.offset, 2 * firmware.OTADATA_SECTOR)
+    otadata = partition_table(artifacts).otadata
+    assert otadata is not None, "the build's partition table has no otadata partition"
+    return ota.read_flash(otadata.offset, 2 * firmware.OTADATA_SECTOR)
 
 
 def assert_boots_slot_holding(ota: OtaScenario, artifacts: Artifacts,
@@ -53,17 +55,20 @@ def assert_boots_slot_holding(ota: OtaScenario, artifacts: Artifacts,
     assert sector is not None, "otadata selects no slot"
     assert entries[sector].state == state, f"the selected otadata entry is {entries[sector]}, not {state.name}"
     slot = firmware.active_ota_slot(otadata, len(table.ota_slots))
+    assert slot is not None, "otadata selects no OTA slot"
     image = artifacts.app.read_bytes()
     assert ota.read_flash(table.ota_slots[slot].offset, len(image)) == image
 
 
-def refused_before_any_request(ota: OtaScenario) -> ConnectionRecord:
-    """The server's view of a refused TLS handshake: one failed handshake, no HTTP request."""
+def refused_before_any_request(ota: OtaScenario) -> TlsRecord:
+    """The server's view of a refused TLS handshake (its TLS record): one failed handshake, no HTTP request."""
     log = ota.server_log
     assert log.requests() == [], "the device sent an HTTP request over a connection it should have refused"
     failures = log.handshake_failures()
     assert len(failures) == 1, f"expected one refused handshake, the server saw {len(failures)}"
-    return failures[0]
+    tls = failures[0].tls
+    assert tls is not None, "the failed handshake has no TLS record"
+    return tls
 
 
 def recovers_once_fixed(ota: OtaScenario, monitor: Monitor, fix: Callable[[], None], new: Artifacts,

@@ -36,7 +36,10 @@ def is_device(connection: ConnectionRecord) -> bool:
 
 
 def interval(connection: ConnectionRecord) -> tuple[datetime.datetime, datetime.datetime]:
+    """When a closed connection was open (every connection in the record has closed: it is
+    written when the connection ends, with its duration)."""
     start = datetime.datetime.fromisoformat(connection.start)
+    assert connection.duration is not None, f"connection {connection.start} has no duration in the record"
     return start, start + datetime.timedelta(seconds=connection.duration)
 
 

@@ -38,7 +38,7 @@ def refused_then_fixed(ota, pki, cert, alert: str, url_host: str | None = None) 
 
     monitor = ota.start(old)
     expect_tls_refusal(monitor)
-    assert refused_before_any_request(ota).tls.alert == alert
+    assert refused_before_any_request(ota).alert == alert
 
     recovers_once_fixed(ota, monitor, lambda: setattr(listener, "cert", pki.dns(url_host)), new)
     assert ota.server_log.downloads()[0].header("x-ESP32-version") == "0.1"
@@ -71,7 +71,7 @@ def test_certificate_for_an_ip_address(ota, pki, profile) -> None:
     monitor = ota.start(old)
     if profile == "arduino-esp32-2.0":
         expect_tls_refusal(monitor)
-        assert refused_before_any_request(ota).tls.alert == "bad_certificate"
+        assert refused_before_any_request(ota).alert == "bad_certificate"
     else:
         monitor.expect_sequence(["update_ok", ("firmware_version", {"version": "0.2"})], timeout=2 * BOOT_TIMEOUT)
         assert len(ota.server_log.downloads()) == 1
@@ -200,7 +200,7 @@ def test_a_server_offering_only_tls_1_0_and_1_1(ota, pki, profile) -> None:
         ("update_failed", {"code": "-1", "text": "HTTP error: connection refused"}),
         ("tls_error", {"code": "-28288", "text": "SSL - Handshake protocol not within min/max boundaries"}),
     ], timeout=BOOT_TIMEOUT)
-    assert refused_before_any_request(ota).tls.alert == "protocol_version"
+    assert refused_before_any_request(ota).alert == "protocol_version"
     recovers_once_fixed(ota, monitor, lambda: setattr(listener, "tls_versions", ()), new)
 
 
