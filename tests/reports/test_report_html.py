@@ -20,7 +20,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from ota_rig.reporting import page as report, serial_log
+from ota_rig.reporting import page as report
+from ota_rig.reporting import serial_log
 
 from .chromium import Chromium, Page
 

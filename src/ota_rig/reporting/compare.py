@@ -49,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
 from ota_rig.errors import RigError
 
 FAILING = ("failed", "error")

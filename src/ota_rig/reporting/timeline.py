@@ -145,7 +145,8 @@ def render(scenario: dict[str, Any]) -> str:
     for t, text in axis.ticks():
         x = axis.x(t)
         grid.append(_svg("line", {"class": "grid", "x1": x, "x2": x, "y1": 0, "y2": top}))
-        ticks.append(_svg("line", {"class": "tick lane-edge", "data-t": text, "x1": x, "x2": x, "y1": top, "y2": top + 5})
+        ticks.append(_svg("line", {"class": "tick lane-edge", "data-t": text, "x1": x, "x2": x, "y1": top,
+                                   "y2": top + 5})
                      + _svg("text", {"x": x, "y": top + 17, "text-anchor": "middle"}, text))
     height = top + 24
     ticks.append(_svg("text", {"class": "lane-name", "x": 4, "y": top + 17}, "s"))
