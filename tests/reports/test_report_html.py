@@ -20,7 +20,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from ota_rig.reporting import html as report
+from ota_rig.reporting import page as report
+from ota_rig.reporting import serial_log
 
 from .chromium import Chromium, Page
 
@@ -295,7 +296,7 @@ def test_a_missing_log_is_one_line_and_a_long_one_is_cut_with_a_note(twin_run: t
     assert "gone/serial.log" in gone and 'class="serial"' not in gone
     long = sections[failed["id"]]
     shown = [int(n) for n in re.findall(r'class="l[^"]*"[^>]*data-n="(\d+)"', long)]
-    assert 0 < len(shown) <= report.MAX_LOG_LINES
+    assert 0 < len(shown) <= serial_log.MAX_LOG_LINES
     assert shown[0] == 0 and shown[-1] == count - 1 and shown == sorted(shown)
     left_out = count - len(shown)
     assert f"{left_out:,} lines" in long and 'href="long/serial.log"' in long

@@ -102,7 +102,7 @@ def _installed(package: str) -> str | None:
 def write_reports(results: dict[str, Any], out: Path, run_dir: Path) -> list[Path]:
     """junit.xml and report.html for `results` into `out`; log paths in `results` are
     relative to `run_dir`, and in the two files relative to `out`."""
-    from ota_rig.reporting import junit, html as report
+    from ota_rig.reporting import junit, page as report
     out.mkdir(parents=True, exist_ok=True)
     if out.resolve() != run_dir.resolve():
         results = rebased(results, run_dir, out)

@@ -49,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
 from ota_rig.errors import RigError
 
 FAILING = ("failed", "error")
@@ -104,7 +105,7 @@ class VerdictChange:
     @property
     def why(self) -> str:
         if self.new is None:
-            reasons = [f"no longer in the run: {GONE.get(self.old, 'it was skipped')}"]
+            reasons = [f"no longer in the run: {GONE.get(self.old or ABSENT, 'it was skipped')}"]
         else:
             reasons = (["new scenario"] if self.old is None else []) + ([self.message] if self.message else [])
         return "; ".join(reasons + ([f"profile {self.core}"] if self.core else []))
@@ -290,14 +291,15 @@ def compare(old: dict[str, Any], new: dict[str, Any], *, threshold: float = THRE
             flips.append(change)
         elif after[key].get("verdict") == "passed":
             for timing in _measured(after[key], before[key]):
-                if _grew(*timing.seconds, threshold, min_seconds):
+                then, now = timing.seconds
+                if _grew(then, now, threshold, min_seconds):
                     slower.append(timing)
-                elif _grew(*reversed(timing.seconds), threshold, min_seconds):
+                elif _grew(now, then, threshold, min_seconds):
                     faster.append(timing)
     noted = sorted((flip for flip in flips if flip.kind == "note"), key=lambda flip: flip.new is not None)
     return Comparison(
         threshold=threshold, scenarios=len(after), runs=(_describe(old), _describe(new)),
-        regressions=[flip for flip in flips if flip.kind == "regression"] + slower,
+        regressions=[*(flip for flip in flips if flip.kind == "regression"), *slower],
         fixes=[flip for flip in flips if flip.kind == "fix"],
         notes=[*noted, *_context(old, new), *faster],  # vanished scenarios first: a hidden failure
     )
@@ -321,9 +323,12 @@ def _verdict_change(old: dict | None, new: dict | None, cores: dict[str, str]) -
     was, now = (None if s is None else s.get("verdict") for s in (old, new))
     if old is not None and new is not None and was == now:
         return None
-    scenario = new or old
+    scenario = new if new is not None else old
+    if scenario is None:  # in neither run: nothing changed
+        return None
     message = (new or {}).get("message") or (old or {}).get("message")
-    return VerdictChange(_name(scenario["id"]), was, now, message, cores.get(scenario.get("profile")))
+    profile = scenario.get("profile")
+    return VerdictChange(_name(scenario["id"]), was, now, message, None if profile is None else cores.get(profile))
 
 
 def _grew(then: float, now: float, threshold: float, min_seconds: float) -> bool:
@@ -353,7 +358,7 @@ def _context(old: dict, new: dict) -> list[ContextChange]:
     changes += [ContextChange(f"profile {name}", profiles[0].get(name), profiles[1].get(name))
                 for name in sorted(profiles[0].keys() | profiles[1].keys())]
     counts = len(old["scenarios"]), len(new["scenarios"])
-    empty = [f"the {which} run has none" for which, count in zip(("old", "new"), counts) if not count]
+    empty = [f"the {which} run has none" for which, count in zip(("old", "new"), counts, strict=True) if not count]
     changes.append(ContextChange("scenarios", str(counts[0]), str(counts[1]), "; ".join(empty)))
     return [change for change in changes if change.old != change.new or change.why]
 
