@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench hardware clean
+.PHONY: demo test lint bench hardware clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,13 @@ demo: $(VENV)/.installed
 # RFC2217 tests spend their time in pyserial's 50 ms polls, not on the CPU: run them in parallel.
 test: $(VENV)/.installed
 	$(PY) -m pytest -n 8 --dist loadgroup
+
+# What keeps the code as it is laid out: ruff, mypy (no error) and the import contracts
+# (pyproject.toml: layers, no cycles). CI runs it before the tests.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests bench .ci
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # The suite on a real board (docs/hardware.md): make hardware BOARD=/dev/ttyUSB0 (or mac:..., rfc2217://...).
 # Wi-Fi from OTA_WIFI_SSID / OTA_WIFI_PASSWORD; arduino-cli with the esp32 core on PATH.

@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ota_rig.bench.board import VirtualBoard
-from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.build.virtual_builder import VirtualBuilder
+from ota_rig.device.sketch_config import SketchConfig
 
 
 def write_once(transport: str, pacing: bool, app: Path, baud: int, workdir: Path) -> tuple[float, float]:

@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ota_rig.server import hostile
-from ota_rig.server.pki import Pki
 from ota_rig.server.app import UpdateServer
+from ota_rig.server.pki import Pki
 
 
 def main() -> int:

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from ota_rig.records.run_folder import folder_name
+
+ROOT = Path(__file__).resolve().parents[1]
 
 STEPS = ("board", "server", "build", "flash", "read-back")
 

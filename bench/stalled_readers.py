@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.build.virtual_builder import VirtualBuilder
+from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.server.records import ServerLog
 
 BIG_FILE = 8 * 1024 * 1024  # /firmware/big.bin: more than the kernel's socket buffers take in

@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from ota_rig.build import preflight
 from ota_rig.bench.flash import Esptool
+from ota_rig.build import preflight
 
 pytestmark = pytest.mark.hardware
 

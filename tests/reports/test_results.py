@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from ota_rig.device import printed_lines
-from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.device.firmware import APP_OFFSET, parse_image
+from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.records.results import SCHEMA
 
 UPDATE = "test_older_device_updates_reboots_and_runs_the_new_version[arduino-esp32-2.0]"

@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import re
-import shutil
-
-import pytest
 
 from ota_rig.build.artifacts import SKETCH_DIR
 
@@ -28,9 +25,3 @@ def extract(names: tuple[str, ...], source: str = SOURCE) -> str:
     return "\n".join(parts) + "\n"
 
 
-@pytest.fixture(scope="session")
-def gxx() -> str:
-    found = shutil.which("g++")
-    if found is None:
-        pytest.skip("g++ is not on PATH: the sketch's code cannot be compiled on this host")
-    return found

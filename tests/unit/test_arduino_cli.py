@@ -84,7 +84,6 @@ from typing import Callable
 
 import pytest
 
-from ota_rig.device import firmware
 from ota_rig.build.arduino_cli import (
     DEFAULT_FQBN,
     WARNING_LEVELS,
@@ -94,8 +93,9 @@ from ota_rig.build.arduino_cli import (
     profile_for_core,
 )
 from ota_rig.build.artifacts import SKETCH_DIR, Artifacts
-from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.build.virtual_builder import VirtualBuilder
+from ota_rig.device import firmware
+from ota_rig.device.sketch_config import SketchConfig
 
 FAKE = Path(__file__).resolve().parents[1] / "fakes" / "arduino-cli"
 CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"

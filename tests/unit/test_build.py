@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from ota_rig.build.virtual_builder import VirtualBuilder
 from ota_rig.device import firmware
 from ota_rig.device.sketch_config import SketchConfig
-from ota_rig.build.virtual_builder import VirtualBuilder
 
 CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 

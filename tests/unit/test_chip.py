@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from ota_rig.device.firmware import xor_checksum
 from ota_rig.virtual.chip import (
     DEFAULT_MAC,
     Chip,
@@ -35,7 +36,6 @@ from ota_rig.virtual.chip import (
     mac_crc8,
     parse_mac,
 )
-from ota_rig.device.firmware import xor_checksum
 from ota_rig.virtual.rom import slip_decode, slip_encode
 
 SECTOR = 0x1000  # written out here rather than imported: the test states the hardware fact
@@ -152,7 +152,7 @@ def test_program_is_bitwise_and_over_a_block(flash: Flash) -> None:
     a, b = rng.randbytes(3000), rng.randbytes(3000)
     flash.program(0x123, a)
     flash.program(0x123, b)
-    assert flash.read(0x123, 3000) == bytes(x & y for x, y in zip(a, b))
+    assert flash.read(0x123, 3000) == bytes(x & y for x, y in zip(a, b, strict=True))
 
 
 @pytest.mark.parametrize(

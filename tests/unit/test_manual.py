@@ -24,12 +24,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.build.virtual_builder import VirtualBuilder
 from ota_rig.cli import main
 from ota_rig.cli.manual import write_certs
-from ota_rig.server.records import ServerLog
 from ota_rig.device.signing import MANIFEST_SIZE, STATEMENT_SIZE, VERSION_AT
+from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.server.records import ServerLog
 from tests.unit.test_server import send_request, with_header
 
 REPO = Path(__file__).resolve().parents[2]

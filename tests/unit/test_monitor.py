@@ -15,9 +15,9 @@ from types import SimpleNamespace
 import pytest
 import serial
 
+from ota_rig.bench.monitor import KEEP_LINES, MAX_LINE, Event, ExpectTimeout, Monitor, UnexpectedEvent
 from ota_rig.device import printed_lines
 from ota_rig.scenario import record as scenario_record
-from ota_rig.bench.monitor import KEEP_LINES, MAX_LINE, Event, ExpectTimeout, Monitor, UnexpectedEvent
 
 
 def send(port: serial.SerialBase, *lines: str) -> None:

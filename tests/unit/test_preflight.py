@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from esptool.targets import CHIP_DEFS
 
-from ota_rig.device import firmware
 from ota_rig.build import preflight
 from ota_rig.build.artifacts import Artifacts
-from ota_rig.device.sketch_config import SketchConfig
-from ota_rig.build.virtual_builder import VirtualBuilder
 from ota_rig.build.preflight import PreflightError, check
+from ota_rig.build.virtual_builder import VirtualBuilder
+from ota_rig.device import firmware
+from ota_rig.device.sketch_config import SketchConfig
 
 BOARD = "ESP32-D0WD-V3 (revision v3.0)"  # what esptool says of the virtual ESP32
 TABLE = "ota_https.ino.partitions.bin"

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from ota_rig.device import firmware
-from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.build.virtual_builder import VirtualBuilder
-from ota_rig.virtual.boot import block_tail_line
+from ota_rig.device import firmware
 from ota_rig.device.profiles import PROFILES
+from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.virtual.boot import block_tail_line
 from ota_rig.virtual.verified_update import compare_versions
 
 from ..recorded import REAL_BUILDS as RECORDED

@@ -16,10 +16,10 @@ import tracemalloc
 
 import pytest
 
+from ota_rig.server.app import UpdateServer
+from ota_rig.server.faults import Fault
 from ota_rig.server.pki import Pki
 from ota_rig.server.records import CLOSED, NOT_READING, SHUTDOWN, TIMEOUT, ConnectionRecord, ServerLog, parse_version
-from ota_rig.server.faults import Fault
-from ota_rig.server.app import UpdateServer
 
 DEVICE_HEADERS = [
     ("User-Agent", "ESP32-http-Update"),

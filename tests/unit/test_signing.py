@@ -14,9 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from ota_rig.device import firmware
 from ota_rig.build.artifacts import SKETCH_DIR
-from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.device import firmware
 from ota_rig.device.signing import (
     IMAGE_SHA256_AT,
     IMAGE_SIZE_AT,
@@ -33,6 +32,7 @@ from ota_rig.device.signing import (
     sign,
     statement,
 )
+from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.virtual.verified_update import compare_versions, manifest_version, signature_length, signature_valid
 
 IMAGE = firmware.build_app_image(firmware.AppDescriptor(version="0.2", project_name="ota_https"))
@@ -133,7 +133,7 @@ def test_reseal_makes_an_edited_image_pass_esp_idfs_check_again() -> None:
     resealed = reseal(bytes(edited))
     parsed = firmware.parse_image(resealed)
     assert parsed.length == len(IMAGE) and parsed.descriptor.version == "0.2"
-    changed = [i for i, (a, b) in enumerate(zip(IMAGE, resealed)) if a != b]
+    changed = [i for i, (a, b) in enumerate(zip(IMAGE, resealed, strict=True)) if a != b]
     assert changed[0] == at and all(i >= len(IMAGE) - 33 for i in changed[1:])  # then checksum and hash only
     assert reseal(IMAGE) == IMAGE
 

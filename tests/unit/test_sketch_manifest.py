@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from ota_rig.device import firmware, printed_lines
-from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.device.signing import MANIFEST_SIZE, STATEMENT_SIZE, VERSION_AT, VERSION_SIZE, KeyPair, sign
+from ota_rig.device.sketch_config import SketchConfig
 
-from .sketch_code import extract, gxx  # noqa: F401 (gxx is a fixture)
+from .sketch_code import extract
 
 MBEDTLS_HEADER = Path("/usr/include/mbedtls/pk.h")
 IMAGE = firmware.build_app_image(firmware.AppDescriptor("esp-idf: v4.4.6 3572900934", "arduino-lib-builder"))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from .sketch_code import extract, gxx  # noqa: F401 (gxx is a fixture)
+from .sketch_code import extract
 
 HELPERS = ("utcText", "versionPart", "compareVersions")
 STAND_INS = """\

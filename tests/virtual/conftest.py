@@ -10,8 +10,8 @@ import pytest
 
 from ota_rig.bench.board import VirtualBoard
 from ota_rig.build.artifacts import Artifacts
-from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.build.virtual_builder import VirtualBuilder
+from ota_rig.device.sketch_config import SketchConfig
 
 TWIN_MAC = "24:6f:28:12:34:56"
 

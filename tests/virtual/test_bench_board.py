@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from ota_rig.bench.board import BoardError, PortLock, VirtualBoard, find_by_mac, scan_ports
-from ota_rig.build.arduino_cli import ArduinoCliBuilder
-from ota_rig.server.pki import Pki
 from ota_rig.bench.flash import Esptool
 from ota_rig.bench.monitor import Monitor
-from ota_rig.scenario import OtaScenario
+from ota_rig.build.arduino_cli import ArduinoCliBuilder
 from ota_rig.build.preflight import PreflightError
+from ota_rig.scenario import OtaScenario
+from ota_rig.server.pki import Pki
 
 pytestmark = pytest.mark.virtual
 

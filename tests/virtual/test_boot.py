@@ -11,10 +11,10 @@ from dataclasses import replace
 import pytest
 import serial
 
-from ota_rig.device import firmware
 from ota_rig.bench.board import read_until, reset_and_read
-from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.build.virtual_builder import VirtualBuilder
+from ota_rig.device import firmware
+from ota_rig.device.sketch_config import SketchConfig
 
 from ..recorded import REAL_BUILDS
 from .conftest import esptool, flash_args

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ota_rig.device import firmware
 from ota_rig.bench.board import reset_and_read
+from ota_rig.device import firmware
 
 from .conftest import esptool
 

@@ -7,16 +7,16 @@ from __future__ import annotations
 import json
 import queue
 import re
-import threading
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import serial
 
-from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.build.virtual_builder import VirtualBuilder
+from ota_rig.device.sketch_config import SketchConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 RIG = [sys.executable, "-m", "ota_rig.cli"]

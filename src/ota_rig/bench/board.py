@@ -421,7 +421,7 @@ def find_by_mac(mac: str, ports: Iterable[str], connect_attempts: int = 2) -> st
             return f"no answer ({err})"
 
     with ThreadPoolExecutor(max_workers=min(8, len(ports))) as pool:
-        answers = dict(zip(ports, pool.map(ask, ports)))
+        answers = dict(zip(ports, pool.map(ask, ports), strict=True))
     for port, answer in answers.items():
         log.info("MAC scan: %s -> %s", port, answer)
     matches = [port for port, answer in answers.items() if answer == wanted]

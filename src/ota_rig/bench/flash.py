@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
+
 from ota_rig.errors import RigError
 
 log = logging.getLogger(__name__)

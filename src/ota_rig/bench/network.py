@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+
 from ota_rig.errors import RigError
 
 # With no hint, route toward an address reserved for documentation (RFC 5737): connect()

@@ -16,9 +16,8 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from ota_rig.device import firmware
-from ota_rig.device import profiles
 from ota_rig.build.artifacts import SKETCH, Artifacts
+from ota_rig.device import firmware, profiles
 from ota_rig.device.sketch_config import SketchConfig
 
 log = logging.getLogger(__name__)

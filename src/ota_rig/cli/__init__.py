@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ota_rig import __version__
-from ota_rig.errors import RigError
-from ota_rig.reporting.compare import MIN_SECONDS, THRESHOLD, compare
-from ota_rig.pytest_plugin.options import add_bench_options, hostname
 from ota_rig.device.profiles import PROFILES
+from ota_rig.errors import RigError
+from ota_rig.pytest_plugin.options import add_bench_options, hostname
+from ota_rig.reporting.compare import MIN_SECONDS, THRESHOLD, compare
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,13 +41,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from ota_rig.bench import network
-from ota_rig.device.sketch_config import SketchConfig
-from ota_rig.server.pki import DEFAULT_HOST, ORGANIZATION, Authority, ServerCert, fingerprint, write_pem
-from ota_rig.errors import CommandError
 from ota_rig.device.firmware import FirmwareFormatError, parse_image
-from ota_rig.server.records import CLOSED, ConnectionRecord
-from ota_rig.server.app import UpdateServer
 from ota_rig.device.signing import PUBLIC_PEM, KeyPair, sign, statement
+from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.errors import CommandError
+from ota_rig.server.app import UpdateServer
+from ota_rig.server.pki import DEFAULT_HOST, ORGANIZATION, Authority, ServerCert, fingerprint, write_pem
+from ota_rig.server.records import CLOSED, ConnectionRecord
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"

@@ -24,9 +24,9 @@ from typing import TextIO
 import pytest
 
 from ota_rig.errors import CommandError
-from ota_rig.records import run_folder
 from ota_rig.pytest_plugin.interrupt import Interrupt
 from ota_rig.pytest_plugin.settings import VIRTUAL_BOARDS
+from ota_rig.records import run_folder
 from ota_rig.records.recorder import RunRecorder
 from ota_rig.records.results import load
 

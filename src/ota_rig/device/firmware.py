@@ -23,6 +23,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
+
 from ota_rig.errors import RigError
 
 BOOTLOADER_OFFSET = 0x1000
@@ -265,7 +266,7 @@ def _zipf_table(alphabet: bytes) -> bytes:
     far more often (weight 1/rank^1.2), so the output has the low entropy of machine code."""
     weights = [1 / (rank + 1) ** 1.2 for rank in range(len(alphabet))]
     scale = 256 / sum(weights)
-    table = b"".join(bytes([s]) * max(1, round(w * scale)) for s, w in zip(alphabet, weights))
+    table = b"".join(bytes([s]) * max(1, round(w * scale)) for s, w in zip(alphabet, weights, strict=True))
     return table[:256].ljust(256, alphabet[:1])
 
 

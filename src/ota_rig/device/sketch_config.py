@@ -9,8 +9,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 
-from ota_rig.device import firmware, signing
-from ota_rig.device import profiles
+from ota_rig.device import firmware, profiles, signing
 
 log = logging.getLogger(__name__)
 CONFIG_MARKER = b"OTA_RIG_CONFIG\0"  # starts the config blob in the app's rodata

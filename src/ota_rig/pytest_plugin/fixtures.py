@@ -21,10 +21,10 @@ from ota_rig.bench.board import (
 )
 from ota_rig.build.arduino_cli import ArduinoCliBuilder
 from ota_rig.build.virtual_builder import VirtualBuilder
-from ota_rig.server.pki import Pki
-from ota_rig.scenario import OtaScenario
 from ota_rig.pytest_plugin.settings import ACTIVE, BENCH, OFF, REAL_BOARD_HINT, VIRTUAL_BOARDS, Bench
 from ota_rig.records.run_folder import folder_name
+from ota_rig.scenario import OtaScenario
+from ota_rig.server.pki import Pki
 
 
 @pytest.fixture(scope="session")

@@ -54,11 +54,11 @@ from ota_rig.bench.board import (
     claim,
 )
 from ota_rig.build.arduino_cli import BuildError
+from ota_rig.device import profiles
 from ota_rig.pytest_plugin.interrupt import Interrupt
 from ota_rig.pytest_plugin.options import add_bench_options
-from ota_rig.records.recorder import RunRecorder
-from ota_rig.device import profiles
 from ota_rig.pytest_plugin.settings import ACTIVE, BENCH, OFF, REAL_BOARD_HINT, settle_bench
+from ota_rig.records.recorder import RunRecorder
 
 SESSION_CLAIM = ".session.lock"  # in --ota-out: held by the session writing there
 OWNER_POLL = 0.5  # seconds between an xdist worker's checks that its session is still there

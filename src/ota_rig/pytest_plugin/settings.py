@@ -12,8 +12,8 @@ import pytest
 
 from ota_rig.bench import network
 from ota_rig.build.arduino_cli import ArduinoCliBuilder
-from ota_rig.server.pki import DEFAULT_IP
 from ota_rig.device import profiles
+from ota_rig.server.pki import DEFAULT_IP
 
 VIRTUAL_BOARDS = {"virtual": "pty", "virtual-rfc2217": "rfc2217"}
 REAL_BOARD_HINT = "pass --ota-board /dev/ttyUSB0, --ota-board mac:<MAC> or --ota-board rfc2217://host:port"

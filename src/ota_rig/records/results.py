@@ -19,20 +19,19 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import shlex
-import os
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
 from ota_rig import __version__
-from ota_rig.records.schema import SCHEMA, VERDICTS, check
 from ota_rig.device import profiles
 from ota_rig.errors import RigError
+from ota_rig.records.schema import SCHEMA, VERDICTS, check
 
 if TYPE_CHECKING:
     pass
@@ -102,7 +101,8 @@ def _installed(package: str) -> str | None:
 def write_reports(results: dict[str, Any], out: Path, run_dir: Path) -> list[Path]:
     """junit.xml and report.html for `results` into `out`; log paths in `results` are
     relative to `run_dir`, and in the two files relative to `out`."""
-    from ota_rig.reporting import junit, page as report
+    from ota_rig.reporting import junit
+    from ota_rig.reporting import page as report
     out.mkdir(parents=True, exist_ok=True)
     if out.resolve() != run_dir.resolve():
         results = rebased(results, run_dir, out)

@@ -27,18 +27,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ota_rig.build import preflight
-from ota_rig.scenario.record import scenario_record
 from ota_rig.bench.board import REAPPEAR_TIMEOUT, SerialBoard
-from ota_rig.build.arduino_cli import ArduinoCliBuilder
-from ota_rig.build.artifacts import Artifacts
-from ota_rig.device.sketch_config import SketchConfig
-from ota_rig.build.virtual_builder import VirtualBuilder
-from ota_rig.server.pki import Pki, ServerCert
 from ota_rig.bench.flash import ChipInfo, Esptool, FlashError, connected_chip
 from ota_rig.bench.monitor import Monitor
-from ota_rig.server.faults import Fault
+from ota_rig.build import preflight
+from ota_rig.build.arduino_cli import ArduinoCliBuilder
+from ota_rig.build.artifacts import Artifacts
+from ota_rig.build.virtual_builder import VirtualBuilder
+from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.scenario.record import scenario_record
 from ota_rig.server.app import Listener, UpdateServer
+from ota_rig.server.faults import Fault
+from ota_rig.server.pki import Pki, ServerCert
 from ota_rig.server.records import RequestRecord, ServerLog
 
 log = logging.getLogger(__name__)

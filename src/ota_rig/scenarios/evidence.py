@@ -8,9 +8,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from ota_rig.device import firmware
-from ota_rig.build.artifacts import Artifacts
 from ota_rig.bench.monitor import Monitor
+from ota_rig.build.artifacts import Artifacts
+from ota_rig.device import firmware
 from ota_rig.scenario import OtaScenario
 from ota_rig.server.records import TlsRecord
 

@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import pytest
 
-from ota_rig.device import firmware
 from ota_rig.build.artifacts import Artifacts
-from ota_rig.server.records import RequestRecord
+from ota_rig.device import firmware
 from ota_rig.device.signing import MANIFEST_SIZE, VERSION_AT, VERSION_SIZE, KeyPair, reseal, sign
+from ota_rig.server.records import RequestRecord
 
-from .evidence import (BOOT_TIMEOUT, STOCK_HEADERS, assert_boots_slot_holding, partition_table, read_otadata,
-                       recovers_once_fixed)
+from .evidence import (
+    BOOT_TIMEOUT,
+    STOCK_HEADERS,
+    assert_boots_slot_holding,
+    partition_table,
+    read_otadata,
+    recovers_once_fixed,
+)
 
 pytestmark = pytest.mark.each_profile
 LINK_RATE = 200_000  # bytes per second: on loopback the kernel would take a whole body at once

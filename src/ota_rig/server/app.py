@@ -52,10 +52,19 @@ from typing import Any, TextIO, TypeVar
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from ota_rig.server.pki import ServerCert
 from ota_rig.server.faults import Fault, Offer, Reply
+from ota_rig.server.pki import ServerCert
 from ota_rig.server.records import (
-    CLOSED, NOT_READING, SHUTDOWN, TIMEOUT, ConnectionRecord, RequestRecord, ServerLog, TlsRecord, parse_version, tls_alert,
+    CLOSED,
+    NOT_READING,
+    SHUTDOWN,
+    TIMEOUT,
+    ConnectionRecord,
+    RequestRecord,
+    ServerLog,
+    TlsRecord,
+    parse_version,
+    tls_alert,
 )
 
 T = TypeVar("T")

@@ -6,8 +6,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-
 log = logging.getLogger(__name__)
 progress = logging.getLogger("ota_rig.progress")  # what `rig run` shows while a scenario runs
 

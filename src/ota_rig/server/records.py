@@ -11,8 +11,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
-
 log = logging.getLogger(__name__)
 progress = logging.getLogger("ota_rig.progress")  # what `rig run` shows while a scenario runs
 CLOSED = "closed"

@@ -176,19 +176,28 @@ def decode(hexstr):
     out["client_version"] = h16(int.from_bytes(p[0:2], "big"))
     out["random"] = p[2:34].hex()
     i = 34
-    sid_len = p[i]; out["session_id"] = p[i + 1:i + 1 + sid_len].hex(); i += 1 + sid_len
-    cs_len = int.from_bytes(p[i:i + 2], "big"); i += 2
-    cs = [int.from_bytes(p[j:j + 2], "big") for j in range(i, i + cs_len, 2)]; i += cs_len
+    sid_len = p[i]
+    out["session_id"] = p[i + 1:i + 1 + sid_len].hex()
+    i += 1 + sid_len
+    cs_len = int.from_bytes(p[i:i + 2], "big")
+    i += 2
+    cs = [int.from_bytes(p[j:j + 2], "big") for j in range(i, i + cs_len, 2)]
+    i += cs_len
     out["cipher_suites"] = [h16(c) for c in cs]
     out["cipher_suite_names"] = [SUITES.get(c, "?") for c in cs]
-    cm_len = p[i]; out["compression_methods"] = list(p[i + 1:i + 1 + cm_len]); i += 1 + cm_len
-    ext_total = int.from_bytes(p[i:i + 2], "big"); i += 2
+    cm_len = p[i]
+    out["compression_methods"] = list(p[i + 1:i + 1 + cm_len])
+    i += 1 + cm_len
+    ext_total = int.from_bytes(p[i:i + 2], "big")
+    i += 2
     out["extensions_length"] = ext_total
     exts = []
     end = i + ext_total
     while i < end:
-        et = int.from_bytes(p[i:i + 2], "big"); el = int.from_bytes(p[i + 2:i + 4], "big")
-        data = p[i + 4:i + 4 + el]; i += 4 + el
+        et = int.from_bytes(p[i:i + 2], "big")
+        el = int.from_bytes(p[i + 2:i + 4], "big")
+        data = p[i + 4:i + 4 + el]
+        i += 4 + el
         e = {"type": h16(et), "name": EXTS.get(et, "?"), "length": el, "data": data.hex()}
         if et == 0x000A:
             e["groups"] = [GROUPS.get(int.from_bytes(data[k:k + 2], "big"), h16(int.from_bytes(data[k:k + 2], "big")))
@@ -222,7 +231,10 @@ def compare(a_hex, b_hex):
     sa, sb = a["cipher_suites"], b["cipher_suites"]
     only_a = [s for s in sa if s not in sb]
     only_b = [s for s in sb if s not in sa]
-    name = lambda s: SUITES.get(int(s, 16), "?")
+
+    def name(s):
+        return SUITES.get(int(s, 16), "?")
+
     rep["suites_only_in_approx"] = [f"{s} {name(s)}" for s in only_a]
     rep["suites_only_in_real"] = [f"{s} {name(s)}" for s in only_b]
     common_a = [s for s in sa if s in sb]
