@@ -260,7 +260,7 @@ class Client:
         settings = HandshakeSettings()
         settings.minVersion, settings.maxVersion = self.versions
         settings.eccCurves = [ENGINE_GROUPS[g] for g in self.groups if g in ENGINE_GROUPS]
-        settings.minKeySize = 512  # the device's X.509 profile decides (tls.py), not tlslite
+        settings.minKeySize = 512  # the device's X.509 profile decides (certificate_check.py), not tlslite
         settings.requireExtendedMasterSecret = False
         self.sock.settimeout(timeout)
         try:
