@@ -131,9 +131,9 @@ class TlsError(Exception):
         self.alert, self.errno, self.device_errno = alert, errno, device_errno
 
     @classmethod
-    def coded(cls, code: int, stage: str, **kwargs: object) -> TlsError:
+    def coded(cls, code: int, stage: str, *, flags: int = 0, alert: str | None = None) -> TlsError:
         """The error Mbed TLS reports as `code`, with its text."""
-        return cls(code, mbedtls_strerror(code), stage=stage, **kwargs)
+        return cls(code, mbedtls_strerror(code), stage=stage, flags=flags, alert=alert)
 
     @classmethod
     def from_os(cls, exc: OSError, stage: str) -> TlsError:
@@ -375,7 +375,8 @@ def _failure_error(failure: tls_engine.EngineFailure, stage: str) -> TlsError:
         if failure.alert == 0:  # close_notify
             return TlsError.coded(ERR_PEER_CLOSE_NOTIFY, stage)
         return TlsError.coded(ERR_FATAL_ALERT_MESSAGE, stage)
-    name = ALERTS.get(failure.alert, str(failure.alert))
+    # "local_alert": this client refused a server message with the alert the engine names.
+    name = None if failure.alert is None else ALERTS.get(failure.alert, str(failure.alert))
     # A ServerHello below the profile's minimum: protocol_version and -0x6E80 (reference
     # clienthello/README.md); other refusals of the server's messages: as Mbed TLS 2.28 names a
     # bad ServerHello (an approximation: Mbed TLS's code depends on the message and release).
