@@ -35,7 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from ota_rig.device import profiles
-from ota_rig.virtual.tls import BADCERT, TlsError, TlsTimeout, alert_for_flags, connect, verify_info
+from ota_rig.virtual.mbedtls_errors import BADCERT, verify_info
+from ota_rig.virtual.tls import TlsError, TlsTimeout, alert_for_flags, connect
 
 V2 = profiles.get("arduino-esp32-2.0")
 V3 = profiles.get("arduino-esp32-3")

@@ -92,5 +92,5 @@ class Core:
         return _mac_text(mac)
 
 
-def _mac_text(mac: bytes) -> str:
+def _mac_text(mac: bytes | bytearray) -> str:
     return ":".join(f"{b:02X}" for b in mac)

@@ -120,7 +120,7 @@ class FlashWrite:
     compressed: bool
     written: int = 0
     erased_until: int = 0  # the stub erases lazily, sector by sector, ahead of the data
-    inflater: zlib._Decompress | None = None  # type: ignore[name-defined]
+    inflater: zlib._Decompress | None = None
 
 
 @dataclass

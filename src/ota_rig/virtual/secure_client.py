@@ -22,6 +22,7 @@ import os
 
 from ota_rig.virtual import tls
 from ota_rig.virtual.arduino import Core
+from ota_rig.virtual.mbedtls_errors import ERR_PEER_CLOSE_NOTIFY, mbedtls_strerror
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +77,12 @@ class SecureClient:
                           f'connect on fd {LWIP_FIRST_FD}, errno: {err.device_errno}, "{os.strerror(err.device_errno)}"')
         # -1 (a handshake timeout) and a peer's close_notify are the codes _handle_error() does
         # not log; a CA bundle that does not parse fails in start_ssl_client() itself.
-        elif err.code not in (-1, tls.ERR_PEER_CLOSE_NOTIFY):
+        elif err.code not in (-1, ERR_PEER_CLOSE_NOTIFY):
             site = profile.ca_error_site if err.stage == "setup" else profile.tls_error_site
             self.core.log("E", "ssl_client.cpp", profile.ssl_client_line, "_handle_error",
                           f"[{site}]: ({err.code}) {err.text}")
         self.last_error = err.code if err.stage != "tcp" else -1
-        self.last_error_text = tls.mbedtls_strerror(self.last_error)
+        self.last_error_text = mbedtls_strerror(self.last_error)
         self.core.log("E", profile.secure_client_file, profile.secure_client_line, "connect",
                       profile.connect_failed_text % self.last_error)
 

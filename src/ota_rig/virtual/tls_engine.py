@@ -31,20 +31,24 @@ from dataclasses import dataclass
 
 import warnings
 
+# tlslite-ng ships no type information (no py.typed, no stubs): each of its modules imported here
+# ignores mypy's import-untyped once, and everything taken from it is Any to the type checker.
+# This module is the only importer of tlslite, so the gap stays here.
 with warnings.catch_warnings():  # tlslite's asyncore integration, on Pythons that still have it
     warnings.simplefilter("ignore", DeprecationWarning)
-    import tlslite
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    import tlslite  # type: ignore[import-untyped]
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 from cryptography.exceptions import InvalidTag
-from tlslite import HandshakeSettings, TLSConnection
-from tlslite.constants import AlertDescription, AlertLevel, CipherSuite, ContentType, GroupName, HandshakeType
-from tlslite.errors import TLSAbruptCloseError, TLSLocalAlert, TLSRemoteAlert
-from tlslite.handshakesettings import ALL_CURVE_NAMES
-from tlslite.messages import ClientHello, Message
-from tlslite.recordlayer import RecordLayer
-from tlslite.utils.codec import Parser
-from tlslite.utils import cipherfactory
+from tlslite import HandshakeSettings, TLSConnection  # `tlslite` itself: ignored at its import above
+from tlslite.constants import (  # type: ignore[import-untyped]
+    AlertDescription, AlertLevel, CipherSuite, ContentType, GroupName, HandshakeType)
+from tlslite.errors import TLSAbruptCloseError, TLSLocalAlert, TLSRemoteAlert  # type: ignore[import-untyped]
+from tlslite.handshakesettings import ALL_CURVE_NAMES  # type: ignore[import-untyped]
+from tlslite.messages import ClientHello, Message  # type: ignore[import-untyped]
+from tlslite.recordlayer import RecordLayer  # type: ignore[import-untyped]
+from tlslite.utils.codec import Parser  # type: ignore[import-untyped]
+from tlslite.utils import cipherfactory  # type: ignore[import-untyped]
 
 from ota_rig.virtual.mbedtls_tables import SUITE_NAMES
 
@@ -111,14 +115,17 @@ class _Cbc:
     def __init__(self, key: bytearray, iv: bytearray) -> None:
         self.name = f"aes{len(key) * 8}"
         self._cipher = Cipher(algorithms.AES(bytes(key)), modes.CBC(bytes(iv)))
-        self._encryptor = self._decryptor = None
+        self._encryptor: CipherContext | None = None  # made at first use, then kept (CBC chains)
+        self._decryptor: CipherContext | None = None
 
     def encrypt(self, plaintext: bytearray) -> bytearray:
-        self._encryptor = self._encryptor or self._cipher.encryptor()
+        if self._encryptor is None:
+            self._encryptor = self._cipher.encryptor()
         return bytearray(self._encryptor.update(bytes(plaintext)))
 
     def decrypt(self, ciphertext: bytearray) -> bytearray:
-        self._decryptor = self._decryptor or self._cipher.decryptor()
+        if self._decryptor is None:
+            self._decryptor = self._cipher.decryptor()
         return bytearray(self._decryptor.update(bytes(ciphertext)))
 
 
@@ -206,6 +213,8 @@ class _Connection(TLSConnection):
             at += 1 + message[at]
             hello = ServerHello((message[4], message[5]), int.from_bytes(message[at:at + 2], "big"))
             self._rig.server_hello = hello
+            if self._rig_hello is None:  # _clientSendClientHello() sets it before any record comes
+                raise RuntimeError("a ServerHello before the device's ClientHello was sent")
             offered = self._rig_hello.cipher_suites
             if (self._rig.versions[0] <= hello.version <= self._rig.versions[1] and hello.suite in offered
                     and hello.suite not in runnable_suites(offered, hello.version)):
@@ -263,7 +272,7 @@ class Client:
         settings = HandshakeSettings()
         settings.minVersion, settings.maxVersion = self.versions
         settings.eccCurves = [ENGINE_GROUPS[g] for g in self.groups if g in ENGINE_GROUPS]
-        settings.minKeySize = 512  # the device's X.509 profile decides (tls.py), not tlslite
+        settings.minKeySize = 512  # the device's X.509 profile decides (certificate_check.py), not tlslite
         settings.requireExtendedMasterSecret = False
         self.sock.settimeout(timeout)
         try:

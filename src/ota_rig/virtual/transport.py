@@ -20,7 +20,8 @@ import tty
 from pathlib import Path
 from typing import TextIO
 
-import serial.rfc2217
+# pyserial ships no type information (its stubs are the separate types-pyserial, not a dependency).
+import serial.rfc2217  # type: ignore[import-untyped]
 
 from ota_rig.virtual.chip import Chip
 

@@ -124,6 +124,8 @@ def signature_valid(public_pem: str, statement: bytes, signature: bytes) -> bool
     """mbedtls_pk_verify(key, MBEDTLS_MD_SHA256, SHA-256(statement), signature) == 0 with the
     built-in P-256 key: ECDSA over the statement's SHA-256, the signature's DER exactly."""
     key = serialization.load_pem_public_key(public_pem.encode())
+    if not isinstance(key, ec.EllipticCurvePublicKey):  # SketchConfig admits only P-256 keys
+        return False
     try:
         key.verify(signature, statement, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:

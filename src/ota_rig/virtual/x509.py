@@ -20,6 +20,7 @@ import base64
 import binascii
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -308,7 +309,7 @@ def _time(d: bytes, s: int, e: int, tag: int) -> datetime:
 
 # --- signatures -----------------------------------------------------------------------------------
 
-_HASH_CLASSES = {"md5": hashes.MD5, "sha1": hashes.SHA1, "sha224": hashes.SHA224, "sha256": hashes.SHA256,
+_HASH_CLASSES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"md5": hashes.MD5, "sha1": hashes.SHA1, "sha224": hashes.SHA224, "sha256": hashes.SHA256,
                  "sha384": hashes.SHA384, "sha512": hashes.SHA512}
 
 
