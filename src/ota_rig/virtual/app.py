@@ -18,10 +18,10 @@ import datetime as dt
 import logging
 from urllib.parse import urlsplit
 
-from ota_rig.device.sketch_config import SketchConfig
-from ota_rig.device.firmware import Image, Partition, PartitionTable
-from ota_rig.virtual import otadata
 from ota_rig.device import profiles
+from ota_rig.device.firmware import Image, Partition, PartitionTable
+from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.virtual import otadata
 from ota_rig.virtual.arduino import Core
 from ota_rig.virtual.chip import Chip
 from ota_rig.virtual.httpupdate import (

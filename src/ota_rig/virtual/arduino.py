@@ -13,9 +13,9 @@ those levels. Levels 3-5 add info, debug and verbose lines the twin does not pri
 
 from __future__ import annotations
 
-from ota_rig.device import printed_lines as protocol
-from ota_rig.virtual.chip import Chip, ResetReason
+from ota_rig.device import printed_lines
 from ota_rig.device.profiles import Profile
+from ota_rig.virtual.chip import Chip, ResetReason
 
 LEVELS = {"E": 1, "W": 2, "I": 3, "D": 4, "V": 5}
 
@@ -50,8 +50,8 @@ class Core:
         self.chip.uart.print(text + "\r\n")
 
     def report(self, name: str, **fields: object) -> None:
-        """The sketch's report(): one line of the protocol table."""
-        self.println(protocol.render(name, **fields))
+        """The sketch's report(): one line of the printed-lines table."""
+        self.println(printed_lines.render(name, **fields))
 
     def log(self, level: str, file: str, line: int, function: str, message: str) -> None:
         """The core's log macro. `message` is the formatted text, with any `\\n` it ends in."""

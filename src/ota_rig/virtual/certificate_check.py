@@ -78,7 +78,7 @@ _KU_MAY = 0x01 | 0x8000  # encipherOnly, decipherOnly
 
 def _memcasecmp(a: bytes, b: bytes) -> bool:
     """x509_memcasecmp() == 0 (same length assumed by the caller)."""
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         diff = x ^ y
         if diff == 0:
             continue
@@ -100,7 +100,7 @@ def _name_eq(a: list[Ava], b: list[Ava]) -> bool:
     """x509_name_cmp() == 0."""
     return len(a) == len(b) and all(
         x[0] == y[0] and _string_eq((x[1], x[2]), (y[1], y[2])) and x[3] == y[3]
-        for x, y in zip(a, b))
+        for x, y in zip(a, b, strict=True))
 
 
 def _check_cn(name: bytes, host: bytes) -> bool:

@@ -26,29 +26,27 @@ from __future__ import annotations
 
 import select
 import socket
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import warnings
-
-# tlslite-ng ships no type information (no py.typed, no stubs): each of its modules imported here
-# ignores mypy's import-untyped once, and everything taken from it is Any to the type checker.
-# This module is the only importer of tlslite, so the gap stays here.
+# tlslite-ng ships no type information (no py.typed, no stubs): pyproject's mypy settings let
+# its imports be untyped, and everything taken from it is Any to the type checker. This module is
+# the only importer of tlslite, so the gap stays here.
 with warnings.catch_warnings():  # tlslite's asyncore integration, on Pythons that still have it
     warnings.simplefilter("ignore", DeprecationWarning)
-    import tlslite  # type: ignore[import-untyped]
+    import tlslite
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
-from cryptography.exceptions import InvalidTag
-from tlslite import HandshakeSettings, TLSConnection  # `tlslite` itself: ignored at its import above
-from tlslite.constants import (  # type: ignore[import-untyped]
-    AlertDescription, AlertLevel, CipherSuite, ContentType, GroupName, HandshakeType)
-from tlslite.errors import TLSAbruptCloseError, TLSLocalAlert, TLSRemoteAlert  # type: ignore[import-untyped]
-from tlslite.handshakesettings import ALL_CURVE_NAMES  # type: ignore[import-untyped]
-from tlslite.messages import ClientHello, Message  # type: ignore[import-untyped]
-from tlslite.recordlayer import RecordLayer  # type: ignore[import-untyped]
-from tlslite.utils.codec import Parser  # type: ignore[import-untyped]
-from tlslite.utils import cipherfactory  # type: ignore[import-untyped]
+from tlslite import HandshakeSettings, TLSConnection
+from tlslite.constants import AlertDescription, AlertLevel, CipherSuite, ContentType, GroupName, HandshakeType
+from tlslite.errors import TLSAbruptCloseError, TLSLocalAlert, TLSRemoteAlert
+from tlslite.handshakesettings import ALL_CURVE_NAMES
+from tlslite.messages import ClientHello, Message
+from tlslite.recordlayer import RecordLayer
+from tlslite.utils import cipherfactory
+from tlslite.utils.codec import Parser
 
 from ota_rig.virtual.mbedtls_tables import SUITE_NAMES
 

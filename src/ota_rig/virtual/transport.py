@@ -20,8 +20,8 @@ import tty
 from pathlib import Path
 from typing import TextIO
 
-# pyserial ships no type information (its stubs are the separate types-pyserial, not a dependency).
-import serial.rfc2217  # type: ignore[import-untyped]
+# pyserial ships no type information (pyproject's mypy settings let its imports be untyped).
+import serial.rfc2217
 
 from ota_rig.virtual.chip import Chip
 

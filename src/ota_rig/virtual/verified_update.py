@@ -33,7 +33,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.device.signing import (
     IMAGE_SHA256_AT,
     IMAGE_SIZE_AT,
@@ -43,6 +42,7 @@ from ota_rig.device.signing import (
     VERSION_AT,
     VERSION_SIZE,
 )
+from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.virtual.arduino import Core
 from ota_rig.virtual.httpupdate import (
     BAD_HEADER,
