@@ -11,11 +11,13 @@ user.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,15 +69,34 @@ def checked(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProce
     return done
 
 
+def once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """The folder `name`, made by `make` once per session: under pytest-xdist, by the first worker
+    that needs it, while the others wait (in the session's temporary folder, which the workers'
+    own folders are in). xdist_group alone does not ensure it: with pytest 9.2, pytest-xdist 3.8's
+    --dist loadgroup spreads a group over the workers (pytest-dev/pytest-xdist#1386)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, done = shared / f"packaging-{name}", shared / f"packaging-{name}.done"
+    with open(shared / f"packaging-{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed attempt left
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """esp32-ota-rig's wheel, built by pip from a copy of this source tree (a build in place would
     leave build/ behind, and setuptools would reuse what an earlier build left in it)."""
-    base = tmp_path_factory.mktemp("wheel")
-    source = base / "source"
-    shutil.copytree(ROOT, source, ignore=_left_out, symlinks=True)
-    checked(run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", base / "dist", source], cwd=base))
-    built = sorted((base / "dist").glob("*.whl"))
+    def build(base: Path) -> None:
+        source = base / "source"
+        shutil.copytree(ROOT, source, ignore=_left_out, symlinks=True)
+        checked(run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", base / "dist", source], cwd=base))
+
+    built = sorted((once(tmp_path_factory, "wheel", build) / "dist").glob("*.whl"))
     assert [path.name for path in built] == [f"esp32_ota_rig-{PROJECT['version']}-py3-none-any.whl"], built
     return built[0]
 
@@ -83,25 +104,26 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
     """The wheel and everything it and the other plugins need, resolved once against the index."""
-    house = tmp_path_factory.mktemp("wheelhouse")
-    checked(run([sys.executable, "-m", "pip", "wheel", "-q", "-w", house, wheel, *OTHER_PLUGINS], cwd=house))
-    return house
+    return once(tmp_path_factory, "wheelhouse", lambda house: checked(
+        run([sys.executable, "-m", "pip", "wheel", "-q", "-w", house, wheel, *OTHER_PLUGINS], cwd=house)))
 
 
-def _venv(where: Path, house: Path, *requirements: str | Path) -> Venv:
-    checked(run([sys.executable, "-m", "venv", where], cwd=where.parent))
-    checked(run([where / "bin" / "python", "-m", "pip", "install", "-q", "--no-index", "--find-links", house,
-                 *requirements], cwd=where.parent))
-    return Venv(where)
+def _venv(tmp_path_factory: pytest.TempPathFactory, name: str, house: Path, *requirements: str | Path) -> Venv:
+    def make(where: Path) -> None:
+        checked(run([sys.executable, "-m", "venv", where], cwd=where.parent))
+        checked(run([where / "bin" / "python", "-m", "pip", "install", "-q", "--no-index", "--find-links", house,
+                     *requirements], cwd=where.parent))
+
+    return Venv(once(tmp_path_factory, name, make))
 
 
 @pytest.fixture(scope="session")
 def rig_venv(tmp_path_factory: pytest.TempPathFactory, wheel: Path, wheelhouse: Path) -> Venv:
     """A fresh venv with the rig's wheel (and, as in a user's project, two other pytest plugins)."""
-    return _venv(tmp_path_factory.mktemp("venvs") / "with-rig", wheelhouse, wheel, *OTHER_PLUGINS)
+    return _venv(tmp_path_factory, "with-rig", wheelhouse, wheel, *OTHER_PLUGINS)
 
 
 @pytest.fixture(scope="session")
 def plain_venv(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Venv:
     """The same venv without the rig: pytest (the rig's version of it) and the other plugins."""
-    return _venv(tmp_path_factory.mktemp("venvs") / "without-rig", wheelhouse, "pytest", *OTHER_PLUGINS)
+    return _venv(tmp_path_factory, "without-rig", wheelhouse, "pytest", *OTHER_PLUGINS)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.packaging.conftest import Venv, checked, run
 
-# One worker (make test: -n 8 --dist loadgroup) builds the wheel and the venvs once, inside the
+# The wheel and the venvs are made once per session (conftest.once), inside the
 # timeout of whichever of these tests comes first.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200), pytest.mark.xdist_group("packaging")]
 

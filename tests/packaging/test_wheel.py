@@ -16,7 +16,7 @@ SCENARIOS = ("test_older_device_updates_reboots_and_runs_the_new_version",
              "test_device_on_the_latest_version_downloads_nothing")
 PROFILE = "arduino-esp32-2.0"
 
-# One worker (make test: -n 8 --dist loadgroup) builds the wheel and the venvs once, inside the
+# The wheel and the venvs are made once per session (conftest.once), inside the
 # timeout of whichever of these tests comes first.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200), pytest.mark.xdist_group("packaging")]
 
