@@ -90,7 +90,8 @@ def test_the_plugin_leaves_other_projects_alone(rig_venv: Venv, plain_venv: Venv
     assert with_rig.returncode == 0, with_rig.stdout + with_rig.stderr
     assert "esp32-ota-rig" in with_rig.stdout and "esp32-ota-rig" not in without.stdout  # pytest's plugins: line
     assert outcome(with_rig.stdout) == outcome(without.stdout)
-    assert outcome(without.stdout)[-1].startswith("=") and "4 passed, 1 skipped, 1 warning" in outcome(without.stdout)[-1]
+    summary = outcome(without.stdout)[-1]
+    assert summary.startswith("=") and "4 passed, 1 skipped, 1 warning" in summary, without.stdout
     assert "PytestUnknownMarkWarning: Unknown pytest.mark.nightly" in with_rig.stdout
     assert "Profiling (from " in with_rig.stdout  # pytest-profiling did its work under --profile
 

@@ -32,7 +32,7 @@ def test_the_plugin_is_loaded_by_its_entry_point(pytester: pytest.Pytester) -> N
     result.stdout.fnmatch_lines(["*registered third-party plugins:*", "*ota_rig*ota_rig/pytest_plugin/__init__.py*"])
 
 
-def test_a_session_that_does_not_ask_for_the_rig_installs_no_handler_and_writes_no_out(pytester: pytest.Pytester) -> None:
+def test_a_session_not_asking_for_the_rig_installs_no_handler_and_writes_no_out(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(SIGNALS)
     result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
