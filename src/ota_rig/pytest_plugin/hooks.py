@@ -114,8 +114,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):
         end_with_the_session(os.getppid())
         config.option.ota_out = config.workerinput.get(OUT_INPUT, config.option.ota_out)
-    elif not config.option.collectonly:
-        claim_out_folder(config)
     stop = next((plugin for plugin in config.pluginmanager.get_plugins() if isinstance(plugin, Interrupt)), None)
     if stop is None:  # `rig run` brings its own
         stop = Interrupt()
@@ -129,6 +127,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[BENCH] = bench = settle_bench(config)
     except (BuildError, network.NetworkError) as err:
         raise pytest.UsageError(str(err)) from err
+    # Once the options are accepted: a session refused for its bench leaves no records folder behind.
+    if not hasattr(config, "workerinput") and not config.option.collectonly:
+        claim_out_folder(config)
     report = config.getoption("--ota-report")
     if report and not hasattr(config, "workerinput"):  # the controller gathers; xdist workers test
         cores = {profile: bench.arduino_cli.core_version() for profile in bench.profiles} if bench.arduino_cli else {}
