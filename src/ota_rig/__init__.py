@@ -1,3 +1,5 @@
-"""A hardware-in-the-loop rig that proves an ESP32 updates itself securely over HTTPS."""
+"""esp32-ota-rig: a hardware-in-the-loop rig that proves an ESP32 updates itself securely over HTTPS."""
 
-__version__ = "0.2.0"
+from importlib import metadata
+
+__version__ = metadata.version("esp32-ota-rig")

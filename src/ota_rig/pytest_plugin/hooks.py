@@ -71,8 +71,6 @@ ACTIVE_INPUT = "ota_rig_active"  # xdist workerinput key: whether the session as
 MARKERS = (
     "each_profile: the verdict depends on the device profile; run it for each",
     "hardware: needs a real ESP32 board attached (skipped on the twin)",
-    "virtual: runs against the virtual ESP32 (a twin process)",
-    "slow: takes more than a few seconds",
 )
 PACKAGE = Path(__file__).resolve().parents[1]
 
