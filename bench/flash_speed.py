@@ -57,7 +57,10 @@ def main() -> int:
             for pacing in (False, True):
                 wall, write = write_once(transport, pacing, app, args.baud, Path(tmp) / f"{transport}-{pacing}")
                 line = f"paced {args.baud}" if pacing else "free-running"
-                print(f"{transport:<10} {line:<14} {wall:7.2f} {size_kb / wall:7.0f} {write:8.2f} {size_kb / write:7.0f}", flush=True)
+                print(
+                    f"{transport:<10} {line:<14} {wall:7.2f} {size_kb / wall:7.0f} {write:8.2f} {size_kb / write:7.0f}",
+                    flush=True,
+                )
     return 0
 
 

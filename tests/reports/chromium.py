@@ -84,15 +84,18 @@ class Page:
                                                         "awaitPromise": True}, self.session)
         if "exceptionDetails" in answer:
             details = answer["exceptionDetails"]
-            raise AssertionError(f"{expression!r} threw: {details.get('exception', {}).get('description') or details['text']}")
+            raise AssertionError(
+                f"{expression!r} threw: {details.get('exception', {}).get('description') or details['text']}"
+            )
         return answer["result"].get("value")
 
     def screenshot(self, path: Path | None = None) -> bytes:
         """A PNG of the whole page (up to MAX_SHOT_HEIGHT pixels), written to `path` if given."""
         size = self.browser.call("Page.getLayoutMetrics", {}, self.session)["cssContentSize"]
         clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], MAX_SHOT_HEIGHT), "scale": 1}
-        shot = self.browser.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
-                                                            "clip": clip}, self.session)
+        shot = self.browser.call(
+            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}, self.session
+        )
         png = base64.b64decode(shot["data"])
         if path is not None:
             Path(path).write_bytes(png)
@@ -207,7 +210,11 @@ class Chromium:
         with stderr:
             self._process = subprocess.Popen(
                 [str(CHROMIUM), *FLAGS, f"--user-data-dir={self._profile}", "about:blank"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
         self._run(self._connect(self._devtools_url()))
 
     def _devtools_url(self) -> str:
@@ -223,8 +230,10 @@ class Chromium:
                 break
             time.sleep(0.05)
         said = (self._profile / "stderr.txt").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"Chromium did not open its DevTools port within {TIMEOUT} s "
-                           f"(exit code {self._process.poll()}); it said:\n{said}")
+        raise RuntimeError(
+            f"Chromium did not open its DevTools port within {TIMEOUT} s "
+            f"(exit code {self._process.poll()}); it said:\n{said}"
+        )
 
     async def _connect(self, url: str) -> None:
         self._http = aiohttp.ClientSession()
@@ -263,7 +272,9 @@ class Chromium:
                 if answer is None or answer.done():
                     continue
                 if "error" in data:
-                    answer.set_exception(RuntimeError(f"DevTools: {data['error'].get('message')} {data['error'].get('data', '')}"))
+                    answer.set_exception(
+                        RuntimeError(f"DevTools: {data['error'].get('message')} {data['error'].get('data', '')}")
+                    )
                 else:
                     answer.set_result(data.get("result", {}))
             elif data.get("sessionId") in self._pages:

@@ -78,13 +78,21 @@ def test_rig_run_compared_with_an_earlier_run_says_what_got_worse_and_fails(tmp_
     assert "REGRESSED" in done.stdout and "test_a_scenario_since_removed" in done.stdout
 
 
-@pytest.mark.parametrize("args, sentence", [
-    (["run", "-k", "no_such_scenario"], "rig: no scenario matches -k 'no_such_scenario'"),
-    (["run", "--ota-board", "/dev/ttyUSB9", "--jobs", "2"], "rig: a real board runs one scenario at a time; drop --jobs"),
-    (["report", "/no/such/run"], "rig: /no/such/run: no such file; pass a results.json or the run folder"),
-    (["compare", str(ROOT / "pytest.ini"), str(ROOT / "pytest.ini")], "is not JSON"),
-])
-def test_a_mistake_is_one_sentence_with_the_fix_and_no_traceback(args: list[str], sentence: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "args, sentence",
+    [
+        (["run", "-k", "no_such_scenario"], "rig: no scenario matches -k 'no_such_scenario'"),
+        (
+            ["run", "--ota-board", "/dev/ttyUSB9", "--jobs", "2"],
+            "rig: a real board runs one scenario at a time; drop --jobs",
+        ),
+        (["report", "/no/such/run"], "rig: /no/such/run: no such file; pass a results.json or the run folder"),
+        (["compare", str(ROOT / "pytest.ini"), str(ROOT / "pytest.ini")], "is not JSON"),
+    ],
+)
+def test_a_mistake_is_one_sentence_with_the_fix_and_no_traceback(
+    args: list[str], sentence: str, tmp_path: Path
+) -> None:
     done = rig(*args, *(["--out", str(tmp_path)] if args[0] == "run" else []))
     assert done.returncode == 2
     assert len(done.stderr.splitlines()) == 1 and sentence in done.stderr
@@ -101,13 +109,42 @@ def test_debug_shows_the_traceback_too() -> None:
 
 def test_rig_virtual_starts_a_twin_that_esptool_reads(tmp_path: Path) -> None:
     link = tmp_path / "ttyESP32"
-    twin = subprocess.Popen([*RIG, "virtual", "--flash", str(tmp_path / "flash.bin"), "--pty", str(link),
-                             "--io0-low", "--mac", "24:6f:28:01:02:03"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+    twin = subprocess.Popen(
+        [
+            *RIG,
+            "virtual",
+            "--flash",
+            str(tmp_path / "flash.bin"),
+            "--pty",
+            str(link),
+            "--io0-low",
+            "--mac",
+            "24:6f:28:01:02:03",
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert twin.stdout.readline().startswith("virtual ESP32 24:6f:28:01:02:03 listening on")
-        done = subprocess.run([sys.executable, "-m", "esptool", "--port", str(link), "--before", "no-reset",
-                               "--after", "no-reset", "read-mac"], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "esptool",
+                "--port",
+                str(link),
+                "--before",
+                "no-reset",
+                "--after",
+                "no-reset",
+                "read-mac",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert "MAC:                24:6f:28:01:02:03" in done.stdout, done.stdout + done.stderr
     finally:
         twin.terminate()

@@ -128,11 +128,20 @@ def test_a_threshold_below_1_is_refused_in_one_sentence(twin_run, tmp_path: Path
 
 # --- verdicts -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("was, now, where", [
-    ("passed", "failed", "regressions"), ("passed", "error", "regressions"), ("skipped", "failed", "regressions"),
-    ("failed", "passed", "fixes"), ("error", "passed", "fixes"),
-    ("failed", "error", "notes"), ("passed", "skipped", "notes"), ("skipped", "passed", "notes"),
-])
+
+@pytest.mark.parametrize(
+    "was, now, where",
+    [
+        ("passed", "failed", "regressions"),
+        ("passed", "error", "regressions"),
+        ("skipped", "failed", "regressions"),
+        ("failed", "passed", "fixes"),
+        ("error", "passed", "fixes"),
+        ("failed", "error", "notes"),
+        ("passed", "skipped", "notes"),
+        ("skipped", "passed", "notes"),
+    ],
+)
 def test_each_flip_lands_where_the_rules_put_it(twin_run, was: str, now: str, where: str) -> None:
     old, new = runs(twin_run)
     scenario(old, UPDATE)["verdict"], scenario(new, UPDATE)["verdict"] = was, now
@@ -148,7 +157,8 @@ def test_a_passing_scenario_that_vanished_is_a_regression(twin_run) -> None:
     comparison = compare(old, new)
     assert comparison.summary() == "REGRESSED: 1 passing scenario gone"
     assert [(item.old, item.new, item.why) for item in comparison.regressions] == [
-        ("passed", None, "no longer in the run: nothing shows it still passes")]
+        ("passed", None, "no longer in the run: nothing shows it still passes")
+    ]
 
 
 def test_a_failing_scenario_that_vanished_is_the_first_note_and_no_fix(twin_run) -> None:
@@ -174,22 +184,30 @@ def test_a_new_scenario_counts_only_when_it_fails(twin_run) -> None:
 
 # --- durations ------------------------------------------------------------------------------
 
+
 def slower_steps(old: dict, new: dict, **settings) -> list[tuple[str, str]]:
-    return [(item.scenario, item.what) for item in compare(old, new, **settings).regressions
-            if isinstance(item, TimingChange)]
+    return [
+        (item.scenario, item.what)
+        for item in compare(old, new, **settings).regressions
+        if isinstance(item, TimingChange)
+    ]
 
 
-@pytest.mark.parametrize("then, now, min_seconds, slower", [
-    (10.0, 14.0, 0.5, False),  # 1.4x, though 4 s more
-    (10.0, 14.99, 0.5, False),
-    (10.0, 15.0, 0.5, True),  # exactly 1.5x: growing by the factor counts
-    (0.2, 0.4, 0.5, False),  # 2x, but 0.2 s
-    (0.2, 0.4, 0.0, True),
-    (1.0, 2.0, 1.0, True),  # exactly min_seconds more counts
-    (0.7, 1.2, 0.5, True),  # 0.5 s more, whatever the float subtraction makes of it
-])
+@pytest.mark.parametrize(
+    "then, now, min_seconds, slower",
+    [
+        (10.0, 14.0, 0.5, False),  # 1.4x, though 4 s more
+        (10.0, 14.99, 0.5, False),
+        (10.0, 15.0, 0.5, True),  # exactly 1.5x: growing by the factor counts
+        (0.2, 0.4, 0.5, False),  # 2x, but 0.2 s
+        (0.2, 0.4, 0.0, True),
+        (1.0, 2.0, 1.0, True),  # exactly min_seconds more counts
+        (0.7, 1.2, 0.5, True),  # 0.5 s more, whatever the float subtraction makes of it
+    ],
+)
 def test_a_step_is_slower_only_past_both_the_factor_and_the_seconds(
-        twin_run, then: float, now: float, min_seconds: float, slower: bool) -> None:
+    twin_run, then: float, now: float, min_seconds: float, slower: bool
+) -> None:
     old, new = runs(twin_run)
     scenario(old, UPDATE)["durations"]["total"], scenario(new, UPDATE)["durations"]["total"] = then, now
     found = slower_steps(old, new, threshold=1.5, min_seconds=min_seconds)
@@ -221,8 +239,9 @@ def test_a_download_of_another_size_is_judged_by_its_rate(twin_run) -> None:
     old, new = runs(twin_run)
     was = scenario(old, UPDATE)["durations"]["download"]
     now = scenario(new, UPDATE)["durations"]["download"]
-    now.update(bytes=was["bytes"] * 2, seconds=round(was["seconds"] * 8, 4),
-               bytes_per_second=was["bytes_per_second"] // 4)
+    now.update(
+        bytes=was["bytes"] * 2, seconds=round(was["seconds"] * 8, 4), bytes_per_second=was["bytes_per_second"] // 4
+    )
     assert slower_steps(old, new) == [], "microseconds on the twin, whatever the rate"
     [rate] = [item for item in compare(old, new, min_seconds=0).regressions if isinstance(item, TimingChange)]
     assert (rate.what, rate.why) == ("download rate", "4.0x slower")
@@ -247,6 +266,7 @@ def test_a_much_faster_step_is_a_note(twin_run) -> None:
 
 # --- the run's context ----------------------------------------------------------------------
 
+
 def test_a_core_upgrade_is_noted_and_named_on_the_flip_it_may_explain(twin_run) -> None:
     old, new = runs(twin_run)
     [profile] = new["profiles"]
@@ -257,8 +277,11 @@ def test_a_core_upgrade_is_noted_and_named_on_the_flip_it_may_explain(twin_run) 
     assert flip.why == f"ExpectTimeout: on purpose; profile {profile['name']} core 2.0.14 → 2.0.17"
     notes = [(item.what, item.before, item.after) for item in comparison.notes]
     assert ("esptool", old["rig"]["esptool"], "9.9.9") in notes
-    assert (f"profile {profile['name']}", "core 2.0.14, IDF v4.4.6-dirty, Mbed TLS 2.28.4",
-            "core 2.0.17, IDF v4.4.6-dirty, Mbed TLS 2.28.4") in notes
+    assert (
+        f"profile {profile['name']}",
+        "core 2.0.14, IDF v4.4.6-dirty, Mbed TLS 2.28.4",
+        "core 2.0.17, IDF v4.4.6-dirty, Mbed TLS 2.28.4",
+    ) in notes
 
 
 def test_a_run_without_scenarios_is_said(twin_run) -> None:

@@ -109,10 +109,26 @@ def test_a_stopped_rig_run_writes_every_finished_verdict_and_the_interrupted_one
 def test_plain_pytest_stopped_by_ctrl_c_writes_the_records_too(tmp_path: Path) -> None:
     folder = tmp_path / "run"
     # No pytest-xdist: the scenarios run one after the other, in the order given.
-    run = start("-m", "pytest", f"src/ota_rig/scenarios/test_update.py::{ONE_UPDATE}", f"src/ota_rig/scenarios/test_trust.py::{HELD}",
-                f"src/ota_rig/scenarios/test_update.py::{NEVER_STARTED}", "--ota-profile", "arduino-esp32-2.0",
-                "--ota-report", str(folder), "--ota-out", str(folder / "scenarios"), "-p", "tests.reports.held",
-                "-p", "no:cacheprovider", "-o", "addopts=", "-q")
+    run = start(
+        "-m",
+        "pytest",
+        f"src/ota_rig/scenarios/test_update.py::{ONE_UPDATE}",
+        f"src/ota_rig/scenarios/test_trust.py::{HELD}",
+        f"src/ota_rig/scenarios/test_update.py::{NEVER_STARTED}",
+        "--ota-profile",
+        "arduino-esp32-2.0",
+        "--ota-report",
+        str(folder),
+        "--ota-out",
+        str(folder / "scenarios"),
+        "-p",
+        "tests.reports.held",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "-q",
+    )
     try:
         wait_for(lambda: list((folder / "scenarios").glob(f"*{HELD}*/held")))
         os.killpg(run.pid, signal.SIGINT)

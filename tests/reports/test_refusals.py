@@ -26,7 +26,10 @@ RESULTS = "{tmp}/good.json"
 # `a-file` (a file), good.json (the records of an empty run) and bad-<field>.json (below).
 REFUSALS = [
     (["run", "-k", "and or"], "Wrong expression passed to '-k': and or: at column 1"),
-    (["run", "-k", "no_such_scenario"], "no scenario matches -k 'no_such_scenario'; see the names in docs/scenarios.md"),
+    (
+        ["run", "-k", "no_such_scenario"],
+        "no scenario matches -k 'no_such_scenario'; see the names in docs/scenarios.md",
+    ),
     (["run", "--ota-profile", "nonsense"], "argument --ota-profile/--profile: invalid choice: 'nonsense'"),
     (["run", "--ota-board", "/dev/does-not-exist"], "--ota-board /dev/does-not-exist: no such port; plug the board in"),
     (["run", "--ota-board", "mac:zz"], "--ota-board mac:zz: 'zz' is not a MAC"),
@@ -36,19 +39,33 @@ REFUSALS = [
     (["run", "--jobs", "four"], "argument --jobs/-j: 'four' is not a count"),
     (["run", "--out", "{tmp}/a-file"], "argument --out: {tmp}/a-file is a file; pass a folder"),
     (["run", "--compare-to", "{tmp}/nowhere"], "{tmp}/nowhere: no such file; pass a results.json"),
-    (["run", "--compare-to", "{tmp}/bad-verdict.json"], "scenarios[0].verdict is \"great\", not one of"),
+    (["run", "--compare-to", "{tmp}/bad-verdict.json"], 'scenarios[0].verdict is "great", not one of'),
     (["run", "--ota-scan-ports", "/dev/ttyUSB*"], "--ota-scan-ports narrows the search for --ota-board mac:<MAC>"),
     (["run", "--ota-builder", "gcc"], "argument --ota-builder: invalid choice: 'gcc'"),
-    (["run", *REAL[:2], "--ota-arduino-cli", "/nonexistent/arduino-cli"], "arduino-cli not found ('/nonexistent/arduino-cli'"),
-    (["run", *REAL, "--ota-fqbn", "esp32:esp32", *WIFI], "FQBN 'esp32:esp32' is not vendor:arch:board[:menu=option,...]"),
-    (["run", "--ota-builder", "arduino-cli", "--ota-arduino-cli", FAKE_CLI, "--ota-arduino-cli-warnings", "Wall"],
-     "'Wall' is not an arduino-cli warning level: use none, default, more or all"),
-    (["run", "--ota-host", "192.168.4.2"], "the virtual board reaches the server on its loopback: --ota-host is for real boards"),
+    (
+        ["run", *REAL[:2], "--ota-arduino-cli", "/nonexistent/arduino-cli"],
+        "arduino-cli not found ('/nonexistent/arduino-cli'",
+    ),
+    (
+        ["run", *REAL, "--ota-fqbn", "esp32:esp32", *WIFI],
+        "FQBN 'esp32:esp32' is not vendor:arch:board[:menu=option,...]",
+    ),
+    (
+        ["run", "--ota-builder", "arduino-cli", "--ota-arduino-cli", FAKE_CLI, "--ota-arduino-cli-warnings", "Wall"],
+        "'Wall' is not an arduino-cli warning level: use none, default, more or all",
+    ),
+    (
+        ["run", "--ota-host", "192.168.4.2"],
+        "the virtual board reaches the server on its loopback: --ota-host is for real boards",
+    ),
     (["run", *REAL, *WIFI, "--ota-board-network", "wlan0"], "'wlan0' is neither an IP address nor a network"),
     (["run", "--ota-hostname", "ota server"], "argument --ota-hostname: 'ota server' is not a DNS name"),
     (["run", *REAL], "a real board needs Wi-Fi: set OTA_WIFI_SSID and OTA_WIFI_PASSWORD (or pass --ota-wifi-ssid"),
     (["run", *REAL, "--ota-wifi-ssid", "bench-ap"], "a real board needs Wi-Fi"),
-    (["run", "--", "--no-such-pytest-option"], "pytest: unrecognized arguments: --no-such-pytest-option; see `pytest --help`"),
+    (
+        ["run", "--", "--no-such-pytest-option"],
+        "pytest: unrecognized arguments: --no-such-pytest-option; see `pytest --help`",
+    ),
     (["serve", "--folder", "{tmp}/a-file"], "argument --folder: {tmp}/a-file is a file"),
     (["serve", "--host", "999.1.1.1", "--port", "0"], "999.1.1.1 is not an address of this machine; pass --host"),
     (["serve", "--port", "70000"], "port 70000 is not a TCP port; pass --port 0..65535"),
@@ -60,31 +77,47 @@ REFUSALS = [
     (["sign", "{tmp}/nowhere.bin", "--version", "1"], "{tmp}/nowhere.bin: no such file; pass the app image"),
     (["sign", "{tmp}/a-file"], "the following arguments are required: --version"),
     (["sign", "{tmp}/a-file", "--version", "1", "--key", "{tmp}/a-file"], "argument --key: {tmp}/a-file is a file"),
-    (["sign", "{tmp}/a-file", "--version", "1", "--out", "{tmp}/nowhere/app.bin"], "argument --out: {tmp}/nowhere is no folder"),
+    (
+        ["sign", "{tmp}/a-file", "--version", "1", "--out", "{tmp}/nowhere/app.bin"],
+        "argument --out: {tmp}/nowhere is no folder",
+    ),
     (["certs", "--out", "{tmp}/a-file"], "argument --out: {tmp}/a-file is a file"),
     (["certs", "--hostname", ""], "argument --hostname: '' is not a DNS name"),
     (["certs", "--ip", "192.168.1.256"], "'192.168.1.256' is not an IP address; pass --ip"),
     (["virtual", "--flash", "{tmp}/flash.bin", "--rfc2217", "70000"], "argument --rfc2217: 70000 is not a TCP port"),
-    (["virtual", "--flash", "{tmp}/flash.bin", "--pty", "{tmp}/tty", "--mac", "24:6f"], "is not six colon-separated hex bytes"),
+    (
+        ["virtual", "--flash", "{tmp}/flash.bin", "--pty", "{tmp}/tty", "--mac", "24:6f"],
+        "is not six colon-separated hex bytes",
+    ),
     (["virtual", "--pty", "{tmp}/tty"], "the following arguments are required: --flash"),
     (["report", "{tmp}/nowhere"], "{tmp}/nowhere: no such file; pass a results.json or the run folder holding one"),
     (["report", "{tmp}/a-file"], "is not JSON"),
     (["report", RESULTS, "--out", "{tmp}/a-file"], "argument --out: {tmp}/a-file is a file"),
-    (["compare", RESULTS, "{tmp}/bad-summary.json"], "bad-summary.json is not a results.json a run wrote: summary is missing"),
-    (["compare", "{tmp}/bad-started.json", RESULTS], "run.started is \"yesterday\", not an ISO 8601 time"),
+    (
+        ["compare", RESULTS, "{tmp}/bad-summary.json"],
+        "bad-summary.json is not a results.json a run wrote: summary is missing",
+    ),
+    (["compare", "{tmp}/bad-started.json", RESULTS], 'run.started is "yesterday", not an ISO 8601 time'),
     (["compare", RESULTS, "{tmp}/bad-total.json"], "scenarios[0].durations.total is a string, not a number or null"),
     (["compare", RESULTS, "{tmp}/bad-download.json"], "scenarios[0].durations.download.bytes is missing"),
     (["compare", RESULTS, RESULTS, "--threshold", "nan"], "threshold nan is not a factor of 1 or more"),
     (["compare", RESULTS, RESULTS, "--threshold", "twice"], "argument --threshold: invalid float value: 'twice'"),
     (["compare", RESULTS, RESULTS, "--min-seconds", "-1"], "min_seconds -1 is not a number of seconds; pass 0 or more"),
-    (["compare", RESULTS, RESULTS, "--markdown", "{tmp}/nowhere/c.md"], "argument --markdown: {tmp}/nowhere is no folder"),
+    (
+        ["compare", RESULTS, RESULTS, "--markdown", "{tmp}/nowhere/c.md"],
+        "argument --markdown: {tmp}/nowhere is no folder",
+    ),
 ]
 
 
 def records(folder: Path) -> None:
     """good.json, the records of a run of one test, and bad-<what>.json, each wrong in one field."""
-    test = {"id": "src/ota_rig/scenarios/test_update.py::test_x", "name": "test_x", "verdict": "passed",
-            "durations": {"total": 1.0, "download": {"bytes": 1, "seconds": 1.0, "bytes_per_second": 1}}}
+    test = {
+        "id": "src/ota_rig/scenarios/test_update.py::test_x",
+        "name": "test_x",
+        "verdict": "passed",
+        "durations": {"total": 1.0, "download": {"bytes": 1, "seconds": 1.0, "bytes_per_second": 1}},
+    }
     good = run_record([test], datetime.datetime.now(datetime.timezone.utc), "virtual", {})
     (folder / "good.json").write_text(json.dumps(good))
     changes = {
@@ -100,16 +133,23 @@ def records(folder: Path) -> None:
         (folder / f"bad-{what}.json").write_text(json.dumps(bad))
 
 
-@pytest.mark.parametrize("args, sentence", REFUSALS,
-                         ids=[" ".join(args).replace(FAKE_CLI, "FAKE") for args, _ in REFUSALS])
+@pytest.mark.parametrize(
+    "args, sentence", REFUSALS, ids=[" ".join(args).replace(FAKE_CLI, "FAKE") for args, _ in REFUSALS]
+)
 def test_a_value_an_option_cannot_take_is_refused_in_one_sentence(tmp_path: Path, capsys, args, sentence) -> None:
     (tmp_path / "a-file").write_text("not what the option wants\n")
     records(tmp_path)
     argv = [arg.format(tmp=tmp_path) for arg in args]
     if args[0] == "run":  # a real `rig run`, in a process of its own (it runs pytest)
         env = {name: value for name, value in os.environ.items() if not name.startswith("OTA_")}
-        done = subprocess.run([sys.executable, "-m", "ota_rig.cli", *argv], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "ota_rig.cli", *argv],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         status, out, err = done.returncode, done.stdout, done.stderr
     else:
         try:

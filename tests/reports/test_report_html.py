@@ -153,8 +153,9 @@ def test_the_summary_has_a_row_per_test_and_only_failures_leaves_the_failed_and_
     page.close()
 
 
-def test_without_javascript_everything_shows_and_the_box_does_not(twin_run: tuple[Path, dict],
-                                                                  browser: Chromium) -> None:
+def test_without_javascript_everything_shows_and_the_box_does_not(
+    twin_run: tuple[Path, dict], browser: Chromium
+) -> None:
     folder, results = twin_run
     page = browser.open(folder / "report.html", javascript=False)
     everything = [s["id"] for s in results["scenarios"]]
@@ -165,17 +166,24 @@ def test_without_javascript_everything_shows_and_the_box_does_not(twin_run: tupl
 
 
 def test_each_scenario_that_ran_has_a_timeline_and_the_download_is_the_servers(
-        twin_run: tuple[Path, dict], page: Page) -> None:
+    twin_run: tuple[Path, dict], page: Page
+) -> None:
     folder, results = twin_run
     ran = [s["id"] for s in results["scenarios"] if s.get("steps") or s.get("observed") or s.get("connections")]
     assert len(ran) == 4  # the three passes and the failure; the error and the skip never ran
-    drawn = page.evaluate("[...document.querySelectorAll('section.scenario')]"
-                          ".filter(s => s.querySelector('svg.timeline')).map(s => s.dataset.id)")
+    drawn = page.evaluate(
+        "[...document.querySelectorAll('section.scenario')]"
+        ".filter(s => s.querySelector('svg.timeline')).map(s => s.dataset.id)"
+    )
     assert drawn == ran
 
     update = scenario(results, UPDATE)
-    sent = [(connection, request) for connection in server_record(folder, update)
-            for request in connection["requests"] if request["status"] == 200]
+    sent = [
+        (connection, request)
+        for connection in server_record(folder, update)
+        for request in connection["requests"]
+        if request["status"] == 200
+    ]
     assert len(sent) == 1, "the server sent the image once"
     connection, request = sent[0]
     assert request["bytes_sent"] == request["content_length"] == update["durations"]["download"]["bytes"]
@@ -187,7 +195,7 @@ def test_each_scenario_that_ran_has_a_timeline_and_the_download_is_the_servers(
             x: r.x.baseVal.value, width: r.width.baseVal.value,
             within: [r.closest('g.accepted').querySelector('rect.connection')].map(c =>
                 [c.x.baseVal.value, c.x.baseVal.value + c.width.baseVal.value])[0] }})),
-    }}))({section(update['id'])}.querySelector('svg.timeline'))""")
+    }}))({section(update["id"])}.querySelector('svg.timeline'))""")
     (t0, x0), (t1, x1) = svg["ticks"][0], svg["ticks"][-1]
     per_second = (x1 - x0) / (t1 - t0)
     began = datetime.datetime.fromisoformat(update["started"])
@@ -197,7 +205,9 @@ def test_each_scenario_that_ran_has_a_timeline_and_the_download_is_the_servers(
     assert bar["start"] == pytest.approx(opened + request["body_started"], abs=1e-4)
     assert bar["end"] == pytest.approx(opened + request["body_ended"], abs=1e-4)
     assert bar["x"] == pytest.approx(x0 + (opened + request["body_started"]) * per_second, abs=0.15)
-    assert bar["width"] == pytest.approx(max(3.0, (request["body_ended"] - request["body_started"]) * per_second), abs=0.3)
+    assert bar["width"] == pytest.approx(
+        max(3.0, (request["body_ended"] - request["body_started"]) * per_second), abs=0.3
+    )
     assert bar["within"][0] - 0.2 <= bar["x"] < bar["within"][1]
 
     failed = next(s for s in results["scenarios"] if s["verdict"] == "failed")
@@ -205,8 +215,9 @@ def test_each_scenario_that_ran_has_a_timeline_and_the_download_is_the_servers(
     assert len(missed) == 1 == page.evaluate(f"{section(failed['id'])}.querySelectorAll('svg.timeline .missed').length")
 
 
-def test_a_refused_handshake_is_drawn_with_the_alert_the_server_recorded(twin_run: tuple[Path, dict],
-                                                                         page: Page) -> None:
+def test_a_refused_handshake_is_drawn_with_the_alert_the_server_recorded(
+    twin_run: tuple[Path, dict], page: Page
+) -> None:
     folder, results = twin_run
     trust = scenario(results, "test_certificate_from_another_ca_is_refused")
     alerts = [c["tls"]["alert"] for c in server_record(folder, trust) if c["tls"] and not c["tls"]["ok"]]
@@ -214,7 +225,7 @@ def test_a_refused_handshake_is_drawn_with_the_alert_the_server_recorded(twin_ru
     drawn = page.evaluate(f"""(svg => ({{
         refused: svg.querySelectorAll('g.refused').length,
         labels: [...svg.querySelectorAll('text.bad')].map(t => t.textContent) }}))
-        ({section(trust['id'])}.querySelector('svg.timeline'))""")
+        ({section(trust["id"])}.querySelector('svg.timeline'))""")
     assert drawn == {"refused": 1, "labels": ["✕ unknown_ca"]}
 
 
@@ -238,7 +249,7 @@ def test_the_highlighted_serial_lines_are_the_ones_the_waits_matched(twin_run: t
     lines = (folder / update["logs"]["serial"]).read_text(encoding="utf-8").split("\n")
     assert lines.pop() == "", "serial.log ends with a newline"
     met = sorted(wait["line"] for wait in update["expected"] if wait["outcome"] == "met")
-    shown = page.evaluate(f"""[...{section(update['id'])}.querySelectorAll('pre.serial .hit')].map(line =>
+    shown = page.evaluate(f"""[...{section(update["id"])}.querySelectorAll('pre.serial .hit')].map(line =>
         [Number(line.dataset.n), getComputedStyle(line, '::before').content, line.textContent])""")
     assert [n for n, _, _ in shown] == met
     assert [number for _, number, _ in shown] == [f'"{n}"' for n in met]  # the number the reader sees
@@ -249,7 +260,9 @@ def test_the_highlighted_serial_lines_are_the_ones_the_waits_matched(twin_run: t
     assert page.evaluate(f"{section(update['id'])}.querySelectorAll('pre.serial .l').length") == len(lines)
 
 
-def test_device_and_server_text_is_shown_as_text(twin_run: tuple[Path, dict], browser: Chromium, tmp_path: Path) -> None:
+def test_device_and_server_text_is_shown_as_text(
+    twin_run: tuple[Path, dict], browser: Chromium, tmp_path: Path
+) -> None:
     folder, results = twin_run
     results = copy.deepcopy(results)
     update = scenario(results, UPDATE)
@@ -279,7 +292,10 @@ def test_device_and_server_text_is_shown_as_text(twin_run: tuple[Path, dict], br
 
 # --- without a browser ---------------------------------------------------------------------------
 
-def test_a_missing_log_is_one_line_and_a_long_one_is_cut_with_a_note(twin_run: tuple[Path, dict], tmp_path: Path) -> None:
+
+def test_a_missing_log_is_one_line_and_a_long_one_is_cut_with_a_note(
+    twin_run: tuple[Path, dict], tmp_path: Path
+) -> None:
     _, results = twin_run
     results = copy.deepcopy(results)
     update, failed = scenario(results, UPDATE), next(s for s in results["scenarios"] if s["verdict"] == "failed")
@@ -290,8 +306,12 @@ def test_a_missing_log_is_one_line_and_a_long_one_is_cut_with_a_note(twin_run: t
     (tmp_path / "long" / "serial.log").write_text("".join(f"line {n}\n" for n in range(count)))
     text = report.render(results, tmp_path)
 
-    sections = {html.unescape(match["id"]): match["body"] for match in re.finditer(
-        r'<section class="scenario [^"]*" id="s\d+" data-id="(?P<id>[^"]*)">(?P<body>.*?)</section>', text, re.S)}
+    sections = {
+        html.unescape(match["id"]): match["body"]
+        for match in re.finditer(
+            r'<section class="scenario [^"]*" id="s\d+" data-id="(?P<id>[^"]*)">(?P<body>.*?)</section>', text, re.S
+        )
+    }
     gone = sections[update["id"]]
     assert "gone/serial.log" in gone and 'class="serial"' not in gone
     long = sections[failed["id"]]

@@ -68,7 +68,11 @@ def test_firmware_hashes_are_those_of_the_bytes_in_the_twins_flash(twin_run) -> 
     built = {f["version"]: f for f in record["firmware"] if f["role"] == "built"}
     (offered,) = [f for f in record["firmware"] if f["role"] == "offered"]
     assert hashlib.sha256(flash[APP_OFFSET:APP_OFFSET + built["0.1"]["size"]]).hexdigest() == built["0.1"]["sha256"]
-    assert hashlib.sha256(flash[SLOT_1:SLOT_1 + offered["size"]]).hexdigest() == offered["sha256"] == built["0.2"]["sha256"]
+    assert (
+        hashlib.sha256(flash[SLOT_1 : SLOT_1 + offered["size"]]).hexdigest()
+        == offered["sha256"]
+        == built["0.2"]["sha256"]
+    )
     assert {f["sha256"] for f in results["firmware"]} >= {built["0.1"]["sha256"], built["0.2"]["sha256"]}
 
 
@@ -79,12 +83,14 @@ def test_the_trusted_ca_is_the_one_built_into_the_device(twin_run) -> None:
     sketch = SketchConfig.from_image(parse_image(flash[APP_OFFSET:]))
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
+
     (ca,) = x509.load_pem_x509_certificates(sketch.ca_bundle.encode())
     trusted = [c for c in record["certificates"] if c["role"] == "trusted CA"]
     assert [c["sha256"] for c in trusted] == [hashlib.sha256(ca.public_bytes(Encoding.DER)).hexdigest()]
     servers = {c["name"]: c for c in record["certificates"] if c["role"] == "server"}
-    presented = {json.loads(line)["tls"]["certificate"]
-                 for line in (folder / record["logs"]["server"]).read_text().splitlines()}
+    presented = {
+        json.loads(line)["tls"]["certificate"] for line in (folder / record["logs"]["server"]).read_text().splitlines()
+    }
     assert presented <= set(servers)  # every certificate the server presented is listed
     assert sorted(c["issuer"] for c in servers.values()) == ["main", "other"]
 
@@ -97,11 +103,22 @@ def test_observed_events_are_the_lines_of_serial_log_they_point_at(twin_run) -> 
         line, fields = printed_lines.classify(lines[event["line"]])
         assert (line.name, fields, lines[event["line"]]) == (event["event"], event["fields"], event["text"])
     transitions = [e["transition"] for e in record["observed"] if e["transition"]]
-    assert transitions == ["reset POWERON_RESET", "Firmware version 0.1", "HTTP_UPDATE_OK", "reset SW_CPU_RESET",
-                           "Firmware version 0.2", "HTTP_UPDATE_NO_UPDATES"]
+    assert transitions == [
+        "reset POWERON_RESET",
+        "Firmware version 0.1",
+        "HTTP_UPDATE_OK",
+        "reset SW_CPU_RESET",
+        "Firmware version 0.2",
+        "HTTP_UPDATE_NO_UPDATES",
+    ]
     met = [lines[wait["line"]] for wait in record["expected"] if wait["outcome"] == "met"]
-    assert met == ["Firmware version 0.1", "HTTP_UPDATE_OK", "rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
-                   "Firmware version 0.2", "HTTP_UPDATE_NO_UPDATES"]
+    assert met == [
+        "Firmware version 0.1",
+        "HTTP_UPDATE_OK",
+        "rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+        "Firmware version 0.2",
+        "HTTP_UPDATE_NO_UPDATES",
+    ]
     times = [event["t"] for event in record["observed"]]
     assert times == sorted(times)
 
@@ -137,7 +154,12 @@ def test_junit_xml_names_tests_as_pytest_does_and_carries_the_facts(twin_run) ->
     names = lambda root: sorted((c.get("classname"), c.get("name")) for c in root.iter("testcase"))  # noqa: E731
     assert names(ours) == names(theirs)
     suite = ours.find("testsuite")
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("6", "1", "1", "1")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == (
+        "6",
+        "1",
+        "1",
+        "1",
+    )
     case = next(c for c in ours.iter("testcase") if c.get("name") == UPDATE)
     properties = {p.get("name"): p.get("value") for p in case.iter("property")}
     record = scenario(results, UPDATE)
@@ -155,8 +177,9 @@ def test_junit_xml_names_tests_as_pytest_does_and_carries_the_facts(twin_run) ->
 def test_rig_report_writes_the_same_records_again(twin_run, tmp_path: Path) -> None:
     folder, _ = twin_run
     written = {name: (folder / name).read_text() for name in ("junit.xml", "report.html")}
-    done = subprocess.run([sys.executable, "-m", "ota_rig.cli", "report", str(folder)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "ota_rig.cli", "report", str(folder)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(folder / "junit.xml"), str(folder / "report.html")]
     assert {name: (folder / name).read_text() for name in written} == written
@@ -165,10 +188,16 @@ def test_rig_report_writes_the_same_records_again(twin_run, tmp_path: Path) -> N
 def test_a_report_written_elsewhere_links_the_runs_logs_from_there(twin_run, tmp_path: Path) -> None:
     folder, results = twin_run
     out = tmp_path / "elsewhere"
-    done = subprocess.run([sys.executable, "-m", "ota_rig.cli", "report", str(folder / "results.json"), "--out", str(out)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "ota_rig.cli", "report", str(folder / "results.json"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
-    serial_paths = [p.get("value") for p in ET.parse(out / "junit.xml").iter("property") if p.get("name") == "log.serial"]
+    serial_paths = [
+        p.get("value") for p in ET.parse(out / "junit.xml").iter("property") if p.get("name") == "log.serial"
+    ]
     assert len(serial_paths) == sum(1 for s in results["scenarios"] if "serial" in s.get("logs", {})) == 4
     for path in serial_paths:
         assert (out / path).read_text().startswith("ets ")  # the ROM banner: the log itself
@@ -184,8 +213,17 @@ def test_an_unreadable_scenario_record_is_named_and_the_verdict_kept(tmp_path: P
     (folder / "scenario.json").write_text('{"observed": [')  # a run killed while writing it
     recorder = RunRecorder(tmp_path, tmp_path / "scenarios", "virtual", {}, Interrupt())
     for when in ("setup", "call", "teardown"):
-        recorder.pytest_runtest_logreport(pytest.TestReport(
-            "src/ota_rig/scenarios/test_x.py::test_y", ("src/ota_rig/scenarios/test_x.py", 1, "test_y"), {}, "passed", None, when, duration=0.1))
+        recorder.pytest_runtest_logreport(
+            pytest.TestReport(
+                "src/ota_rig/scenarios/test_x.py::test_y",
+                ("src/ota_rig/scenarios/test_x.py", 1, "test_y"),
+                {},
+                "passed",
+                None,
+                when,
+                duration=0.1,
+            )
+        )
     (test,) = recorder.tests.values()
     assert test["verdict"] == "passed"
     assert test["record_error"].startswith(f"{folder / 'scenario.json'} is unreadable")

@@ -162,14 +162,25 @@ def app_config(artifacts: Artifacts) -> SketchConfig:
 def test_the_command_line_is_compile_fqbn_with_debug_level_build_path_and_json(fake: Fake, level: int, menu: str) -> None:
     artifacts = fake.builder().build(config(debug_level=level))
     folder = artifacts.app.parents[1]
-    assert fake.compiles() == [["compile", "--fqbn", f"{DEFAULT_FQBN},DebugLevel={menu}",
-                                "--build-path", str(folder / "build"), "--format", "json", str(folder / "ota_https")]]
+    assert fake.compiles() == [
+        [
+            "compile",
+            "--fqbn",
+            f"{DEFAULT_FQBN},DebugLevel={menu}",
+            "--build-path",
+            str(folder / "build"),
+            "--format",
+            "json",
+            str(folder / "ota_https"),
+        ]
+    ]
     assert not any("--build-property" in argv or any("extra_flags" in w for w in argv) for argv in fake.calls())
     assert app_config(artifacts).debug_level == level  # the level the fake compiled with
 
 
 def test_an_fqbn_naming_another_debug_level_builds_with_the_configured_one(
-        fake: Fake, caplog: pytest.LogCaptureFixture) -> None:
+    fake: Fake, caplog: pytest.LogCaptureFixture
+) -> None:
     builder = fake.builder(fqbn="esp32:esp32:esp32:DebugLevel=verbose,PartitionScheme=default")
     artifacts = builder.build(config(debug_level=2))
     assert fake.compiles()[0][2] == "esp32:esp32:esp32:DebugLevel=warn,PartitionScheme=default"
@@ -184,8 +195,20 @@ def test_a_malformed_fqbn_is_refused_before_anything_runs(fake: Fake) -> None:
 @pytest.mark.parametrize("level", WARNING_LEVELS)
 def test_the_warning_level_reaches_arduino_cli_compile(fake: Fake, level: str) -> None:
     folder = fake.builder(warnings=level).build(config()).app.parents[1]
-    assert fake.compiles() == [["compile", "--fqbn", f"{DEFAULT_FQBN},DebugLevel=error", "--warnings", level,
-                                "--build-path", str(folder / "build"), "--format", "json", str(folder / "ota_https")]]
+    assert fake.compiles() == [
+        [
+            "compile",
+            "--fqbn",
+            f"{DEFAULT_FQBN},DebugLevel=error",
+            "--warnings",
+            level,
+            "--build-path",
+            str(folder / "build"),
+            "--format",
+            "json",
+            str(folder / "ota_https"),
+        ]
+    ]
 
 
 def test_an_unknown_warning_level_is_refused_before_anything_runs(fake: Fake) -> None:
@@ -213,8 +236,9 @@ def test_the_app_round_trips_the_config_and_esptool_calls_it_valid(fake: Fake, c
     wanted = config(profile=PROFILE_OF[core], version="1.2.3")
     artifacts = fake.builder().build(wanted)
     assert app_config(artifacts) == wanted
-    info = subprocess.run([sys.executable, "-m", "esptool", "image-info", str(artifacts.app)],
-                          capture_output=True, text=True)
+    info = subprocess.run(
+        [sys.executable, "-m", "esptool", "image-info", str(artifacts.app)], capture_output=True, text=True
+    )
     assert "Checksum: 0x" in info.stdout and "(valid)" in info.stdout and "ESP32" in info.stdout, info.stdout
 
 
@@ -238,17 +262,23 @@ def test_both_cores_json_is_read(fake: Fake, core: str) -> None:
     assert "Sketch uses" in (artifacts.app.parents[1] / "compile.log").read_text()
 
 
-@pytest.mark.parametrize("core, board, chip_id, bootloader_at, flash_args", [
-    ("2.0.17", "esp32", 0, 0x1000, False),
-    ("3.3.5", "esp32", 0, 0x1000, True),
-    ("3.3.2", "esp32s3", 9, 0x0, False),
-    ("3.3.5", "esp32s3", 9, 0x0, True),
-    ("2.0.17", "esp32c3", 5, 0x0, False),
-])
-def test_offsets_and_chip_follow_the_board(fake: Fake, core: str, board: str, chip_id: int,
-                                           bootloader_at: int, flash_args: bool) -> None:
+@pytest.mark.parametrize(
+    "core, board, chip_id, bootloader_at, flash_args",
+    [
+        ("2.0.17", "esp32", 0, 0x1000, False),
+        ("3.3.5", "esp32", 0, 0x1000, True),
+        ("3.3.2", "esp32s3", 9, 0x0, False),
+        ("3.3.5", "esp32s3", 9, 0x0, True),
+        ("2.0.17", "esp32c3", 5, 0x0, False),
+    ],
+)
+def test_offsets_and_chip_follow_the_board(
+    fake: Fake, core: str, board: str, chip_id: int, bootloader_at: int, flash_args: bool
+) -> None:
     fake.set(CORE=core)
-    artifacts = fake.builder(fqbn=f"esp32:esp32:{board}:PartitionScheme=default").build(config(profile=PROFILE_OF[core]))
+    artifacts = fake.builder(fqbn=f"esp32:esp32:{board}:PartitionScheme=default").build(
+        config(profile=PROFILE_OF[core])
+    )
     build = artifacts.app.parent
     assert (build / "flash_args").exists() == flash_args
     assert (build / "ota_https.ino.merged.bin").exists() == core.startswith("3.")
@@ -264,11 +294,17 @@ def test_offsets_come_from_flash_args_then_build_properties_then_chip_family(tmp
     assert _flash_offsets(tmp_path, "s.ino", "esp32s3", {}, where) == {"bootloader_offset": 0x0}
     named = {"build.bootloader_addr": "0x2000"}
     assert _flash_offsets(tmp_path, "s.ino", "esp32", named, where) == {"bootloader_offset": 0x2000}
-    (tmp_path / "flash_args").write_text("--flash-mode dio --flash-freq 80m --flash-size 4MB\n"
-                                         "0x3000 s.ino.bootloader.bin\n0x9000 s.ino.partitions.bin\n"
-                                         "0xd000 boot_app0.bin\n0x20000 s.ino.bin\n")
+    (tmp_path / "flash_args").write_text(
+        "--flash-mode dio --flash-freq 80m --flash-size 4MB\n"
+        "0x3000 s.ino.bootloader.bin\n0x9000 s.ino.partitions.bin\n"
+        "0xd000 boot_app0.bin\n0x20000 s.ino.bin\n"
+    )
     assert _flash_offsets(tmp_path, "s.ino", "esp32", named, where) == {
-        "bootloader_offset": 0x3000, "partitions_offset": 0x9000, "boot_app0_offset": 0xD000, "app_offset": 0x20000}
+        "bootloader_offset": 0x3000,
+        "partitions_offset": 0x9000,
+        "boot_app0_offset": 0xD000,
+        "app_offset": 0x20000,
+    }
     assert "esp32p4 bootloader" in refusal(lambda: _flash_offsets(tmp_path / "none", "s.ino", "esp32p4", {}, where))
 
 
@@ -282,7 +318,11 @@ def test_virtual_builds_stay_classic_esp32(tmp_path: Path) -> None:
     artifacts = VirtualBuilder(tmp_path).build(config())
     assert artifacts.chip == "esp32"
     assert [o for o, _ in artifacts.flash_files()] == [
-        firmware.BOOTLOADER_OFFSET, firmware.PARTITION_TABLE_OFFSET, firmware.OTADATA_OFFSET, firmware.APP_OFFSET]
+        firmware.BOOTLOADER_OFFSET,
+        firmware.PARTITION_TABLE_OFFSET,
+        firmware.OTADATA_OFFSET,
+        firmware.APP_OFFSET,
+    ]
 
 
 # Caching ---------------------------------------------------------------------------------
@@ -326,10 +366,16 @@ def test_each_warning_level_is_a_build_of_its_own(fake: Fake) -> None:
 # Profiles --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version, expected", [
-    ("2.0.17", "arduino-esp32-2.0"), ("2.0.14", "arduino-esp32-2.0"), ("3.0.0", "arduino-esp32-3"),
-    ("3.3.5", "arduino-esp32-3"), ("v3.3.2", "arduino-esp32-3"),
-])
+@pytest.mark.parametrize(
+    "version, expected",
+    [
+        ("2.0.17", "arduino-esp32-2.0"),
+        ("2.0.14", "arduino-esp32-2.0"),
+        ("3.0.0", "arduino-esp32-3"),
+        ("3.3.5", "arduino-esp32-3"),
+        ("v3.3.2", "arduino-esp32-3"),
+    ],
+)
 def test_profile_for_core(version: str, expected: str) -> None:
     assert profile_for_core(version) == expected
 

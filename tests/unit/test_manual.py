@@ -170,7 +170,12 @@ def test_serve_refuses_a_firmware_it_cannot_offer(problem, sentence, tmp_path, a
     args = {
         "missing file": ["--firmware", str(tmp_path / "missing.bin"), "--firmware-version", "1"],
         "not an image": ["--firmware", str(not_image), "--firmware-version", "1"],
-        "bootloader": ["--firmware", str(app_image.with_name("ota_https.ino.bootloader.bin")), "--firmware-version", "1"],
+        "bootloader": [
+            "--firmware",
+            str(app_image.with_name("ota_https.ino.bootloader.bin")),
+            "--firmware-version",
+            "1",
+        ],
         "no version": ["--firmware", str(app_image)],
         "version alone": ["--firmware-version", "1"],
     }[problem]
@@ -197,19 +202,24 @@ def test_sign_writes_a_release_the_built_in_key_verifies(tmp_path, app_image, ca
     out = capsys.readouterr().out.splitlines()
     release = Path(out[0]).read_bytes()
     assert out[0].endswith("ota_https.ino.signed.bin") and release[MANIFEST_SIZE:] == app_image.read_bytes()
-    assert release[VERSION_AT:VERSION_AT + 4] == b"0.2\0"
+    assert release[VERSION_AT : VERSION_AT + 4] == b"0.2\0"
     area = release[STATEMENT_SIZE:MANIFEST_SIZE]
     public = serialization.load_pem_public_key((keys / "public.pem").read_bytes())
-    public.verify(area[:2 + area[1]], release[:STATEMENT_SIZE], ec.ECDSA(hashes.SHA256()))
-    header = SketchConfig(version="0", update_url="", ca_bundle="", signing_key=(keys / "public.pem").read_text()).header()
+    public.verify(area[: 2 + area[1]], release[:STATEMENT_SIZE], ec.ECDSA(hashes.SHA256()))
+    header = SketchConfig(
+        version="0", update_url="", ca_bundle="", signing_key=(keys / "public.pem").read_text()
+    ).header()
     assert out[-1] in header.splitlines() and out[-1].startswith("#define OTA_SIGNING_KEY ")
     assert hashlib.sha256(app_image.read_bytes()).hexdigest() in out[1]
 
 
-@pytest.mark.parametrize(("args", "sentence"), [
-    (["--version", ""], "version '' must be 1 to 31 bytes without NUL; pass --version"),
-    (["--version", "0.2", "--out", "{tmp}/release.bin", "{tmp}/missing.bin"], "missing.bin: no such file"),
-])
+@pytest.mark.parametrize(
+    ("args", "sentence"),
+    [
+        (["--version", ""], "version '' must be 1 to 31 bytes without NUL; pass --version"),
+        (["--version", "0.2", "--out", "{tmp}/release.bin", "{tmp}/missing.bin"], "missing.bin: no such file"),
+    ],
+)
 def test_sign_refuses_what_it_cannot_sign_and_makes_no_key(args, sentence, tmp_path, app_image, capsys):
     argv = ["sign", *[a.format(tmp=tmp_path) for a in args], "--key", str(tmp_path / "keys")]
     if "{tmp}/missing.bin" not in args:
@@ -229,6 +239,7 @@ def test_serve_with_a_signing_key_offers_a_signed_release(tmp_path, app_image):
         assert response.status == 200 and body[MANIFEST_SIZE:] == app_image.read_bytes()
         area = body[STATEMENT_SIZE:MANIFEST_SIZE]
         serialization.load_pem_public_key(public_pem.encode()).verify(
-            area[:2 + area[1]], body[:STATEMENT_SIZE], ec.ECDSA(hashes.SHA256()))
+            area[: 2 + area[1]], body[:STATEMENT_SIZE], ec.ECDSA(hashes.SHA256())
+        )
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0, process.stderr.read()

@@ -106,19 +106,23 @@ def test_an_app_built_for_another_chip_is_refused(good: Artifacts, tmp_path: Pat
     assert refusal(s3_app) == (
         f"{APP} is built for ESP32-S3 (image chip id 0x0009) but the board is an ESP32 ({BOARD}): "
         "rebuild for the board's chip (a board whose build.mcu is esp32)")
-    assert refusal(s3_app, "esp32").startswith(f"{APP} is built for ESP32-S3 (image chip id 0x0009) but the board is an ESP32 (esp32)")
+    assert refusal(s3_app, "esp32").startswith(
+        f"{APP} is built for ESP32-S3 (image chip id 0x0009) but the board is an ESP32 (esp32)"
+    )
 
 
 def test_an_esp32_build_is_refused_on_an_esp32_s3_board(good: Artifacts) -> None:
     assert refusal(good, "ESP32-S3 (QFN56) (revision v0.2)") == (
         f"{APP} is built for ESP32 (image chip id 0x0000) but the board is an ESP32-S3 "
-        "(ESP32-S3 (QFN56) (revision v0.2)): rebuild for the board's chip (a board whose build.mcu is esp32s3)")
+        "(ESP32-S3 (QFN56) (revision v0.2)): rebuild for the board's chip (a board whose build.mcu is esp32s3)"
+    )
 
 
 def test_a_bootloader_for_another_chip_is_refused(good: Artifacts, tmp_path: Path) -> None:
     c3_bootloader = variant(good, tmp_path, bootloader=image(good.bootloader, chip_id=5))
     assert refusal(c3_bootloader).startswith(
-        f"{BOOTLOADER} is built for ESP32-C3 (image chip id 0x0005) but the board is an ESP32 ({BOARD})")
+        f"{BOOTLOADER} is built for ESP32-C3 (image chip id 0x0005) but the board is an ESP32 ({BOARD})"
+    )
 
 
 def test_an_app_needing_a_newer_chip_revision_is_refused_when_the_revision_is_known(
@@ -127,13 +131,16 @@ def test_an_app_needing_a_newer_chip_revision_is_refused_when_the_revision_is_kn
     newer = variant(good, tmp_path, app=image(good.app, min_chip_rev_full=301))
     assert refusal(newer) == (
         f"{APP} needs chip revision v3.1 or later but the board is v3.0 ({BOARD}): rebuild without "
-        "raising the minimum chip revision, or use a newer board")
+        "raising the minimum chip revision, or use a newer board"
+    )
     check(newer, "esp32")  # no revision in a short name: nothing to compare
     check(variant(good, tmp_path, app=image(good.app, min_chip_rev_full=300)), BOARD)
 
 
 _DEFAULT_LINES = firmware.DEFAULT_PARTITIONS_CSV.splitlines(keepends=True)
-_ONE_SLOT = "has no second OTA slot (app partitions: {}): build with an OTA partition scheme such as PartitionScheme=default"
+_ONE_SLOT = (
+    "has no second OTA slot (app partitions: {}): build with an OTA partition scheme such as PartitionScheme=default"
+)
 
 
 @pytest.mark.parametrize("csv, problem", [
@@ -167,13 +174,15 @@ app1,     app,  ota_1,   0x30000, 0x10000,
     assert size > 0x10000
     assert refusal(variant(good, tmp_path, partitions=table(small_slots))) == (
         f"{APP} is {size} bytes (0x{size:x}) but OTA slot app1 (ota_1) holds 65536 (0x10000): choose "
-        "a partition scheme with larger app slots such as PartitionScheme=min_spiffs, or make the sketch smaller")
+        "a partition scheme with larger app slots such as PartitionScheme=min_spiffs, or make the sketch smaller"
+    )
 
 
 def test_a_table_reaching_beyond_the_flash_is_refused(good: Artifacts) -> None:
     assert refusal(good, flash_size="2MB") == (
         f"{TABLE} reaches 0x400000 (coredump ends there) but the board's flash is 2MB (0x200000): "
-        "build for the board's flash size with a partition scheme that fits it")
+        "build for the board's flash size with a partition scheme that fits it"
+    )
     assert "the board's flash is 2MB" in refusal(good, flash_size=2 * 1024 * 1024)
 
 
@@ -182,9 +191,11 @@ def test_a_corrupt_partition_table_is_refused(good: Artifacts, tmp_path: Path) -
     data[0x0C] ^= 0x01  # nvs's size: the MD5 row no longer matches
     assert refusal(variant(good, tmp_path, partitions=bytes(data))) == (
         f"{TABLE} is not a valid partition table (partition table MD5 at offset 0x80d0: does not match "
-        "the entries): rebuild the sketch, the file is damaged or is not a partition table")
+        "the entries): rebuild the sketch, the file is damaged or is not a partition table"
+    )
     assert "(partition entry 0 magic at offset 0x8000: expected aa 50, found e9 04)" in refusal(
-        variant(good, tmp_path, partitions=good.app.read_bytes()))
+        variant(good, tmp_path, partitions=good.app.read_bytes())
+    )
 
 
 def test_a_corrupt_app_is_refused(good: Artifacts, tmp_path: Path) -> None:
@@ -195,7 +206,8 @@ def test_a_corrupt_app_is_refused(good: Artifacts, tmp_path: Path) -> None:
     assert message.endswith("): rebuild the sketch, the file is damaged or is not an ESP32 image")
     assert refusal(variant(good, tmp_path, app=b"\xff" * 64)) == (
         f"{APP} is not a valid app image (image magic at offset 0x0: expected 0xe9, found 0xff): "
-        "rebuild the sketch, the file is damaged or is not an ESP32 image")
+        "rebuild the sketch, the file is damaged or is not an ESP32 image"
+    )
 
 
 def test_a_missing_file_is_refused(good: Artifacts, tmp_path: Path) -> None:
@@ -206,4 +218,5 @@ def test_a_missing_file_is_refused(good: Artifacts, tmp_path: Path) -> None:
 def test_a_board_preflight_does_not_know_is_refused(good: Artifacts) -> None:
     assert refusal(good, "auto").startswith("board chip 'auto' is not a chip preflight knows (ESP32, ESP32-S2,")
     assert refusal(good, flash_size="lots") == (
-        "board flash size 'lots' is not like 4MB: pass bytes or esptool's text such as 4MB")
+        "board flash size 'lots' is not like 4MB: pass bytes or esptool's text such as 4MB"
+    )

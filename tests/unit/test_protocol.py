@@ -117,7 +117,9 @@ def formats(code: str) -> list[str]:
 def test_every_report_format_is_exactly_one_sketch_entry(formats: list[str]) -> None:
     for fmt in formats:
         matches = [line.name for line in SKETCH_LINES if template_shape(line) == format_shape(fmt)]
-        assert len(matches) == 1, f"report({fmt!r}) matches {matches or 'no'} entries of src/ota_rig/device/printed_lines.py"
+        assert len(matches) == 1, (
+            f"report({fmt!r}) matches {matches or 'no'} entries of src/ota_rig/device/printed_lines.py"
+        )
 
 
 def test_every_sketch_entry_is_printed_by_the_sketch(formats: list[str]) -> None:
@@ -134,8 +136,10 @@ def test_the_sketch_prints_only_through_report(code: str) -> None:
 
 
 def test_the_checks_see_through_comments_and_split_literals() -> None:
-    code = strip_comments('// report("commented");\nx = "a // b"; /* Serial.print(1); */\n'
-                          'report("Update: next check in "\n   "%d s", 10);')
+    code = strip_comments(
+        '// report("commented");\nx = "a // b"; /* Serial.print(1); */\n'
+        'report("Update: next check in "\n   "%d s", 10);'
+    )
     assert "commented" not in code and "Serial" not in code and '"a // b"' in code
     assert report_calls(code) == (["Update: next check in %d s"], [])
     assert format_shape("Error (%d): %s, 100%%") == (f"Error ({HOLE}): {HOLE}, 100%", 2)
@@ -144,12 +148,26 @@ def test_the_checks_see_through_comments_and_split_literals() -> None:
 
 
 SAMPLES = {
-    "version": "1.2.3", "ssid": "ota-rig", "ip": "192.168.4.2", "server": "pool.ntp.org",
-    "time": "2025-06-01 12:00:00", "url": "https://192.168.4.1:8443/firmware.bin",
-    "not_before": "2025-01-01 00:00:00", "not_after": "2026-01-01 00:00:00", "code": "-1",
-    "text": "HTTP error: connection refused", "seconds": "10", "ms": "  2546", "level": "E",
-    "file": "ssl_client.cpp", "line": "37", "function": "_handle_error", "message": "start_ssl_client: -9984",
-    "tag": "esp_image", "date": "Jul 29 2019 12:21:46", "current": "1.10",
+    "version": "1.2.3",
+    "ssid": "ota-rig",
+    "ip": "192.168.4.2",
+    "server": "pool.ntp.org",
+    "time": "2025-06-01 12:00:00",
+    "url": "https://192.168.4.1:8443/firmware.bin",
+    "not_before": "2025-01-01 00:00:00",
+    "not_after": "2026-01-01 00:00:00",
+    "code": "-1",
+    "text": "HTTP error: connection refused",
+    "seconds": "10",
+    "ms": "  2546",
+    "level": "E",
+    "file": "ssl_client.cpp",
+    "line": "37",
+    "function": "_handle_error",
+    "message": "start_ssl_client: -9984",
+    "tag": "esp_image",
+    "date": "Jul 29 2019 12:21:46",
+    "current": "1.10",
 }
 OVERRIDES = {
     "idf_log": {"ms": "579", "message": "Image hash failed - image is corrupt"},
@@ -176,45 +194,92 @@ def test_render_names_a_missing_field() -> None:
 
 
 REFERENCE_LINES = [  # shared/reference/esp32-ota-device.md, sections 7, 8.1 and 12.1
-    ("[  2546][E][ssl_client.cpp:37] _handle_error(): [start_ssl_client():273]: (-9984) X509 - Certificate "
-     "verification failed, e.g. CRL, CA or signature check failed",
-     "core_log", {"level": "E", "file": "ssl_client.cpp", "function": "_handle_error",
-                  "message": "[start_ssl_client():273]: (-9984) X509 - Certificate verification failed, e.g. CRL, "
-                             "CA or signature check failed"}),
-    ("[  2553][E][WiFiClientSecure.cpp:144] connect(): start_ssl_client: -9984",
-     "core_log", {"file": "WiFiClientSecure.cpp", "line": "144", "message": "start_ssl_client: -9984"}),
-    ("[  2560][E][HTTPUpdate.cpp:234] handleUpdate(): HTTP error: connection refused",
-     "core_log", {"function": "handleUpdate", "message": "HTTP error: connection refused"}),
-    ("[  2546][E][ssl_client.cpp:35] _handle_error(): [ssl_starttls_handshake():297]: (-9984) X509 - Certificate "
-     "verification failed, e.g. CRL, CA or signature check failed",
-     "core_log", {"ms": "  2546", "line": "35"}),
-    ("[  2553][E][NetworkClientSecure.cpp:159] connect(): start_ssl_client: connect failed: -9984",
-     "core_log", {"file": "NetworkClientSecure.cpp", "message": "start_ssl_client: connect failed: -9984"}),
-    ("[  2555][W][HTTPClient.cpp:1483] returnError(): error(-1): connection refused",
-     "core_log", {"level": "W", "function": "returnError", "message": "error(-1): connection refused"}),
-    ("E (579) esp_image: Image hash failed - image is corrupt",
-     "idf_log", {"level": "E", "ms": "579", "tag": "esp_image", "message": "Image hash failed - image is corrupt"}),
-    ("E (1234) esp_image: Checksum failed. Calculated 0x5b read 0x3c",
-     "idf_log", {"tag": "esp_image", "message": "Checksum failed. Calculated 0x5b read 0x3c"}),
+    (
+        "[  2546][E][ssl_client.cpp:37] _handle_error(): [start_ssl_client():273]: (-9984) X509 - Certificate "
+        "verification failed, e.g. CRL, CA or signature check failed",
+        "core_log",
+        {
+            "level": "E",
+            "file": "ssl_client.cpp",
+            "function": "_handle_error",
+            "message": "[start_ssl_client():273]: (-9984) X509 - Certificate verification failed, e.g. CRL, "
+            "CA or signature check failed",
+        },
+    ),
+    (
+        "[  2553][E][WiFiClientSecure.cpp:144] connect(): start_ssl_client: -9984",
+        "core_log",
+        {"file": "WiFiClientSecure.cpp", "line": "144", "message": "start_ssl_client: -9984"},
+    ),
+    (
+        "[  2560][E][HTTPUpdate.cpp:234] handleUpdate(): HTTP error: connection refused",
+        "core_log",
+        {"function": "handleUpdate", "message": "HTTP error: connection refused"},
+    ),
+    (
+        "[  2546][E][ssl_client.cpp:35] _handle_error(): [ssl_starttls_handshake():297]: (-9984) X509 - Certificate "
+        "verification failed, e.g. CRL, CA or signature check failed",
+        "core_log",
+        {"ms": "  2546", "line": "35"},
+    ),
+    (
+        "[  2553][E][NetworkClientSecure.cpp:159] connect(): start_ssl_client: connect failed: -9984",
+        "core_log",
+        {"file": "NetworkClientSecure.cpp", "message": "start_ssl_client: connect failed: -9984"},
+    ),
+    (
+        "[  2555][W][HTTPClient.cpp:1483] returnError(): error(-1): connection refused",
+        "core_log",
+        {"level": "W", "function": "returnError", "message": "error(-1): connection refused"},
+    ),
+    (
+        "E (579) esp_image: Image hash failed - image is corrupt",
+        "idf_log",
+        {"level": "E", "ms": "579", "tag": "esp_image", "message": "Image hash failed - image is corrupt"},
+    ),
+    (
+        "E (1234) esp_image: Checksum failed. Calculated 0x5b read 0x3c",
+        "idf_log",
+        {"tag": "esp_image", "message": "Checksum failed. Calculated 0x5b read 0x3c"},
+    ),
     ("ets Jul 29 2019 12:21:46", "rom_banner", {"date": "Jul 29 2019 12:21:46"}),
     ("ets Jun  8 2016 00:22:57", "rom_banner", {"date": "Jun  8 2016 00:22:57"}),
-    ("rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
-     "reset", {"code": "c", "reason": "SW_CPU_RESET", "strap": "13", "mode": "SPI_FAST_FLASH_BOOT"}),
-    ("rst:0x1 (POWERON_RESET),boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))",
-     "reset", {"code": "1", "strap": "3", "mode": "DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2)"}),
-    ("rst:0x10 (RTCWDT_RTC_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
-     "reset", {"code": "10", "reason": "RTCWDT_RTC_RESET"}),
-    ("HTTP_UPDATE_FAILD Error (-1): HTTP error: connection refused",
-     "update_failed", {"code": "-1", "text": "HTTP error: connection refused"}),
-    ("HTTP_UPDATE_FAILD Error (9): Update error: Could Not Activate The Firmware",
-     "update_failed", {"code": "9", "text": "Update error: Could Not Activate The Firmware"}),
-    ("TLS error (-9984): X509 - Certificate verification failed, e.g. CRL, CA or signature check failed",
-     "tls_error", {"code": "-9984"}),
+    (
+        "rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+        "reset",
+        {"code": "c", "reason": "SW_CPU_RESET", "strap": "13", "mode": "SPI_FAST_FLASH_BOOT"},
+    ),
+    (
+        "rst:0x1 (POWERON_RESET),boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))",
+        "reset",
+        {"code": "1", "strap": "3", "mode": "DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2)"},
+    ),
+    (
+        "rst:0x10 (RTCWDT_RTC_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)",
+        "reset",
+        {"code": "10", "reason": "RTCWDT_RTC_RESET"},
+    ),
+    (
+        "HTTP_UPDATE_FAILD Error (-1): HTTP error: connection refused",
+        "update_failed",
+        {"code": "-1", "text": "HTTP error: connection refused"},
+    ),
+    (
+        "HTTP_UPDATE_FAILD Error (9): Update error: Could Not Activate The Firmware",
+        "update_failed",
+        {"code": "9", "text": "Update error: Could Not Activate The Firmware"},
+    ),
+    (
+        "TLS error (-9984): X509 - Certificate verification failed, e.g. CRL, CA or signature check failed",
+        "tls_error",
+        {"code": "-9984"},
+    ),
 ]
 
 
-@pytest.mark.parametrize(("text", "name", "fields"), REFERENCE_LINES,
-                         ids=[f"{n}-{name}" for n, (_, name, _) in enumerate(REFERENCE_LINES)])
+@pytest.mark.parametrize(
+    ("text", "name", "fields"), REFERENCE_LINES, ids=[f"{n}-{name}" for n, (_, name, _) in enumerate(REFERENCE_LINES)]
+)
 def test_classify_names_real_device_lines(text: str, name: str, fields: dict[str, str]) -> None:
     found = printed_lines.classify(text)
     assert found is not None, f"{text!r} is not classified"
@@ -223,10 +288,20 @@ def test_classify_names_real_device_lines(text: str, name: str, fields: dict[str
     assert {key: values[key] for key in fields} == fields
 
 
-@pytest.mark.parametrize("text", [
-    "", "configsip: 0, SPIWP:0xee", "clk_drv:0x00,q_drv:0x00,d_drv:0x00,cs0_drv:0x00,hd_drv:0x00,wp_drv:0x00",
-    "mode:DIO, clock div:2", "load:0x3fff0030,len:1184", "entry 0x400805e4", "waiting for download",
-    "invalid header: 0xffffffff", "[SETUP] WAIT 4...", "Update start now!",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "configsip: 0, SPIWP:0xee",
+        "clk_drv:0x00,q_drv:0x00,d_drv:0x00,cs0_drv:0x00,hd_drv:0x00,wp_drv:0x00",
+        "mode:DIO, clock div:2",
+        "load:0x3fff0030,len:1184",
+        "entry 0x400805e4",
+        "waiting for download",
+        "invalid header: 0xffffffff",
+        "[SETUP] WAIT 4...",
+        "Update start now!",
+    ],
+)
 def test_classify_leaves_other_lines_alone(text: str) -> None:
     assert printed_lines.classify(text) is None

@@ -57,8 +57,12 @@ def test_the_bootloader_has_the_layout_the_real_one_boots_with(build) -> None:
     while loading the real one."""
     profile, artifacts = build
     lines = RECORDED[profile]["boot_log"]["lines"]
-    loads = [(int(address, 16), int(length)) for address, length in
-             (re.fullmatch(r"load:0x([0-9a-f]+),len:(\d+)", line).groups() for line in lines if line.startswith("load:"))]
+    loads = [
+        (int(address, 16), int(length))
+        for address, length in (
+            re.fullmatch(r"load:0x([0-9a-f]+),len:(\d+)", line).groups() for line in lines if line.startswith("load:")
+        )
+    ]
     info = image_info(artifacts.bootloader)
     rows = re.findall(r"^\s+\d+\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+0x[0-9a-f]+\s", info, re.M)
     assert [(int(load, 16), int(length, 16)) for length, load in rows] == loads
@@ -87,11 +91,18 @@ def test_the_twin_finds_the_profile_in_what_the_build_carries(build) -> None:
     assert b'"profile"' not in artifacts.app.read_bytes()  # not written among the sketch's constants
 
 
-@pytest.mark.parametrize(("end", "length", "line"), [
-    (0x386C, 13220, "ho 0 tail 12 room 4"),  # a 2.0.x bootloader's len:13220 (FluidNC's public boot log, SDK v4.4.4)
-    (0x3FDC, 4, "ho 8 tail 4 room 4"),  # ESP-IDF 5's 4-byte segment at block offset 8 (public IDF boot logs)
-    (0x3BF4, 13964, ""),  # 2.0.14's qio_80m segment 1: no line in its public boot logs
-    (0x560, 1344, ""),
-])
+@pytest.mark.parametrize(
+    ("end", "length", "line"),
+    [
+        (
+            0x386C,
+            13220,
+            "ho 0 tail 12 room 4",
+        ),  # a 2.0.x bootloader's len:13220 (FluidNC's public boot log, SDK v4.4.4)
+        (0x3FDC, 4, "ho 8 tail 4 room 4"),  # ESP-IDF 5's 4-byte segment at block offset 8 (public IDF boot logs)
+        (0x3BF4, 13964, ""),  # 2.0.14's qio_80m segment 1: no line in its public boot logs
+        (0x560, 1344, ""),
+    ],
+)
 def test_the_rom_says_ho_tail_room_where_real_boot_logs_show_it(end: int, length: int, line: str) -> None:
     assert block_tail_line(end, length).strip() == line

@@ -142,18 +142,32 @@ def test_only_a_p256_public_key_is_built_in(keys: KeyPair) -> None:
     check_public_key(keys.public_pem)
     config = SketchConfig(version="0.1", update_url="https://ota.local/update", ca_bundle="", signing_key=keys.public_pem)
     assert '#define OTA_SIGNING_KEY "-----BEGIN PUBLIC KEY-----\\n' in config.header()
-    p384 = ec.generate_private_key(ec.SECP384R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    private = keys.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption()).decode()
+    p384 = (
+        ec.generate_private_key(ec.SECP384R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    private = keys.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     for wrong in (p384, private, "not a key"):
         with pytest.raises(ValueError):
             SketchConfig(version="0.1", update_url="https://ota.local/update", ca_bundle="", signing_key=wrong)
 
 
-@pytest.mark.parametrize(("a", "b", "order"), [
-    ("0.1", "0.2", -1), ("0.10", "0.9", 1), ("1.0", "1", 0), ("1.0.0", "1.0", 0), ("2", "1.99", 1),
-    ("1.2-rc1", "1.2", 0), ("", "0.1", -1), ("0.2", "0.2", 0),
-])
+@pytest.mark.parametrize(
+    ("a", "b", "order"),
+    [
+        ("0.1", "0.2", -1),
+        ("0.10", "0.9", 1),
+        ("1.0", "1", 0),
+        ("1.0.0", "1.0", 0),
+        ("2", "1.99", 1),
+        ("1.2-rc1", "1.2", 0),
+        ("", "0.1", -1),
+        ("0.2", "0.2", 0),
+    ],
+)
 def test_the_device_compares_versions_as_dotted_numbers(a: str, b: str, order: int) -> None:
     assert compare_versions(a, b) == order and compare_versions(b, a) == -order

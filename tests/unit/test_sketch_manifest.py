@@ -69,19 +69,36 @@ def sketch_check(gxx: str, keys: KeyPair, tmp_path_factory: pytest.TempPathFacto
     if not MBEDTLS_HEADER.is_file():
         pytest.skip("Mbed TLS headers missing (Debian: libmbedtls-dev; .ci/run installs it)")
     folder = tmp_path_factory.mktemp("sketch-manifest")
-    config = SketchConfig(version="0.2", update_url="https://ota.local/update", ca_bundle="", signing_key=keys.public_pem)
+    config = SketchConfig(
+        version="0.2", update_url="https://ota.local/update", ca_bundle="", signing_key=keys.public_pem
+    )
     (folder / "ota_config.h").write_text(config.header())
     names = ("versionPart", "compareVersions", "signatureLength", "sha256Of", "statementVerifies", "manifestAcceptable")
     (folder / "check.cpp").write_text(HARNESS % extract(names))
-    built = subprocess.run([gxx, "-std=gnu++17", "-Os", "-Wall", "-Wextra", "-Werror", "-I", str(folder),
-                            str(folder / "check.cpp"), "-o", str(folder / "check"), "-lmbedcrypto"],
-                           capture_output=True, text=True)
+    built = subprocess.run(
+        [
+            gxx,
+            "-std=gnu++17",
+            "-Os",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+            str(folder),
+            str(folder / "check.cpp"),
+            "-o",
+            str(folder / "check"),
+            "-lmbedcrypto",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert built.returncode == 0, built.stderr
     return folder / "check"
 
 
 def edited_version(release: bytes, version: bytes) -> bytes:
-    return release[:VERSION_AT] + version.ljust(VERSION_SIZE, b"\0") + release[VERSION_AT + VERSION_SIZE:]
+    return release[:VERSION_AT] + version.ljust(VERSION_SIZE, b"\0") + release[VERSION_AT + VERSION_SIZE :]
 
 
 def cases(keys: KeyPair, other: KeyPair) -> dict[str, tuple[bytes, int, str | None]]:
@@ -95,15 +112,22 @@ def cases(keys: KeyPair, other: KeyPair) -> dict[str, tuple[bytes, int, str | No
         "another key": (sign(IMAGE, "0.3", other), len(IMAGE), "signature_invalid"),
         "version edited": (edited_version(sign(IMAGE, "0.1", keys), b"0.9"), len(IMAGE), "signature_invalid"),
         "unsigned image": (IMAGE, len(IMAGE) - MANIFEST_SIZE, "signature_missing"),
-        "no signature": (good[:STATEMENT_SIZE] + bytes(MANIFEST_SIZE - STATEMENT_SIZE), len(IMAGE), "signature_missing"),
+        "no signature": (
+            good[:STATEMENT_SIZE] + bytes(MANIFEST_SIZE - STATEMENT_SIZE),
+            len(IMAGE),
+            "signature_missing",
+        ),
         "size not signed": (good, len(IMAGE) + 16, "image_mismatch"),
     }
 
 
-@pytest.mark.parametrize("case", ["newer", "equal", "older", "another key", "version edited", "unsigned image",
-                                  "no signature", "size not signed"])
-def test_the_sketch_checks_the_manifest_as_the_twin_does(sketch_check: Path, keys: KeyPair, tmp_path: Path,
-                                                         case: str) -> None:
+@pytest.mark.parametrize(
+    "case",
+    ["newer", "equal", "older", "another key", "version edited", "unsigned image", "no signature", "size not signed"],
+)
+def test_the_sketch_checks_the_manifest_as_the_twin_does(
+    sketch_check: Path, keys: KeyPair, tmp_path: Path, case: str
+) -> None:
     manifest, size, refusal = cases(keys, KeyPair.load_or_create(tmp_path / "other"))[case]
     (tmp_path / "manifest").write_bytes(manifest[:MANIFEST_SIZE])
     ran = subprocess.run([str(sketch_check), str(tmp_path / "manifest"), str(size)], capture_output=True, text=True)

@@ -47,7 +47,9 @@ def host_address(toward: str | None = None) -> str:
         address = route_source(destination)
     except OSError as err:
         where = f"the board's network {toward}" if toward else "any network (no default route)"
-        raise NetworkError(f"this runner has no route to {where}: pass --ota-host with its address on the board's network ({err})") from err
+        raise NetworkError(
+            f"this runner has no route to {where}: pass --ota-host with its address on the board's network ({err})"
+        ) from err
     if ipaddress.ip_address(address).is_loopback and not ipaddress.ip_address(destination).is_loopback:
         raise NetworkError(f"the route toward {destination} leaves through loopback: pass --ota-host")
     return address

@@ -247,5 +247,11 @@ def check(artifacts: Artifacts, chip: str, *, flash_size: int | str | None = Non
     _image(Path(artifacts.bootloader), "bootloader", board_id, chip, revision)
     table = _table(Path(artifacts.partitions), size)
     _fits(app, table)
-    log.info("preflight: %s, %s and %s fit %s%s", app.name, Path(artifacts.bootloader).name,
-             Path(artifacts.partitions).name, chip, f" with {_size(size)} flash" if size else "")
+    log.info(
+        "preflight: %s, %s and %s fit %s%s",
+        app.name,
+        Path(artifacts.bootloader).name,
+        Path(artifacts.partitions).name,
+        chip,
+        f" with {_size(size)} flash" if size else "",
+    )

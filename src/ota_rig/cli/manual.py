@@ -98,7 +98,9 @@ def keep_certs(folder: Path, hostname: str, ip: str | None = None) -> KeptCerts:
         try:
             ip = str(ipaddress.ip_address(ip))
         except ValueError:
-            raise CommandError(f"{ip!r} is not an IP address; pass --ip the server's address, such as 192.168.1.5") from None
+            raise CommandError(
+                f"{ip!r} is not an IP address; pass --ip the server's address, such as 192.168.1.5"
+            ) from None
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     authority, kept = _authority(folder)
@@ -111,8 +113,10 @@ def _authority(folder: Path) -> tuple[Authority, bool]:
     cert_path, key_path = folder / CA_CERT, folder / CA_KEY
     if cert_path.exists() != key_path.exists():
         present, missing = (cert_path, key_path) if cert_path.exists() else (key_path, cert_path)
-        raise CommandError(f"{present} is there but {missing.name} is not; put it back, or remove {present.name} "
-                           "to make a new CA (boards flashed with the old one will then refuse the server)")
+        raise CommandError(
+            f"{present} is there but {missing.name} is not; put it back, or remove {present.name} "
+            "to make a new CA (boards flashed with the old one will then refuse the server)"
+        )
     kept = cert_path.exists()
     if kept:
         ca = _load_ca(cert_path, key_path)
@@ -127,13 +131,19 @@ def _load_ca(cert_path: Path, key_path: Path) -> trustme.CA:
     """The CA whose certificate and key are in these files, checked to belong together."""
     cert_bytes, key_bytes = cert_path.read_bytes(), key_path.read_bytes()
     try:
-        matching = (x509.load_pem_x509_certificate(cert_bytes).public_key()
-                    == load_pem_private_key(key_bytes, password=None).public_key())
+        matching = (
+            x509.load_pem_x509_certificate(cert_bytes).public_key()
+            == load_pem_private_key(key_bytes, password=None).public_key()
+        )
     except (ValueError, TypeError) as err:  # TypeError: a key encrypted with a password
-        raise CommandError(f"{cert_path} and {key_path.name} are not a readable PEM certificate and "
-                           f"unencrypted key ({err}); restore them, or remove both to make a new CA") from None
+        raise CommandError(
+            f"{cert_path} and {key_path.name} are not a readable PEM certificate and "
+            f"unencrypted key ({err}); restore them, or remove both to make a new CA"
+        ) from None
     if not matching:
-        raise CommandError(f"{key_path} is not the key of {cert_path.name}; restore the pair, or remove both to make a new CA")
+        raise CommandError(
+            f"{key_path} is not the key of {cert_path.name}; restore the pair, or remove both to make a new CA"
+        )
     return trustme.CA.from_pem(cert_bytes, key_bytes)
 
 
@@ -146,12 +156,28 @@ def _issue(folder: Path, name: str, identity: str, authority: Authority) -> Serv
     write_pem(cert_path, chain)
     write_pem(key_path, leaf.private_key_pem.bytes(), private=True)
     cert = x509.load_pem_x509_certificates(chain)[0]
-    return ServerCert(name, (identity,), cert_path, key_path, authority, cert.not_valid_before_utc,
-                      cert.not_valid_after_utc, fingerprint(cert))
+    return ServerCert(
+        name,
+        (identity,),
+        cert_path,
+        key_path,
+        authority,
+        cert.not_valid_before_utc,
+        cert.not_valid_after_utc,
+        fingerprint(cert),
+    )
 
 
-def serve(folder: Path, *, host: str | None, port: int, hostname: str | None, firmware: Path | None,
-          firmware_version: str | None, signing_key: Path | None = None) -> int:
+def serve(
+    folder: Path,
+    *,
+    host: str | None,
+    port: int,
+    hostname: str | None,
+    firmware: Path | None,
+    firmware_version: str | None,
+    signing_key: Path | None = None,
+) -> int:
     """`rig serve`: the update server on `port` with the certificates of `folder`, offering
     `firmware` as `firmware_version` if given (as a release signed with the key pair in
     `signing_key`, if given), until SIGINT or SIGTERM."""
@@ -197,10 +223,14 @@ def _offered_image(path: Path | None, version: str | None) -> tuple[str, bytes] 
     """The version and the bytes of the app image to offer, checked, or None when nothing is offered."""
     if path is None:
         if version:
-            raise CommandError("--firmware-version names the version of --firmware; pass --firmware with the app image too")
+            raise CommandError(
+                "--firmware-version names the version of --firmware; pass --firmware with the app image too"
+            )
         return None
     if not version:
-        raise CommandError(f"{path} needs a version to compare with the board's x-ESP32-version; pass --firmware-version too")
+        raise CommandError(
+            f"{path} needs a version to compare with the board's x-ESP32-version; pass --firmware-version too"
+        )
     return version, _read_app(path, "pass --firmware the app image (<sketch>.ino.bin) a build wrote")
 
 
@@ -212,11 +242,14 @@ def _read_app(path: Path, fix: str) -> bytes:
     try:
         image = parse_image(data)
     except FirmwareFormatError as err:
-        raise CommandError(f"{path} is not an ESP32 app image ({err}); pass the app's "
-                           "<sketch>.ino.bin, not a merged, bootloader or ELF file") from None
+        raise CommandError(
+            f"{path} is not an ESP32 app image ({err}); pass the app's "
+            "<sketch>.ino.bin, not a merged, bootloader or ELF file"
+        ) from None
     if image.descriptor is None:
-        raise CommandError(f"{path} is an ESP32 image without an app descriptor (a bootloader?); "
-                           "pass the app's <sketch>.ino.bin")
+        raise CommandError(
+            f"{path} is an ESP32 image without an app descriptor (a bootloader?); pass the app's <sketch>.ino.bin"
+        )
     return data
 
 
@@ -226,21 +259,31 @@ def _default_address() -> str:
     try:
         return network.host_address(None)
     except network.NetworkError:
-        raise CommandError("this machine has no default route, so no address a board could reach; "
-                           "pass --host with its address on the board's network (or 127.0.0.1 to try it locally)") from None
+        raise CommandError(
+            "this machine has no default route, so no address a board could reach; "
+            "pass --host with its address on the board's network (or 127.0.0.1 to try it locally)"
+        ) from None
 
 
 def _explain_listen_error(err: OSError, address: str, port: int) -> None:
     """Raise what to tell the user when the server cannot listen on `address`:`port` for a
     reason the user can fix; other errors are left to the caller."""
     if err.errno == errno.EADDRINUSE:
-        raise CommandError(f"port {port} on {address} is in use; pass --port 0 for a free one or stop the other server") from None
+        raise CommandError(
+            f"port {port} on {address} is in use; pass --port 0 for a free one or stop the other server"
+        ) from None
     if err.errno in (errno.EADDRNOTAVAIL, socket.EAI_NONAME):
         raise CommandError(f"{address} is not an address of this machine; pass --host one of its addresses") from None
 
 
-def _print_banner(server: UpdateServer, certs: KeptCerts, address_chosen: bool, image: Path | None,
-                  version: str | None, keys: KeyPair | None) -> None:
+def _print_banner(
+    server: UpdateServer,
+    certs: KeptCerts,
+    address_chosen: bool,
+    image: Path | None,
+    version: str | None,
+    keys: KeyPair | None,
+) -> None:
     """What the user needs to point a sketch at the server, in the order it is needed."""
     url = server.url(SERVER)
     address, port = server.host, server.listeners[SERVER].port

@@ -117,7 +117,11 @@ def _problem(value: Any, shape: Any, where: str) -> str | None:
     if isinstance(shape, Maybe):
         return None if value is None else _problem(value, shape.value, where)
     if isinstance(shape, set):
-        return None if isinstance(value, str) and value in shape else f"{where} is {json.dumps(value)}, not one of {', '.join(sorted(shape))}"
+        return (
+            None
+            if isinstance(value, str) and value in shape
+            else f"{where} is {json.dumps(value)}, not one of {', '.join(sorted(shape))}"
+        )
     kinds = shape if isinstance(shape, tuple) else (shape,)
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
         named = [KINDS[kind] for kind in kinds if not (kind is int and float in kinds)]  # a number covers both

@@ -46,7 +46,9 @@ def run_properties(results: dict[str, Any]) -> list[tuple[str, Any]]:
     pairs += [(f"board.{key}", value) for key, value in results["board"].items()]
     for profile in results["profiles"]:
         pairs += [(f"profile.{profile['name']}.{key}", value) for key, value in profile.items() if key != "name"]
-    pairs += [(f"firmware.{item['version']}.{item.get('profile', '')}.sha256", item["sha256"]) for item in results["firmware"]]
+    pairs += [
+        (f"firmware.{item['version']}.{item.get('profile', '')}.sha256", item["sha256"]) for item in results["firmware"]
+    ]
     pairs += [(f"certificate.{item['name']}.sha256", item["sha256"]) for item in results["certificates"]]
     return pairs
 
@@ -74,12 +76,16 @@ def scenario_properties(scenario: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def _testcase(suite: ET.Element, scenario: dict[str, Any]) -> None:
     module_path = scenario["id"].partition("::")[0]
-    case = ET.SubElement(suite, "testcase", {
-        "classname": module_path.removesuffix(".py").replace("/", "."),
-        "name": scenario["name"],
-        "time": f"{(scenario.get('durations') or {}).get('total') or 0:.3f}",
-        "file": module_path,
-    })
+    case = ET.SubElement(
+        suite,
+        "testcase",
+        {
+            "classname": module_path.removesuffix(".py").replace("/", "."),
+            "name": scenario["name"],
+            "time": f"{(scenario.get('durations') or {}).get('total') or 0:.3f}",
+            "file": module_path,
+        },
+    )
     _properties(case, scenario_properties(scenario))
     verdict, message = scenario["verdict"], _clean(scenario.get("message") or "")
     if verdict == "failed":
@@ -92,7 +98,8 @@ def _testcase(suite: ET.Element, scenario: dict[str, Any]) -> None:
     logs = scenario.get("logs") or {}
     if transitions or logs:
         ET.SubElement(case, "system-out").text = _clean(
-            f"{transitions or 'no transitions'}\nlogs: {logs.get('folder', '')}\n")
+            f"{transitions or 'no transitions'}\nlogs: {logs.get('folder', '')}\n"
+        )
 
 
 def _properties(parent: ET.Element, pairs: list[tuple[str, Any]]) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ota_rig.bench.board import REAPPEAR_TIMEOUT, SerialBoard
 from ota_rig.bench.flash import ChipInfo, Esptool, FlashError, connected_chip
@@ -70,8 +71,16 @@ class OtaScenario:
     """The rig around one device for one test. Close it (or use it as a context manager) to
     stop the monitor, the server and a virtual board, keeping every record."""
 
-    def __init__(self, folder: Path, board: SerialBoard, pki: Pki, builder: VirtualBuilder | ArduinoCliBuilder, profile: str,
-                 wifi: tuple[str, str] | None = None, ports: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        board: SerialBoard,
+        pki: Pki,
+        builder: VirtualBuilder | ArduinoCliBuilder,
+        profile: str,
+        wifi: tuple[str, str] | None = None,
+        ports: dict[str, int] | None = None,
+    ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.board = board
@@ -133,14 +142,22 @@ class OtaScenario:
         self.ports[name] = listener.port
         return listener
 
-    def offer(self, artifacts: Artifacts, *, rate: float | None = None, fault: Fault = Fault(),
-              image: bytes | None = None) -> None:
+    def offer(
+        self, artifacts: Artifacts, *, rate: float | None = None, fault: Fault = Fault(), image: bytes | None = None
+    ) -> None:
         """Serve `artifacts`' app on /update (at `rate` bytes per second, if given), or `image`
         in its place (a tampered copy), answering with `fault` if given."""
         data = artifacts.app.read_bytes() if image is None else image
         self.server.offer(artifacts.version, data, rate=rate, fault=fault)
-        self.offered.append(Offered(artifacts.version, hashlib.sha256(data).hexdigest(), len(data), rate,
-                                    None if fault == Fault() else repr(fault)))
+        self.offered.append(
+            Offered(
+                artifacts.version,
+                hashlib.sha256(data).hexdigest(),
+                len(data),
+                rate,
+                None if fault == Fault() else repr(fault),
+            )
+        )
 
     def wait_for_download(self, at_least: int, timeout: float) -> RequestRecord:
         """Wait until an answer has sent `at_least` body bytes, as the server sees it: a
@@ -152,8 +169,10 @@ class OtaScenario:
                 if request.bytes_sent >= at_least:
                     return request
             if time.monotonic() > deadline:
-                raise AssertionError(f"no download reached {at_least} bytes within {timeout:g} s; "
-                                     f"the server sent {[r.bytes_sent for r in answers]}")
+                raise AssertionError(
+                    f"no download reached {at_least} bytes within {timeout:g} s; "
+                    f"the server sent {[r.bytes_sent for r in answers]}"
+                )
             time.sleep(0.01)
 
     @property
@@ -163,18 +182,24 @@ class OtaScenario:
         return self.server.log
 
     # --- the device side --------------------------------------------------------------
-    def build(self, version: str, listener: Listener | None = None, *, url: str | None = None,
-              ca_bundle: str | None = None, **config: object) -> Artifacts:
+    def build(
+        self,
+        version: str,
+        listener: Listener | None = None,
+        *,
+        url: str | None = None,
+        ca_bundle: str | None = None,
+        **config: Any,  # more SketchConfig fields (check_dates=False, ...), of their own types
+    ) -> Artifacts:
         """The reference sketch at `version`, checking `listener`'s /update (or `url`) and
-        trusting the main CA (or `ca_bundle`)."""
+        trusting the main CA (or `ca_bundle`); `config` sets other SketchConfig fields."""
         if url is None:
             assert listener is not None, "build() needs a listener or a url"
             url = self.server.url(listener.name)
         if self.wifi:
             config = {"wifi_ssid": self.wifi[0], "wifi_password": self.wifi[1], **config}
-        sketch = SketchConfig(version=version, update_url=url,
-                              ca_bundle=self.pki.authority().pem if ca_bundle is None else ca_bundle,
-                              profile=self.profile, **config)  # type: ignore[arg-type]
+        ca = self.pki.authority().pem if ca_bundle is None else ca_bundle
+        sketch = SketchConfig(version=version, update_url=url, ca_bundle=ca, profile=self.profile, **config)
         with self._timed("build", version):
             artifacts = self.builder.build(sketch)
         self.builds.append((sketch, artifacts))
@@ -194,8 +219,9 @@ class OtaScenario:
         self._line = self.board.open()
         self.board.reset(self._line, discard_pending=True)
         self._instant("reset", artifacts.version)
-        self.monitor = Monitor(self._line, self.folder / "serial.log", reopen=self._reopen_line,
-                               time_scale=self.board.time_scale)
+        self.monitor = Monitor(
+            self._line, self.folder / "serial.log", reopen=self._reopen_line, time_scale=self.board.time_scale
+        )
         self.monitor.start()
         self.monitors.append(self.monitor)
         return self.monitor

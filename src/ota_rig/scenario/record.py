@@ -157,12 +157,17 @@ def durations(steps: list[dict], observed: list[dict], connections: list[dict]) 
     reset = next((s["end"] for s in steps if s["step"] == "reset"), None)
     update_ok = first("update_ok", 0.0)
     handshake = next((c["tls"]["seconds"] for c in connections if c["tls"] and c["tls"]["seconds"] is not None), None)
-    body = next((r for c in connections for r in c["requests"] if r["bytes_sent"] and r["body_ended"] is not None), None)
+    body = next(
+        (r for c in connections for r in c["requests"] if r["bytes_sent"] and r["body_ended"] is not None), None
+    )
     download = None
     if body is not None:
         seconds = round(body["body_ended"] - body["body_started"], 4)
-        download = {"bytes": body["bytes_sent"], "seconds": seconds,
-                    "bytes_per_second": round(body["bytes_sent"] / seconds) if seconds > 0 else None}
+        download = {
+            "bytes": body["bytes_sent"],
+            "seconds": seconds,
+            "bytes_per_second": round(body["bytes_sent"] / seconds) if seconds > 0 else None,
+        }
     return {
         "build": total("build"),
         "flash": total("flash"),
@@ -176,8 +181,12 @@ def durations(steps: list[dict], observed: list[dict], connections: list[dict]) 
 
 def _board(scenario: OtaScenario) -> dict[str, Any]:
     chip = scenario.chip_seen
-    return {"kind": scenario.about.get("board_kind"), "port": scenario.board.port,
-            "chip": chip.chip if chip else None, "mac": chip.mac if chip else None}
+    return {
+        "kind": scenario.about.get("board_kind"),
+        "port": scenario.board.port,
+        "chip": chip.chip if chip else None,
+        "mac": chip.mac if chip else None,
+    }
 
 
 def _file_facts(path: Path) -> dict[str, Any]:
@@ -191,18 +200,36 @@ def _certificates(scenario: OtaScenario, connections: list[dict]) -> list[dict[s
     builds trusted, by SHA-256."""
     found: dict[str, dict[str, Any]] = {}
     presented = [(listener, listener.cert) for listener in scenario.server.listeners.values()]
-    presented += [(scenario.server.listeners[c["listener"]], scenario.pki.find(c["tls"]["certificate"]))
-                  for c in connections if c["tls"] and c["tls"]["certificate"]]
+    presented += [
+        (scenario.server.listeners[c["listener"]], scenario.pki.find(c["tls"]["certificate"]))
+        for c in connections
+        if c["tls"] and c["tls"]["certificate"]
+    ]
     for listener, cert in presented:
-        found.setdefault(cert.fingerprint, {
-            "name": cert.name, "role": "server", "sha256": cert.fingerprint, "identities": list(cert.identities),
-            "issuer": cert.authority.name if cert.authority else "self-signed",
-            "not_before": cert.not_before.isoformat(), "not_after": cert.not_after.isoformat(),
-            "listener": listener.name, "port": listener.port,
-        })
+        found.setdefault(
+            cert.fingerprint,
+            {
+                "name": cert.name,
+                "role": "server",
+                "sha256": cert.fingerprint,
+                "identities": list(cert.identities),
+                "issuer": cert.authority.name if cert.authority else "self-signed",
+                "not_before": cert.not_before.isoformat(),
+                "not_after": cert.not_after.isoformat(),
+                "listener": listener.name,
+                "port": listener.port,
+            },
+        )
     for sketch, _ in scenario.builds:
         for ca in x509.load_pem_x509_certificates(sketch.ca_bundle.encode()) if sketch.ca_bundle else ():
             sha256 = fingerprint(ca)
-            found.setdefault(sha256, {"name": ca.subject.rfc4514_string(), "role": "trusted CA",
-                                      "sha256": sha256, "not_after": ca.not_valid_after_utc.isoformat()})
+            found.setdefault(
+                sha256,
+                {
+                    "name": ca.subject.rfc4514_string(),
+                    "role": "trusted CA",
+                    "sha256": sha256,
+                    "not_after": ca.not_valid_after_utc.isoformat(),
+                },
+            )
     return list(found.values())

@@ -63,17 +63,26 @@ def test_a_redirect_is_not_followed_by_the_stock_core(ota, pki) -> None:
 def test_a_body_without_content_length_is_refused_unread(ota, pki, framing: str) -> None:
     """A chunked body, or one that ends when the server closes (HTTP/1.0 style): HTTPUpdate
     needs the size first, to check it fits the slot."""
-    refused = refused_then_recovers(ota, pki, lambda new: {"fault": Fault(framing=framing)},
-                                    -101, "Server Did Not Report Size",
-                                    ("core_log", {"level": "E", "message": "Content-Length was 0 or wasn't set by Server?!"}))
+    refused = refused_then_recovers(
+        ota,
+        pki,
+        lambda new: {"fault": Fault(framing=framing)},
+        -101,
+        "Server Did Not Report Size",
+        ("core_log", {"level": "E", "message": "Content-Length was 0 or wasn't set by Server?!"}),
+    )
     assert refused.status == 200 and refused.content_length is None
 
 
-@pytest.mark.parametrize(("tamper", "code", "text"), [
-    (lambda new: {"fault": Fault(md5=md5(b"another image"))}, 7, "Update error: MD5 Check Failed"),
-    (lambda new: {"fault": Fault(md5=md5(new.app.read_bytes()).upper())}, 7, "Update error: MD5 Check Failed"),
-    (lambda new: {"fault": Fault(md5="0123456789abcdef")}, -105, "Wrong MD5"),
-], ids=["another-image", "upper-case", "16-digits"])
+@pytest.mark.parametrize(
+    ("tamper", "code", "text"),
+    [
+        (lambda new: {"fault": Fault(md5=md5(b"another image"))}, 7, "Update error: MD5 Check Failed"),
+        (lambda new: {"fault": Fault(md5=md5(new.app.read_bytes()).upper())}, 7, "Update error: MD5 Check Failed"),
+        (lambda new: {"fault": Fault(md5="0123456789abcdef")}, -105, "Wrong MD5"),
+    ],
+    ids=["another-image", "upper-case", "16-digits"],
+)
 def test_a_wrong_md5_header_is_refused(ota, pki, tamper: Tamper, code: int, text: str) -> None:
     """The core compares x-MD5 as a string with its own lower-case MD5: another image's MD5,
     and the right one in upper case, fail once the whole image is in; a length other than 32
@@ -84,8 +93,14 @@ def test_a_wrong_md5_header_is_refused(ota, pki, tamper: Tamper, code: int, text
 
 def test_a_body_not_starting_with_0xe9_is_refused_before_the_download(ota, pki) -> None:
     page = b"<!DOCTYPE html><title>Login</title>" + bytes(8192)  # a captive portal, say
-    refused = refused_then_recovers(ota, pki, lambda new: {"image": page}, -106, "Verify Bin Header Failed",
-                                    ("core_log", {"level": "E", "message": "Magic header does not start with 0xE9"}))
+    refused = refused_then_recovers(
+        ota,
+        pki,
+        lambda new: {"image": page},
+        -106,
+        "Verify Bin Header Failed",
+        ("core_log", {"level": "E", "message": "Magic header does not start with 0xE9"}),
+    )
     assert refused.status == 200 and refused.content_length == len(page)
 
 
@@ -102,14 +117,20 @@ def test_an_image_with_a_corrupt_hash_is_refused_at_activation_with_esp_idfs_lin
     """Header, segments and checksum are fine; the appended SHA-256 is not. Only ESP-IDF's
     image check in Update.end() (esp_ota_set_boot_partition) catches it; x-MD5 is the MD5 of
     what was sent, so the transfer itself is fine."""
+
     def corrupt_hash(new: Artifacts) -> dict:
         image = bytearray(new.app.read_bytes())
         image[-1] ^= 0xFF
         return {"image": bytes(image)}
 
-    refused = refused_then_recovers(ota, pki, corrupt_hash, 9, "Update error: Could Not Activate The Firmware",
-                                    ("idf_log", {"level": "E", "tag": "esp_image",
-                                                 "message": "Image hash failed - image is corrupt"}))
+    refused = refused_then_recovers(
+        ota,
+        pki,
+        corrupt_hash,
+        9,
+        "Update error: Could Not Activate The Firmware",
+        ("idf_log", {"level": "E", "tag": "esp_image", "message": "Image hash failed - image is corrupt"}),
+    )
     assert refused.complete
 
 
@@ -124,11 +145,15 @@ def test_no_content_is_an_error_on_2x_and_no_update_on_3x(ota, pki, profile) -> 
     ota.offer(new, fault=Fault(status=204))
     monitor = ota.start(old)
     if profile == "arduino-esp32-2.0":
-        monitor.expect_sequence([("core_log", {"level": "E", "message": "HTTP Code is (204)"}),
-                                 ("update_failed", {"code": "-104", "text": "Wrong HTTP Code"})], timeout=BOOT_TIMEOUT)
+        monitor.expect_sequence(
+            [
+                ("core_log", {"level": "E", "message": "HTTP Code is (204)"}),
+                ("update_failed", {"code": "-104", "text": "Wrong HTTP Code"}),
+            ],
+            timeout=BOOT_TIMEOUT,
+        )
     else:
-        monitor.expect_sequence([("firmware_version", {"version": "0.1"}), "no_updates", "retry"],
-                                timeout=BOOT_TIMEOUT)
+        monitor.expect_sequence([("firmware_version", {"version": "0.1"}), "no_updates", "retry"], timeout=BOOT_TIMEOUT)
         monitor.not_matching("update_failed")
     (answer,) = ota.server_log.requests()
     assert answer.status == 204 and answer.bytes_sent == 0

@@ -64,10 +64,16 @@ def test_the_request_carries_exactly_the_cores_headers(ota, pki) -> None:
     image = current.app.read_bytes()
     ap = "00:00:00:00:00:00" if ota.profile == "arduino-esp32-3" else mac[:-2] + f"{int(mac[-2:], 16) + 1:02X}"
     expected = {
-        "x-ESP32-STA-MAC": mac, "x-ESP32-AP-MAC": ap, "x-ESP32-free-space": "1310720",
-        "x-ESP32-sketch-size": str(len(image)), "x-ESP32-sketch-md5": hashlib.md5(image).hexdigest(),
-        "x-ESP32-sketch-sha256": image[-32:].hex().upper(), "x-ESP32-chip-size": "4194304",
-        "x-ESP32-sdk-version": REAL_BUILDS[ota.profile]["sdk_version"]["value"], "x-ESP32-mode": "sketch", "x-ESP32-version": "0.2",
+        "x-ESP32-STA-MAC": mac,
+        "x-ESP32-AP-MAC": ap,
+        "x-ESP32-free-space": "1310720",
+        "x-ESP32-sketch-size": str(len(image)),
+        "x-ESP32-sketch-md5": hashlib.md5(image).hexdigest(),
+        "x-ESP32-sketch-sha256": image[-32:].hex().upper(),
+        "x-ESP32-chip-size": "4194304",
+        "x-ESP32-sdk-version": REAL_BUILDS[ota.profile]["sdk_version"]["value"],
+        "x-ESP32-mode": "sketch",
+        "x-ESP32-version": "0.2",
     }
     if ota.profile == "arduino-esp32-3":
         expected["x-ESP32-BASE-MAC"] = mac

@@ -168,8 +168,12 @@ class Pki:
         """Like `dns`, valid from `first_day` to `last_day` days from now."""
         host = host or self.hostname
         now = _now()
-        return self._kind(f"{kind}-{host}", host, not_before=now + datetime.timedelta(days=first_day),
-                          not_after=now + datetime.timedelta(days=last_day))
+        return self._kind(
+            f"{kind}-{host}",
+            host,
+            not_before=now + datetime.timedelta(days=first_day),
+            not_after=now + datetime.timedelta(days=last_day),
+        )
 
     def other_ca(self, host: str | None = None) -> ServerCert:
         """Like `dns`, but signed by the "other" CA, which the device does not trust."""
@@ -198,8 +202,9 @@ class Pki:
             self._hand_made(name, host, sans=(x509.DNSName(host),), signer=None)
         return self._certs[name]
 
-    def _hand_made(self, name: str, identity: str, sans: tuple[x509.GeneralName, ...],
-                   signer: "Authority | None") -> ServerCert:
+    def _hand_made(
+        self, name: str, identity: str, sans: tuple[x509.GeneralName, ...], signer: "Authority | None"
+    ) -> ServerCert:
         """A leaf trustme cannot make, built with `cryptography`: subject CN `identity`, the
         given SANs (none: no SAN extension at all), basicConstraints CA:false, keyUsage,
         extendedKeyUsage serverAuth and key identifiers; signed by `signer`'s CA, or by its

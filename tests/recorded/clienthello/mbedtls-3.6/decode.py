@@ -204,15 +204,18 @@ def decode(hexstr):
                            for k in range(2, 2 + int.from_bytes(data[0:2], "big"), 2)]
             out["groups"] = e["groups"]
         if et == 0x000D:
-            e["sig_algs"] = [SIGALGS.get(int.from_bytes(data[k:k + 2], "big"), h16(int.from_bytes(data[k:k + 2], "big")))
-                             for k in range(2, 2 + int.from_bytes(data[0:2], "big"), 2)]
+            e["sig_algs"] = [
+                SIGALGS.get(int.from_bytes(data[k : k + 2], "big"), h16(int.from_bytes(data[k : k + 2], "big")))
+                for k in range(2, 2 + int.from_bytes(data[0:2], "big"), 2)
+            ]
             out["signature_algorithms"] = e["sig_algs"]
-            out["signature_algorithms_hex"] = [h16(int.from_bytes(data[k:k + 2], "big"))
-                                               for k in range(2, 2 + int.from_bytes(data[0:2], "big"), 2)]
+            out["signature_algorithms_hex"] = [
+                h16(int.from_bytes(data[k : k + 2], "big")) for k in range(2, 2 + int.from_bytes(data[0:2], "big"), 2)
+            ]
         if et == 0x0000:
             e["host_name"] = data[5:].decode()
         if et == 0x000B:
-            e["formats"] = list(data[1:1 + data[0]])
+            e["formats"] = list(data[1 : 1 + data[0]])
         exts.append(e)
     out["extensions"] = exts
     out["extension_order"] = [f"{e['name']}({e['type']})" for e in exts]
@@ -223,9 +226,18 @@ def decode(hexstr):
 def compare(a_hex, b_hex):
     a, b = decode(a_hex), decode(b_hex)
     rep = {}
-    for k in ("record_version", "client_version", "record_length", "handshake_length",
-              "extensions_length", "session_id", "compression_methods", "groups",
-              "signature_algorithms", "extension_order"):
+    for k in (
+        "record_version",
+        "client_version",
+        "record_length",
+        "handshake_length",
+        "extensions_length",
+        "session_id",
+        "compression_methods",
+        "groups",
+        "signature_algorithms",
+        "extension_order",
+    ):
         if a.get(k) != b.get(k):
             rep[k] = {"approx": a.get(k), "real": b.get(k)}
     sa, sb = a["cipher_suites"], b["cipher_suites"]
@@ -243,8 +255,9 @@ def compare(a_hex, b_hex):
     rep["suite_counts"] = {"approx": len(sa), "real": len(sb)}
     ea = {e["type"]: e["data"] for e in a["extensions"]}
     eb = {e["type"]: e["data"] for e in b["extensions"]}
-    rep["extension_payload_differences"] = {t: {"approx": ea.get(t), "real": eb.get(t)}
-                                            for t in sorted(set(ea) | set(eb)) if ea.get(t) != eb.get(t)}
+    rep["extension_payload_differences"] = {
+        t: {"approx": ea.get(t), "real": eb.get(t)} for t in sorted(set(ea) | set(eb)) if ea.get(t) != eb.get(t)
+    }
     # approx with only DHE-RSA removed == real?  (ignoring random)
     return rep
 
