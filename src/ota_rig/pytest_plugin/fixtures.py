@@ -1,4 +1,4 @@
-"""The rig's fixtures, each named ota_*: the session's ota_bench, certificates, builder and ota_board, and
+"""The rig's fixtures, each named ota_*: the session's bench, certificates, builder and board, and
 `ota_scenario`, one OTA scenario per test writing serial.log, server.jsonl and esptool.log into
 the test's own folder. `ota_profile` is a parameter the plugin gives each test that asks for it
 (ota_rig.pytest_plugin.hooks.pytest_generate_tests)."""

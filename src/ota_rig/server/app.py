@@ -1,4 +1,4 @@
-"""The HTTPS update server a device under test polls, and the record it keeps of every connection.
+"""The HTTPS update server a device under test polls (its record of each connection: records.py).
 
 `UpdateServer` answers the request arduino-esp32's HTTPUpdate sends (reference section 2):
 
