@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ota_rig.bench.board import VirtualBoard
+from ota_rig.bench.flash import ESPTOOL
 from ota_rig.build.artifacts import Artifacts
 from ota_rig.build.virtual_builder import VirtualBuilder
 from ota_rig.device.sketch_config import SketchConfig
@@ -18,8 +18,10 @@ TWIN_MAC = "24:6f:28:12:34:56"
 
 def esptool(port: str, *args: str, before: str = "default-reset", after: str = "hard-reset",
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """The esptool CLI exactly as a user runs it; stdout and stderr merged."""
-    argv = [sys.executable, "-m", "esptool", "--port", port, "--before", before, "--after", after, *args]
+    """The esptool CLI exactly as a user runs it, as the rig runs it (`python -m
+    ota_rig.bench.esptool_cli`: esptool's own CLI, with pyserial's RFC2217 client at line
+    speed; the same arguments and output); stdout and stderr merged."""
+    argv = [*ESPTOOL, "--port", port, "--before", before, "--after", after, *args]
     return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
 
 

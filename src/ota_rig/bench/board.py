@@ -8,8 +8,8 @@ Two ways to reset an ESP32, as on real benches:
   `--before no-reset --after no-reset`, and the rig moves the pins itself.
 
 `VirtualBoard` runs the twin (`python -m ota_rig.virtual`) as its own process, like a board on a
-cable: over RFC2217 it resets through DTR/RTS; over a pty (the fast default in tests, since
-esptool over any RFC2217 port is slow) its EN and IO0 are wired to the process's stdin.
+cable: over RFC2217 it resets through DTR/RTS; over a pty (the fast default in tests: no
+network round trips) its EN and IO0 are wired to the process's stdin.
 
 A board on a bench also needs what a desk gives for free: `find_by_mac` picks the right board
 among several ports (device names change with plug order; a MAC does not), `PortLock` keeps a
@@ -40,6 +40,7 @@ from typing import BinaryIO, Iterable
 import serial
 from serial.tools import list_ports
 
+from ota_rig.bench import rfc2217_fix
 from ota_rig.bench.flash import Esptool, FlashError
 from ota_rig.errors import RigError
 
@@ -88,7 +89,10 @@ class SerialBoard:
         board on native USB (or behind a hub that power-cycles) leaves the bus and comes back.
         Bytes the port already holds are kept (pyserial's open() would drop them): a monitor
         that finds a port again reads what the board said meanwhile; `reset(discard_pending=True)`
-        drops them where a clean start is wanted."""
+        drops them where a clean start is wanted. An rfc2217:// port gets pyserial's RFC2217
+        client fixed where it is slow (ota_rig.bench.rfc2217_fix), as esptool's does."""
+        if self.port.startswith("rfc2217://"):
+            rfc2217_fix.apply()
         deadline = time.monotonic() + reappear
         while True:
             try:

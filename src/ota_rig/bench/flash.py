@@ -3,6 +3,9 @@
 Every operation is one `python -m esptool ...` subprocess against a port: a device path
 (/dev/ttyUSB0), a pty path, or rfc2217://host:port. Running the real CLI keeps the rig honest
 (same code path, same resets, same output as a user's) and isolates esptool's global state.
+It runs through `python -m ota_rig.bench.esptool_cli` (ESPTOOL), which is `python -m esptool`
+with pyserial's RFC2217 client fixed where it is slow (ota_rig.bench.rfc2217_fix, issue 17):
+the arguments and everything esptool prints are the same.
 When esptool fails, `FlashError` says what went wrong in one sentence and keeps the whole
 esptool output for the log.
 """
@@ -21,6 +24,9 @@ from typing import Iterable
 from ota_rig.errors import RigError
 
 log = logging.getLogger(__name__)
+
+# `python -m esptool`, with pyserial's RFC2217 client at line speed (see esptool_cli).
+ESPTOOL = (sys.executable, "-m", "ota_rig.bench.esptool_cli")
 
 
 class FlashError(RigError, RuntimeError):
@@ -89,7 +95,7 @@ class Esptool:
 
     def run(self, *command: str, after: str | None = None, stub: bool = True) -> str:
         """Run one esptool command; return its output or raise FlashError."""
-        argv = [sys.executable, "-m", "esptool", "--chip", self.chip, "--port", self.port,
+        argv = [*ESPTOOL, "--chip", self.chip, "--port", self.port,
                 "--before", self.before, "--after", after or self.after]
         if self.baud:
             argv += ["--baud", str(self.baud)]

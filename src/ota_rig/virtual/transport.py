@@ -37,6 +37,7 @@ class _SerialLines:
     def __init__(self, chip: Chip) -> None:
         self._chip = chip
         self._baudrate = 115200
+        self.baudrate_requests = 0  # RFC2217 SET-BAUDRATE requests the client sent (one per line negotiation)
 
     @property
     def baudrate(self) -> int:
@@ -45,6 +46,7 @@ class _SerialLines:
     @baudrate.setter
     def baudrate(self, value: int) -> None:
         self._baudrate = value  # the host's side of the line; the chip keeps its own divider
+        self.baudrate_requests += 1
 
     @property
     def dtr(self) -> bool:
@@ -108,10 +110,11 @@ class Rfc2217Server:
 
     def _serve_client(self, sock: socket.socket, peer: tuple) -> None:
         log.info("client %s connected", peer)
+        lines = _SerialLines(self.chip)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = _Connection(sock)
-            manager = serial.rfc2217.PortManager(_SerialLines(self.chip), connection)
+            manager = serial.rfc2217.PortManager(lines, connection)
 
             def to_host(data: bytes) -> None:
                 try:
@@ -135,7 +138,7 @@ class Rfc2217Server:
             # Closing a port drops DTR and RTS (HUPCL); EN and IO0 are released.
             self.chip.pins.set_lines(dtr=False, rts=False)
             self._busy.release()
-            log.info("client %s disconnected", peer)
+            log.info("client %s disconnected after %d SET-BAUDRATE requests", peer, lines.baudrate_requests)
 
     def close(self) -> None:
         self._listener.close()
