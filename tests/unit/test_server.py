@@ -16,6 +16,7 @@ import tracemalloc
 
 import pytest
 
+from ota_rig.server import app
 from ota_rig.server.app import UpdateServer
 from ota_rig.server.faults import Fault
 from ota_rig.server.pki import Pki
@@ -187,6 +188,67 @@ def test_record_names_the_certificate_presented_and_follows_a_change(server, pki
             http.client.HTTPResponse(tls).begin()
     server.wait_idle()
     assert [c.tls.certificate for c in server.log.connections()] == ["dns-ota.local", "dns-ota.local-new-ca"]
+
+
+def test_a_reassigned_certificate_is_what_the_next_connection_gets_and_its_record_names(server, pki, monkeypatch):
+    """Contexts are kept per certificate: two connections load the certificate once; after
+    `cert` is assigned the next connection is presented the new one, its record names it, and
+    a client trusting only the old CA is refused by it."""
+    made, new_context = [], app._new_context
+    monkeypatch.setattr(app, "_new_context", lambda cert, versions: made.append(cert.name) or new_context(cert, versions))
+    old, new = pki.dns(), pki.dns(ca="new")
+    listener = server.listeners["main"]
+    presented = []
+    for cert in (old, old, new, new):
+        if listener.cert is not cert:
+            listener.cert = cert
+        with connect(server, cert.authority) as tls:
+            presented.append(hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest())
+            send_request(tls)
+            http.client.HTTPResponse(tls).begin()
+        server.wait_idle()
+    with pytest.raises(ssl.SSLCertVerificationError):
+        connect(server, old.authority)
+    server.wait_idle()
+    assert presented == [old.fingerprint, old.fingerprint, new.fingerprint, new.fingerprint]
+    assert made == [old.name, new.name]  # one context per certificate, kept between connections
+    records = server.log.connections()
+    assert [(c.tls.certificate, c.tls.ok, c.sni) for c in records] == [
+        (old.name, True, "ota.local"), (old.name, True, "ota.local"),
+        (new.name, True, "ota.local"), (new.name, True, "ota.local"), (new.name, False, "ota.local")]
+    assert records[-1].tls.alert == "unknown_ca"
+
+
+def test_handshakes_at_once_each_record_their_own_server_name(server, pki):
+    """A kept context is one handshake's at a time: a connection that sends its ClientHello
+    only after another connection's whole handshake still has its own server name recorded,
+    and the other one keeps its own."""
+    get(server, pki)  # a context is kept from now on
+    client = ssl.create_default_context(cadata=pki.authority().pem)
+    client.check_hostname = False
+    raw = socket.create_connection(("127.0.0.1", server.listeners["main"].port), timeout=5)
+    raw_port = raw.getsockname()[1]
+    deadline = time.monotonic() + 5
+    while not server._open and time.monotonic() < deadline:
+        time.sleep(0.01)  # accepted: its handshake has its context, waiting for the ClientHello
+    with connect(server, pki.authority(), host="ota.local") as tls:  # a whole handshake meanwhile
+        send_request(tls)
+        http.client.HTTPResponse(tls).begin()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    first = client.wrap_bio(incoming, outgoing, server_hostname="first.local")
+    while True:  # now the first one shakes hands
+        try:
+            first.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            incoming.write(raw.recv(65536))
+    raw.sendall(outgoing.read())
+    raw.close()
+    server.wait_idle()
+    records = server.log.connections()[1:]
+    by_port = sorted((c.peer == f"127.0.0.1:{raw_port}", c.sni, c.tls.ok) for c in records)
+    assert by_port == [(False, "ota.local", True), (True, "first.local", True)]
 
 
 def legacy_client(authority) -> ssl.SSLContext:

@@ -27,8 +27,12 @@ body went out. asyncio swallows TLS handshake errors, so each connection is acce
 TCP and upgraded here with `loop.start_tls`; only then does aiohttp's request handler see it.
 
 A body goes out a chunk at a time, so that many clients cost little: the offered image is one
-bytes object that every request reads from, and a file of the firmware folder is read from
-disk as it is sent.
+bytes object that every request reads from (its MD5 computed once, by `offer`), and a file of
+the firmware folder is read from disk as it is sent. A plain body goes in BIG_CHUNK pieces; a
+rate-limited or chunk-coded one in CHUNK_SIZE pieces, so that pacing stays smooth and the
+chunks on the wire are what they always were. Each listener keeps the SSL contexts of its
+certificate for the next handshakes (see Listener), and listens with a `backlog` of 1024, so a
+fleet polling at once is neither reloading PEM files nor refused at the door.
 """
 
 import asyncio
@@ -72,7 +76,10 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 progress = logging.getLogger("ota_rig.progress")  # what `rig run` shows while a scenario runs
 
-CHUNK_SIZE = 4096
+CHUNK_SIZE = 4096  # a rate-limited or chunk-coded body's pieces
+BIG_CHUNK = 64 * 1024  # a plain body's pieces: 16 times fewer trips through aiohttp and asyncio's TLS
+BACKLOG = 1024  # connections the kernel queues for accept: a fleet polls at once
+IDLE_CONTEXTS = 256  # SSL contexts a listener keeps for later handshakes, at most
 LAST_CHUNK = b"0\r\n\r\n"  # ends a chunked body
 OCTET_STREAM = "application/octet-stream"
 TLS_VERSIONS = {"TLSv1": ssl.TLSVersion.TLSv1, "TLSv1.1": ssl.TLSVersion.TLSv1_1,
@@ -84,10 +91,20 @@ class Listener:
     """A port the server listens on and the certificate it presents there.
 
     The socket is bound when the listener is added, so `port` is known at once (port 0 picks
-    a free one). The certificate is loaded at each handshake: assigning `cert` changes what
-    the next connection sees, as when a server's certificate is renewed or moved to a new CA.
-    `tls_versions` limits the protocol versions offered, e.g. ("TLSv1", "TLSv1.1") for a
-    legacy server; empty means what Python's ssl offers by default (TLS 1.2 and 1.3).
+    a free one). Assigning `cert` changes what the next connection sees, as when a server's
+    certificate is renewed or moved to a new CA. `tls_versions` limits the protocol versions
+    offered, e.g. ("TLSv1", "TLSv1.1") for a legacy server; empty means what Python's ssl
+    offers by default (TLS 1.2 and 1.3).
+
+    Loading a certificate and key costs more than a handshake's share of the server's CPU, so
+    the SSL contexts made for `cert` are kept for the next handshakes. Each handshake borrows
+    one for itself (`borrow_context`), since the context's SNI callback says which
+    connection's record the server name goes to, and gives it back once the handshake is
+    over. Assigning `cert` or `tls_versions` drops the kept contexts, and a context borrowed
+    before is not taken back: the next connection loads the new certificate from its files
+    and its record names it (as does every connection's, with the certificate of the context
+    it borrowed). The files of a certificate are read when a context is made, so rewriting
+    them in place, without assigning `cert`, is not seen by every connection.
     """
 
     name: str
@@ -96,17 +113,50 @@ class Listener:
     sock: socket.socket = field(repr=False)
     tls_versions: tuple[str, ...] = ()
     server: asyncio.Server | None = field(default=None, repr=False)
+    _idle: list[ssl.SSLContext] = field(default_factory=list, init=False, repr=False, compare=False)
+    _generation: int = field(default=0, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in ("cert", "tls_versions") and "_lock" in self.__dict__:
+            with self._lock:  # the loop thread borrows while a test thread may assign
+                super().__setattr__(name, value)
+                self._idle = []
+                self._generation += 1
+        else:
+            super().__setattr__(name, value)
 
     def ssl_context(self) -> ssl.SSLContext:
-        """The server side of the next handshake: this listener's certificate and versions."""
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert.cert_pem, self.cert.key_pem)
-        if self.tls_versions:
-            versions = [TLS_VERSIONS[name] for name in self.tls_versions]
-            context.minimum_version, context.maximum_version = min(versions), max(versions)
-            if context.minimum_version < ssl.TLSVersion.TLSv1_2:
-                context.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 refuses TLS < 1.2 above level 0
-        return context
+        """A new server context for this listener's certificate and versions."""
+        return _new_context(self.cert, self.tls_versions)
+
+    def borrow_context(self) -> tuple[ServerCert, ssl.SSLContext, int]:
+        """A context for one handshake, kept or new, the certificate it presents and the
+        generation to hand back with it (`give_back`)."""
+        with self._lock:
+            cert, versions, generation = self.cert, self.tls_versions, self._generation
+            context = self._idle.pop() if self._idle else None
+        return cert, context or _new_context(cert, versions), generation
+
+    def give_back(self, context: ssl.SSLContext, generation: int) -> None:
+        """Keep `context` for a later handshake, unless `cert` or `tls_versions` changed since
+        it was borrowed or enough are kept."""
+        context.sni_callback = None
+        with self._lock:
+            if generation == self._generation and len(self._idle) < IDLE_CONTEXTS:
+                self._idle.append(context)
+
+
+def _new_context(cert: ServerCert, tls_versions: tuple[str, ...]) -> ssl.SSLContext:
+    """The server side of a handshake presenting `cert`, offering `tls_versions` (all: empty)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert.cert_pem, cert.key_pem)
+    if tls_versions:
+        versions = [TLS_VERSIONS[name] for name in tls_versions]
+        context.minimum_version, context.maximum_version = min(versions), max(versions)
+        if context.minimum_version < ssl.TLSVersion.TLSv1_2:
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 refuses TLS < 1.2 above level 0
+    return context
 
 
 class UpdateServer:
@@ -138,6 +188,7 @@ class UpdateServer:
         handshake_timeout: float = 30.0,
         request_timeout: float = 10.0,
         send_timeout: float = 30.0,
+        backlog: int = BACKLOG,
     ) -> None:
         self.firmware_dir = Path(firmware_dir)
         self.record_path = Path(record_path)
@@ -145,6 +196,7 @@ class UpdateServer:
         self.handshake_timeout = handshake_timeout
         self.request_timeout = request_timeout
         self.send_timeout = send_timeout
+        self.backlog = backlog
         self.listeners: dict[str, Listener] = {}
         self._offer: Offer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -167,7 +219,7 @@ class UpdateServer:
             if version not in TLS_VERSIONS:
                 raise ValueError(f"TLS version {version!r} is not one of {', '.join(TLS_VERSIONS)}")
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.create_server((self.host, port), family=family)
+        sock = socket.create_server((self.host, port), family=family, backlog=self.backlog)
         listener = Listener(name, cert, sock.getsockname()[1], sock, tuple(tls_versions))
         self.listeners[name] = listener
         if self._loop is not None:
@@ -257,7 +309,7 @@ class UpdateServer:
     async def _serve(self, listener: Listener) -> None:
         loop = asyncio.get_running_loop()
         listener.server = await loop.create_server(
-            lambda: _Connection(self, listener), sock=listener.sock
+            lambda: _Connection(self, listener), sock=listener.sock, backlog=self.backlog
         )
         log.info("listener %s on %s with certificate %s", listener.name,
                  _host_port(self.host, listener.port), listener.cert.name)
@@ -367,7 +419,10 @@ async def _send(request: web.Request, record: RequestRecord, reply: Reply,
         await response.prepare(request)
         if size:
             record.body_started = record.body_ended = elapsed()
-        with contextlib.closing(_pieces(reply.body, chunked)) as pieces:
+        # Small pieces where they show: a rate's pauses, a broken proxy's chunks. A drop or a
+        # stall cuts the piece it falls in, so it comes after exactly as many bytes either way.
+        piece_size = CHUNK_SIZE if chunked or reply.rate else BIG_CHUNK
+        with contextlib.closing(_pieces(reply.body, chunked, piece_size)) as pieces:
             for piece in pieces:
                 piece = piece[:end - record.bytes_sent]
                 if not piece:
@@ -392,14 +447,20 @@ async def _send(request: web.Request, record: RequestRecord, reply: Reply,
     return response
 
 
-def _pieces(body: bytes | Path, chunked: bool) -> Generator[bytes, None, None]:
-    """`body` as it goes on the wire, CHUNK_SIZE bytes of it at a time, each in a chunk of its
-    own and then the last chunk if `chunked` (HTTP/1.1 chunked coding: hex size line, data,
-    CRLF). Bytes are read where they are (BytesIO shares them, it does not copy), a file as
-    each piece is needed: a few kilobytes from a local file, short enough to read on the loop.
+def _pieces(body: bytes | Path, chunked: bool, size: int = CHUNK_SIZE) -> Generator[bytes | memoryview, None, None]:
+    """`body` as it goes on the wire, `size` bytes of it at a time, each in a chunk of its own
+    and then the last chunk if `chunked` (HTTP/1.1 chunked coding: hex size line, data, CRLF).
+    Bytes in memory are sliced where they are (a memoryview: no copy), a file is read as each
+    piece is needed: at most a few tens of kilobytes from a local file, short enough to read
+    on the loop.
     """
+    if isinstance(body, bytes) and not chunked:
+        view = memoryview(body)
+        for start in range(0, len(body), size):
+            yield view[start:start + size]
+        return
     with io.BytesIO(body) if isinstance(body, bytes) else body.open("rb") as source:
-        while data := source.read(CHUNK_SIZE):
+        while data := source.read(size):
             yield b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
     if chunked:
         yield LAST_CHUNK
@@ -511,9 +572,11 @@ class _Connection(asyncio.Protocol):
     async def _start_tls(self) -> None:
         certificate = self._listener.cert.name
         assert self._tcp is not None  # connection_made set it before starting this task
+        borrowed: tuple[ssl.SSLContext, int] | None = None
         try:
-            context = self._listener.ssl_context()
-            context.sni_callback = self._on_sni
+            cert, context, generation = self._listener.borrow_context()
+            certificate, borrowed = cert.name, (context, generation)
+            context.sni_callback = self._on_sni  # this context is this handshake's alone
             transport = await asyncio.get_running_loop().start_tls(
                 self._tcp, self, context, server_side=True,
                 ssl_handshake_timeout=self._server.handshake_timeout,
@@ -525,6 +588,9 @@ class _Connection(asyncio.Protocol):
                      self.record.listener, self.record.tls.error)
             self.finish(CLOSED)
             return
+        finally:
+            if borrowed is not None:
+                self._listener.give_back(*borrowed)
         assert transport is not None  # asyncio's start_tls returns the TLS transport; typeshed allows None
         ssl_object = transport.get_extra_info("ssl_object")
         self.record.tls = TlsRecord(
