@@ -195,7 +195,8 @@ def test_a_reassigned_certificate_is_what_the_next_connection_gets_and_its_recor
     `cert` is assigned the next connection is presented the new one, its record names it, and
     a client trusting only the old CA is refused by it."""
     made, new_context = [], app._new_context
-    monkeypatch.setattr(app, "_new_context", lambda cert, versions: made.append(cert.name) or new_context(cert, versions))
+    monkeypatch.setattr(app, "_new_context",
+                        lambda cert, versions: made.append(cert.name) or new_context(cert, versions))
     old, new = pki.dns(), pki.dns(ca="new")
     listener = server.listeners["main"]
     presented = []
