@@ -76,7 +76,14 @@ class EspPortManager(serial.rfc2217.PortManager):
     arrive far too slowly for the auto-reset circuit (espressif/esptool#383). The first DTR-on
     of esptool's reset starts the whole reset here, with esptool's own timing and both lines
     set at once (UnixTightReset's TIOCMSET); the rest of the client's line changes are dropped.
-    An RTS-off outside that sequence is esptool's hard reset, done here the same way."""
+    An RTS-off outside that sequence is esptool's hard reset, done here the same way.
+
+    Exactly what esp_rfc2217_server (esptool 5.6.0) acts on: DTR-off always deasserts DTR and
+    ends the reset sequence; DTR-on outside a sequence starts the bootloader reset; RTS-off
+    outside a sequence starts the hard reset; every other DTR/RTS change is dropped. Neither
+    reset touches the UART's buffers (no purge). pyserial's rfc2217 client sends DTR and RTS as it
+    opens the port, so each open() resets the chip: DTR-on (pyserial's default) into the loader,
+    RTS-off into the firmware."""
 
     def __init__(self, serial_port: _SerialLines, connection: _Connection, circuit: ResetCircuit) -> None:
         self._circuit = circuit
@@ -117,6 +124,7 @@ class EspPortManager(serial.rfc2217.PortManager):
         lines(dtr=True, rts=False)  # IO0 low, EN released
         time.sleep(0.05)
         lines(dtr=False, rts=False)
+        lines(dtr=False)  # UnixTightReset's trailing single DTR write: no change
 
     def _hard_reset(self) -> None:
         """esp_pylib.serial_reset.hard_reset as esptool's HardReset calls it (hold 0.1 s)."""
@@ -169,8 +177,15 @@ class Rfc2217Server:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = _Connection(sock)
             lines = _SerialLines(self.chip)
-            manager = (serial.rfc2217.PortManager(lines, connection) if self.plain
-                       else EspPortManager(lines, connection, self.chip.pins))
+            if self.plain:
+                manager = serial.rfc2217.PortManager(lines, connection)
+            else:
+                # esp_rfc2217_server asserts both lines when a client connects (its cli(), before
+                # the Redirector): (1, 1) drives neither EN nor IO0, but the client's DTR-off as
+                # it opens the port then gives (0, 1), EN low, and its RTS-off a hard reset: with
+                # esp_rfc2217_server a client's open() resets the chip.
+                self.chip.pins.set_lines(dtr=True, rts=True)
+                manager = EspPortManager(lines, connection, self.chip.pins)
 
             def to_host(data: bytes) -> None:
                 try:
