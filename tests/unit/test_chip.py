@@ -26,6 +26,7 @@ import pytest
 from ota_rig.device.firmware import xor_checksum
 from ota_rig.virtual.chip import (
     DEFAULT_MAC,
+    EN_RELEASE_SECONDS,
     Chip,
     ChipReset,
     EFuses,
@@ -233,7 +234,7 @@ def test_out_of_range_access_raises(flash: Flash, access) -> None:
         ((0, 0), (0, 1), True, False),  # RTS alone: EN low, chip in reset
         ((0, 0), (1, 0), False, True),  # DTR alone: IO0 low
         ((0, 0), (1, 1), False, False),  # (1,1) drives nothing: EN stays released...
-        ((0, 1), (1, 1), True, False),  # ...or stays low: the RC hold
+        ((0, 1), (1, 1), False, False),  # ...and a held EN is let go (here without the RC delay)
         ((1, 0), (1, 1), False, False),
         ((0, 1), (0, 0), False, False),
         ((0, 1), (1, 0), False, True),
@@ -241,19 +242,40 @@ def test_out_of_range_access_raises(flash: Flash, access) -> None:
 )
 def test_reset_circuit_truth_table(before, lines, en_low: bool, io0_low: bool) -> None:
     seen: list[tuple[bool, bool]] = []
-    circuit = ResetCircuit(lambda en, io0: seen.append((en, io0)))
+    circuit = ResetCircuit(lambda en, io0: seen.append((en, io0)), release_seconds=0)
     circuit.set_lines(dtr=bool(before[0]), rts=bool(before[1]))
     circuit.set_lines(dtr=bool(lines[0]), rts=bool(lines[1]))
     assert (circuit.en_low, circuit.io0_low) == (en_low, io0_low)
     assert seen[-1] == (en_low, io0_low)  # the chip hears every change
 
 
-# Line events (DTR or RTS, level) as a server sees them, from the protocol reference 15.1 / 3.4.
-RFC2217_OPEN_AND_CLASSIC = [("dtr", 1), ("rts", 1), ("dtr", 0), ("rts", 1), ("dtr", 0),
-                            ("dtr", 1), ("rts", 0), ("dtr", 1), ("dtr", 0)]
-HARD_RESET = [("rts", 1), ("dtr", 0), ("rts", 0), ("dtr", 0)]
-CONFTEST_RESET = [("dtr", 0), ("rts", 1), ("rts", 0)]  # ota_rig.bench.board.reset_and_read()
-UNIX_TIGHT = [((0, 0),), ((1, 1),), ((0, 1),), ((1, 0),), ((0, 0),)]  # both lines per ioctl
+def test_en_rises_through_the_rc_delay_and_a_new_pull_starts_the_charge_over() -> None:
+    seen: list[tuple[bool, bool]] = []
+    circuit = ResetCircuit(lambda en, io0: seen.append((en, io0)), release_seconds=0.05)
+    circuit.set_lines(dtr=False, rts=True)
+    circuit.set_lines(dtr=True)  # (1,1): EN charging, not yet released
+    assert circuit.en_low
+    circuit.set_lines(dtr=False)  # (0,1) again before it got there: the capacitor empties
+    time.sleep(0.1)
+    assert circuit.en_low and seen[-1] == (True, False)
+    circuit.set_lines(rts=False)
+    time.sleep(0.1)
+    assert not circuit.en_low and seen[-1] == (False, False)
+
+
+# Line events as a server sees them, with the waits esptool makes between them
+# (esp_pylib.serial_reset: classic_bootloader_reset, unix_tight_bootloader_reset, hard_reset;
+# set_rts re-sends DTR after every RTS change). ("wait", s) sleeps.
+OPEN = [("dtr", 1), ("rts", 1)]  # pyserial's rfc2217 client asserts both as it opens the port
+CLASSIC = [("dtr", 0), ("rts", 1), ("dtr", 0), ("wait", 0.1), ("dtr", 1), ("rts", 0), ("dtr", 1),
+           ("wait", 0.05), ("dtr", 0)]
+HARD_RESET = [("rts", 1), ("dtr", 0), ("wait", 0.1), ("rts", 0), ("dtr", 0)]
+CONFTEST_RESET = [("dtr", 0), ("rts", 1), ("wait", 0.1), ("rts", 0)]  # ota_rig.bench.board.reset_and_read()
+# Both lines per ioctl:
+UNIX_TIGHT = [((0, 0),), ((1, 1),), ((0, 1),), ("wait", 0.1), ((1, 0),), ("wait", 0.05), ((0, 0),)]
+# The classic reset through a relay that takes 0.1 s per line change (pyserial's rfc2217 client
+# with ?ign_set_control sleeps 0.1 s after each SET_CONTROL, serial/rfc2217.py): (1,1) lasts 0.1 s.
+RELAYED_CLASSIC = [step for event in CLASSIC for step in ((event,) if event[0] == "wait" else (event, ("wait", 0.1)))]
 
 
 def drive(chip: Chip, events: list) -> None:
@@ -261,9 +283,12 @@ def drive(chip: Chip, events: list) -> None:
         if len(event) == 1:
             dtr, rts = event[0]
             chip.pins.set_lines(dtr=bool(dtr), rts=bool(rts))
+        elif event[0] == "wait":
+            time.sleep(event[1])
         else:
             line, level = event
             chip.pins.set_lines(**{line: bool(level)})
+    time.sleep(3 * EN_RELEASE_SECONDS)  # EN has charged, whatever the last step left
 
 
 @pytest.fixture
@@ -276,12 +301,13 @@ def chip(tmp_path: Path):
 @pytest.mark.parametrize(
     ("sequence", "download"),
     [
-        (RFC2217_OPEN_AND_CLASSIC, True),
+        (OPEN + CLASSIC, True),
         (UNIX_TIGHT, True),
         (HARD_RESET, False),
         (CONFTEST_RESET, False),
+        (OPEN + RELAYED_CLASSIC, False),  # espressif/esptool#383: the chip boots its app
     ],
-    ids=["rfc2217-open-classic", "unix-tight", "hard-reset", "conftest-reset"],
+    ids=["rfc2217-open-classic", "unix-tight", "hard-reset", "conftest-reset", "relayed-classic"],
 )
 def test_reset_sequences_latch_the_boot_mode(chip: Chip, sequence: list, download: bool) -> None:
     drive(chip, sequence)
@@ -291,7 +317,7 @@ def test_reset_sequences_latch_the_boot_mode(chip: Chip, sequence: list, downloa
 
 
 def test_hard_reset_after_download_mode_boots_flash(chip: Chip) -> None:
-    drive(chip, RFC2217_OPEN_AND_CLASSIC)
+    drive(chip, OPEN + CLASSIC)
     assert chip.download_strap
     drive(chip, HARD_RESET)
     assert chip.download_strap is False
@@ -315,7 +341,7 @@ def test_en_reset_restarts_the_cpu_in_the_latched_mode(chip: Chip) -> None:
     cpu.start()
     try:
         wait_for(lambda: len(boots) == 1)
-        drive(chip, RFC2217_OPEN_AND_CLASSIC)
+        drive(chip, OPEN + CLASSIC)
         wait_for(lambda: len(boots) == 2)
     finally:
         chip.stop()

@@ -82,8 +82,15 @@ class SerialBoard:
         """The chip as esptool names it ("ESP32-D0WD-V3 (revision v3.0)"), asked once."""
         return Esptool(self.port, chip="auto", before=self.esptool_reset[0], after="no-reset").chip_info().chip
 
-    def open(self, timeout: float = 0.1, reappear: float = REAPPEAR_TIMEOUT) -> serial.SerialBase:
+    def open(self, timeout: float = 0.1, reappear: float = REAPPEAR_TIMEOUT,
+             held_in_reset: bool = False) -> serial.SerialBase:
         """The port at the ROM's and the sketch's 115200 baud, lines released (chip running).
+
+        `held_in_reset` opens it with RTS asserted and DTR not, EN held low, for a caller that
+        resets the board next: the chip then boots once, at that reset. Behind esptool's
+        esp_rfc2217_server an open with both lines released resets the chip by itself (the
+        server acts on the RTS-off pyserial sends as it opens; esp_rfc2217_server/
+        esp_port_manager.py), so the firmware would boot at the open and again at the reset.
 
         A port that cannot be opened is tried again for `reappear` seconds: after a reset a
         board on native USB (or behind a hub that power-cycles) leaves the bus and comes back.
@@ -98,7 +105,7 @@ class SerialBoard:
             try:
                 line = serial.serial_for_url(self.port, baudrate=BAUD, timeout=timeout, do_not_open=True)
                 line.dtr = False
-                line.rts = False
+                line.rts = held_in_reset
                 line._reset_input_buffer = lambda: None  # open() ends by flushing through it: not this once
                 try:
                     line.open()
@@ -303,7 +310,7 @@ def read_until(line: serial.SerialBase, until: bytes, timeout: float, record: Bi
 
 def reset_and_read(board: SerialBoard, until: bytes, timeout: float = 10.0, record: BinaryIO | None = None) -> bytes:
     """Reset the board into its firmware, then read its UART until `until` shows."""
-    with board.open(timeout=0.2) as line:
+    with board.open(timeout=0.2, held_in_reset=True) as line:
         board.reset(line, discard_pending=True)
         return read_until(line, until, timeout, record)
 

@@ -216,7 +216,7 @@ class OtaScenario:
     def start(self, artifacts: Artifacts) -> Monitor:
         """Flash `artifacts`, open the port, reset the board into them and follow its UART."""
         self.flash(artifacts)
-        self._line = self.board.open()
+        self._line = self.board.open(held_in_reset=True)
         self.board.reset(self._line, discard_pending=True)
         self._instant("reset", artifacts.version)
         self.monitor = Monitor(

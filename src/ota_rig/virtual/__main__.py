@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--flash", required=True, type=Path, help="file holding the 4 MB flash (created erased)")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--rfc2217", type=int, metavar="PORT", help="serve RFC2217 on 127.0.0.1:PORT")
+    parser.add_argument("--plain-rfc2217", action="store_true",
+                        help="relay DTR/RTS one change at a time as ser2net or pyserial's rfc2217_server do, instead of "
+                             "running esptool's reset on this host as esp_rfc2217_server does (espressif/esptool#383)")
     where.add_argument("--pty", type=Path, metavar="LINK", help="serve a pty, symlinked at LINK")
     parser.add_argument("--io0-low", action="store_true",
                         help="power up with IO0 held low, which is what holding the BOOT button at power-on "
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     chip.pins.io0_low = chip.download_strap = args.io0_low  # the ROM reads IO0 as power comes up
     try:
         if args.rfc2217 is not None:
-            server: Rfc2217Server | PtyServer = Rfc2217Server(chip, args.rfc2217)
+            server: Rfc2217Server | PtyServer = Rfc2217Server(chip, args.rfc2217, plain=args.plain_rfc2217)
         else:
             server = PtyServer(chip, args.pty)
             threading.Thread(target=Wires(chip, server, sys.stdin, sys.stdout).serve_forever, name="wires", daemon=True).start()

@@ -190,35 +190,92 @@ class SpiController:
         return reply & ((1 << miso_bits) - 1) if miso_bits else 0
 
 
+# The RC network on EN (CHIP_PU) of a dev board: 10 kOhm pull-up, 1 uF to GND. Espressif's
+# hardware design guidelines (ESP32 schematic checklist, "Chip Power-up and Reset Timing"):
+# "The recommended setting for the RC delay circuit is usually R = 10 kOhm and C = 1 uF"; esptool's
+# docs (advanced-topics/boot-mode-selection.rst, "Automatic Bootloader") say a board with the
+# two-transistor circuit needs a capacitor between EN and GND "in the 1uF-10uF range" for the
+# reset to work reliably. Time constant R*C = 10 ms.
+EN_RC_SECONDS = 10e3 * 1e-6
+# UNVERIFIED: the level at which a rising CHIP_PU releases the chip is not in the sources read
+# (the datasheet's t_RST only says CHIP_PU must stay below V_IL_nRST for 50 us to reset). The twin
+# releases EN one time constant after the circuit stops pulling it low (EN at 63 % of VDD). The
+# choice does not decide either case the twin must show: esptool's own sequence leaves EN
+# undriven with IO0 high for one line write (far below 10 ms), a relay for 50-100 ms (5-10 time
+# constants, EN above 99 % of VDD).
+EN_RELEASE_SECONDS = EN_RC_SECONDS
+
+
 class ResetCircuit:
     """The two-transistor auto-reset circuit of a dev board: DTR and RTS drive EN and IO0.
 
-    (DTR, RTS) = (0, 1) pulls EN low (chip held in reset); (1, 0) pulls IO0 low; (0, 0) releases
-    both. (1, 1) drives neither, and the RC network on EN keeps it where it was: that "hold" is
-    what lets esptool's one-line-at-a-time resets over RFC2217 still land in download mode.
+    DTR and RTS are active low (True = pin at 0 V, esptool boot-mode-selection.rst). One NPN pulls
+    EN low while RTS is asserted and DTR is not; the other pulls IO0 low while DTR is asserted and
+    RTS is not. So (DTR, RTS) = (0, 1) holds the chip in reset; (1, 0) pulls IO0 low; (0, 0) and
+    (1, 1) drive neither: IO0 is high at once (pull-up), and EN charges through the RC network.
+
+    Pulling EN low is immediate (the transistor shorts the capacitor; the chip needs it low only
+    50 us, t_RST). Letting it go is not: the chip leaves reset `release_seconds` after the circuit
+    stopped pulling EN, and latches IO0 as it is then, in whatever line state the host has set
+    meanwhile. esptool's classic reset passes from (0, 1) through (1, 1) to (1, 0) in two
+    writes: EN starts charging at (1, 1) and crosses while IO0 is already low, download mode.
+    A relay that holds (1, 1) longer than the charge time (issue espressif/esptool#383) releases
+    the chip with IO0 high: it boots its app, as a real board does.
+
+    `release_seconds=0` releases EN at once (the truth table without the RC).
     """
 
-    def __init__(self, on_change: Callable[[bool, bool], None]) -> None:
+    def __init__(self, on_change: Callable[[bool, bool], None], release_seconds: float = EN_RELEASE_SECONDS) -> None:
         self._on_change = on_change
+        self._release_seconds = release_seconds
+        self._lock = threading.RLock()
+        self._charging = 0  # the generation of the charge under way; 0 for none
+        self._generation = 0
         self.dtr = False
         self.rts = False
         self.en_low = False
         self.io0_low = False
 
     def set_lines(self, dtr: bool | None = None, rts: bool | None = None) -> None:
-        self.dtr = self.dtr if dtr is None else dtr
-        self.rts = self.rts if rts is None else rts
-        if (self.dtr, self.rts) != (True, True):
-            self.en_low = not self.dtr and self.rts
-        self.io0_low = self.dtr and not self.rts
-        self._on_change(self.en_low, self.io0_low)
+        with self._lock:
+            self.dtr = self.dtr if dtr is None else dtr
+            self.rts = self.rts if rts is None else rts
+            self.io0_low = self.dtr and not self.rts
+            if not self.dtr and self.rts:
+                self._charging = 0  # EN shorted to GND: the capacitor empties, a charge starts over
+                self.en_low = True
+            elif self.en_low and not self._charging:
+                self._start_charging()
+            self._on_change(self.en_low, self.io0_low)
+
+    def _start_charging(self) -> None:
+        self._generation += 1
+        self._charging = generation = self._generation
+        if self._release_seconds <= 0:
+            self._charged(generation, report=False)
+            return
+        timer = threading.Timer(self._release_seconds, self._charged, args=(generation,))
+        timer.daemon = True
+        timer.name = "EN RC"
+        timer.start()
+
+    def _charged(self, generation: int, report: bool = True) -> None:
+        with self._lock:
+            if self._charging != generation:
+                return  # EN was pulled low again before it got there
+            self._charging = 0
+            self.en_low = False
+            if report:
+                self._on_change(self.en_low, self.io0_low)
 
     def drive(self, en_low: bool | None = None, io0_low: bool | None = None) -> None:
         """EN and IO0 driven directly, as on a board whose pins are wired to the test host's
-        GPIOs or relays instead of to a USB bridge's DTR/RTS."""
-        self.en_low = self.en_low if en_low is None else en_low
-        self.io0_low = self.io0_low if io0_low is None else io0_low
-        self._on_change(self.en_low, self.io0_low)
+        GPIOs or relays instead of to a USB bridge's DTR/RTS: no RC delay."""
+        with self._lock:
+            self._charging = 0
+            self.en_low = self.en_low if en_low is None else en_low
+            self.io0_low = self.io0_low if io0_low is None else io0_low
+            self._on_change(self.en_low, self.io0_low)
 
 
 class Uart:

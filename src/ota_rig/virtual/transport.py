@@ -23,7 +23,7 @@ from typing import TextIO
 # pyserial ships no type information (pyproject's mypy settings let its imports be untyped).
 import serial.rfc2217
 
-from ota_rig.virtual.chip import Chip
+from ota_rig.virtual.chip import Chip, ResetCircuit
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,70 @@ class _SerialLines:
         self._chip.uart.discard_input()  # host bytes not yet taken by the chip
 
 
+class EspPortManager(serial.rfc2217.PortManager):
+    """The board's host doing esptool's reset itself, as esptool's esp_rfc2217_server does
+    (esp_rfc2217_server/esp_port_manager.py): pyserial's rfc2217 client waits >= 50 ms for the
+    answer to each line change (serial/rfc2217.py, TelnetSubnegotiation.wait), so DTR and RTS
+    arrive far too slowly for the auto-reset circuit (espressif/esptool#383). The first DTR-on
+    of esptool's reset starts the whole reset here, with esptool's own timing and both lines
+    set at once (UnixTightReset's TIOCMSET); the rest of the client's line changes are dropped.
+    An RTS-off outside that sequence is esptool's hard reset, done here the same way.
+
+    Exactly what esp_rfc2217_server (esptool 5.6.0) acts on: DTR-off always deasserts DTR and
+    ends the reset sequence; DTR-on outside a sequence starts the bootloader reset; RTS-off
+    outside a sequence starts the hard reset; every other DTR/RTS change is dropped. Neither
+    reset touches the UART's buffers (no purge). pyserial's rfc2217 client sends DTR and RTS as it
+    opens the port, so each open() resets the chip: DTR-on (pyserial's default) into the loader,
+    RTS-off into the firmware."""
+
+    def __init__(self, serial_port: _SerialLines, connection: _Connection, circuit: ResetCircuit) -> None:
+        self._circuit = circuit
+        self._download = False
+        super().__init__(serial_port, connection)
+
+    def _telnet_process_subnegotiation(self, suboption: bytes) -> None:
+        if suboption[0:1] == serial.rfc2217.COM_PORT_OPTION and suboption[1:2] == serial.rfc2217.SET_CONTROL:
+            value = suboption[2:3]
+            if value in (serial.rfc2217.SET_CONTROL_DTR_ON, serial.rfc2217.SET_CONTROL_DTR_OFF,
+                         serial.rfc2217.SET_CONTROL_RTS_ON, serial.rfc2217.SET_CONTROL_RTS_OFF):
+                # Answered, unlike esp_rfc2217_server (its clients pass ?ign_set_control): the
+                # rig's own rfc2217:// URLs keep working without the option.
+                self.rfc2217_send_subnegotiation(serial.rfc2217.SERVER_SET_CONTROL, value)
+            if value == serial.rfc2217.SET_CONTROL_DTR_OFF:
+                self._download = False
+                self._circuit.set_lines(dtr=False)
+                return
+            if value == serial.rfc2217.SET_CONTROL_RTS_OFF and not self._download:
+                threading.Thread(target=self._hard_reset, daemon=True).start()
+                return
+            if value == serial.rfc2217.SET_CONTROL_DTR_ON and not self._download:
+                self._download = True
+                threading.Thread(target=self._bootloader_reset, daemon=True).start()
+                return
+            if value in (serial.rfc2217.SET_CONTROL_DTR_ON, serial.rfc2217.SET_CONTROL_RTS_ON,
+                         serial.rfc2217.SET_CONTROL_RTS_OFF):
+                return
+        super()._telnet_process_subnegotiation(suboption)
+
+    def _bootloader_reset(self) -> None:
+        """esp_pylib.serial_reset.unix_tight_bootloader_reset with esptool's delays."""
+        lines = self._circuit.set_lines
+        lines(dtr=False, rts=False)
+        lines(dtr=True, rts=True)
+        lines(dtr=False, rts=True)  # EN low
+        time.sleep(0.1)
+        lines(dtr=True, rts=False)  # IO0 low, EN released
+        time.sleep(0.05)
+        lines(dtr=False, rts=False)
+        lines(dtr=False)  # UnixTightReset's trailing single DTR write: no change
+
+    def _hard_reset(self) -> None:
+        """esp_pylib.serial_reset.hard_reset as esptool's HardReset calls it (hold 0.1 s)."""
+        self._circuit.set_lines(rts=True)
+        time.sleep(0.1)
+        self._circuit.set_lines(rts=False)
+
+
 class _Connection:
     """A socket with the thread-safe write() PortManager wants."""
 
@@ -86,8 +150,9 @@ class _Connection:
 class Rfc2217Server:
     """Serves the chip's UART on 127.0.0.1:port as rfc2217://; port 0 picks a free one."""
 
-    def __init__(self, chip: Chip, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, chip: Chip, port: int, host: str = "127.0.0.1", plain: bool = False) -> None:
         self.chip = chip
+        self.plain = plain  # pyserial's PortManager as rfc2217_server/ser2net relay lines: no local reset
         self._listener = socket.create_server((host, port))
         self.host, self.port = self._listener.getsockname()[:2]
         self._busy = threading.Lock()
@@ -114,7 +179,15 @@ class Rfc2217Server:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection = _Connection(sock)
-            manager = serial.rfc2217.PortManager(lines, connection)
+            if self.plain:
+                manager = serial.rfc2217.PortManager(lines, connection)
+            else:
+                # esp_rfc2217_server asserts both lines when a client connects (its cli(), before
+                # the Redirector): (1, 1) drives neither EN nor IO0, but the client's DTR-off as
+                # it opens the port then gives (0, 1), EN low, and its RTS-off a hard reset: with
+                # esp_rfc2217_server a client's open() resets the chip.
+                self.chip.pins.set_lines(dtr=True, rts=True)
+                manager = EspPortManager(lines, connection, self.chip.pins)
 
             def to_host(data: bytes) -> None:
                 try:
