@@ -177,6 +177,7 @@ def durations(steps: list[dict], observed: list[dict], connections: list[dict]) 
 def _board(scenario: OtaScenario) -> dict[str, Any]:
     chip = scenario.chip_seen
     return {"kind": scenario.about.get("board_kind"), "port": scenario.board.port,
+            "place": getattr(scenario.board, "place", None),
             "chip": chip.chip if chip else None, "mac": chip.mac if chip else None}
 
 
