@@ -191,6 +191,7 @@ class Coordinator:
         from labgrid.remote.generated import labgrid_coordinator_pb2 as pb2
 
         holder = holder or self.holder
+        self._run(self.session.sync_with_coordinator())  # the coordinator's word on places just acquired
         released = []
         for name in names:
             place = self.session.places.get(name)
