@@ -80,7 +80,8 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
         resources = []
         for index, name in enumerate(("esp-a", "esp-b")):
             twins[name] = twin = VirtualBoard(folder / name, transport="rfc2217", mac=f"24:6f:28:aa:0f:0{index}")
-            resources.append(f"{name}:\n  NetworkSerialPort:\n    host: 127.0.0.1\n    port: {twin.port.rsplit(':', 1)[1]}\n")
+            port_number = twin.port.rsplit(":", 1)[1]
+            resources.append(f"{name}:\n  NetworkSerialPort:\n    host: 127.0.0.1\n    port: {port_number}\n")
         (folder / "exporter.yaml").write_text("".join(resources))
         processes.append(subprocess.Popen([str(BIN / "labgrid-exporter"), "-c", address, "-n", "bench1",
                                            "--hostname", "127.0.0.1", str(folder / "exporter.yaml")],
