@@ -18,15 +18,12 @@ import pytest
 
 from ota_rig.bench.board import VirtualBoard
 
+BIN = Path(sys.executable).parent
 try:
     import labgrid  # noqa: F401
+    MISSING = None if (BIN / "labgrid-coordinator").exists() else "labgrid-coordinator is not beside this Python"
 except ImportError:
-    labgrid = None
-
-BIN = Path(sys.executable).parent
-if labgrid is None or not (BIN / "labgrid-coordinator").exists():
-    pytest.skip('labgrid is not installed (pip install -e ".[labgrid]", then reinstall pyserial: docs/hardware.md)',
-                allow_module_level=True)
+    MISSING = 'labgrid is not installed (pip install -e ".[labgrid]", then reinstall pyserial: docs/hardware.md)'
 
 
 def free_port() -> int:

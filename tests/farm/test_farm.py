@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from ota_rig.bench.board import SerialBoard
-from tests.farm.conftest import Farm, free_port
+from tests.farm.conftest import MISSING, Farm, free_port
+
+if MISSING:
+    pytest.skip(MISSING, allow_module_level=True)
 
 pytestmark = [pytest.mark.virtual, pytest.mark.slow]
 
@@ -123,6 +126,15 @@ def test_a_place_held_by_someone_else_is_named_and_nothing_stays_held(farm: Farm
     assert holder.endswith("/alice")
     assert farm.held() == NOBODY  # esp-a, acquired first, was given back
     assert not (tmp_path / "report" / "labgrid-places.json").exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_session_that_fails_to_start_after_acquiring_releases_its_places(farm: Farm, tmp_path: Path) -> None:
+    (tmp_path / "report").write_text("a file where the run's folder should go")
+    done = run_rig(farm, tmp_path, "labgrid:esp-a,esp-b", "src/ota_rig/scenarios")
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert f"cannot write labgrid-places.json into {tmp_path / 'report'} (File exists)" in done.stderr, done.stderr
+    assert farm.held() == NOBODY
 
 
 @pytest.mark.timeout(120)

@@ -179,8 +179,12 @@ def acquire_places(config: pytest.Config, bench: Bench) -> Bench:
                   f"release them with labgrid-client -p PLACE release-from {held.holder}", file=sys.stderr)
 
     config.add_cleanup(release)
-    record.mkdir(parents=True, exist_ok=True)
-    held.write(record / labgrid_places.RECORD)
+    try:
+        record.mkdir(parents=True, exist_ok=True)
+        held.write(record / labgrid_places.RECORD)
+    except OSError as err:  # the places are released by the cleanup above
+        raise pytest.UsageError(f"cannot write {labgrid_places.RECORD} into {record} ({err.strerror}); pass "
+                                "--ota-report a folder this user can write") from None
     return dataclasses.replace(bench, board=held.ports[0], boards=held.ports, places=held.places,
                                place=held.places[0], coordinator=held.coordinator)
 

@@ -55,6 +55,12 @@ def settle_bench(config: pytest.Config) -> Bench:
     boards = split_boards(board)
     for one in boards:
         check_board(one)
+    farm = None
+    if board.startswith(labgrid_places.PREFIX):
+        try:
+            farm = labgrid_places.parse(board)
+        except labgrid_places.FarmError as err:
+            raise pytest.UsageError(str(err)) from None
     if option("--ota-scan-ports") and not board.startswith("mac:"):
         raise pytest.UsageError("--ota-scan-ports narrows the search for --ota-board mac:<MAC>; drop it, or pass the MAC")
     virtual = board in VIRTUAL_BOARDS
@@ -78,12 +84,7 @@ def settle_bench(config: pytest.Config) -> Bench:
         raise pytest.UsageError("a real board needs Wi-Fi: set OTA_WIFI_SSID and OTA_WIFI_PASSWORD "
                                 "(or pass --ota-wifi-ssid and --ota-wifi-password)")
     workers = workers_of(config)
-    farm = None
-    if board.startswith(labgrid_places.PREFIX):
-        try:
-            farm = labgrid_places.parse(board)
-        except labgrid_places.FarmError as err:
-            raise pytest.UsageError(str(err)) from None
+    if farm is not None:
         if farm.places and len(farm.places) < workers:
             raise pytest.UsageError(f"-n {workers} needs {workers} boards and --ota-board {board} names "
                                     f"{len(farm.places)}; name at least {workers} places, or run fewer workers")
