@@ -92,7 +92,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   help="use the OTA rig in every session of this project (ota_rig's fixtures, records folder)")
     group = parser.getgroup("ota", "OTA rig (esp32-ota-rig)")
     group.addoption("--ota-board", default="virtual",
-                    help="virtual (default), virtual-rfc2217, a serial device path, mac:<MAC> or rfc2217://host:port")
+                    help="virtual (default), virtual-rfc2217, a serial device path, mac:<MAC>, rfc2217://host:port "
+                         "(comma-separated: a board per -n worker) or labgrid:PLACE[,...] / labgrid:TAG=VALUE[,...]")
     add_bench_options(group.addoption)
     group.addoption("--ota-profile", default=None, choices=sorted(profiles.PROFILES),
                     help="device profile to build for (default: each_profile tests run for every profile)")
