@@ -182,3 +182,20 @@ def test_release_from_releases_only_with_the_exact_holder(farm: Farm, tmp_path: 
         assert again.returncode == 1 and "place esp-a is not acquired" in again.stderr  # hence `|| true` in CI
     finally:
         farm.client("-p", "esp-a", "release", "--kick", user=USER, check=False)
+
+
+@pytest.mark.timeout(600)
+def test_rig_run_on_a_place_with_labgrids_pytest_plugin_installed(farm: Farm, tmp_path: Path) -> None:
+    """`rig run` turns pytest's terminal reporter off, where labgrid's own pytest plugin (installed
+    with labgrid) stopped it with "no option named 'verbose'": it passes -p no:labgrid."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ota_rig.cli", "run", "--ota-board", "labgrid:esp-b",
+         "-k", "test_device_on_the_latest_version", "--ota-profile", "arduino-esp32-2.0", "--out", str(tmp_path / "runs"), "--ota-arduino-cli", str(FAKE_CLI),
+         "--ota-host", "127.0.0.1"],
+        cwd=ROOT, env=rig_env(farm, tmp_path), capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0 and "1 of 1 scenarios passed" in done.stdout, done.stdout + done.stderr
+    run = tmp_path / "runs" / "latest"
+    assert json.loads((run / "labgrid-places.json").read_text())["places"] == ["esp-b"]
+    [scenario] = json.loads((run / "results.json").read_text())["scenarios"]
+    assert scenario["board"]["place"] == "esp-b"
+    assert farm.held() == NOBODY
