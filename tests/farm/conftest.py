@@ -23,7 +23,7 @@ try:
     import labgrid  # noqa: F401
     MISSING = None if (BIN / "labgrid-coordinator").exists() else "labgrid-coordinator is not beside this Python"
 except ImportError:
-    MISSING = 'labgrid is not installed (pip install -e ".[labgrid]", then reinstall pyserial: docs/hardware.md)'
+    MISSING = 'labgrid is not installed (pip install -e ".[labgrid]"; docs/hardware.md, "Board farms")'
 
 
 def free_port() -> int:

@@ -32,7 +32,7 @@ COORDINATOR_ENV = "LG_COORDINATOR"
 DEFAULT_COORDINATOR = "127.0.0.1:20408"
 CONNECT_TIMEOUT = 15.0  # seconds to reach the coordinator and read its places
 INSTALL = ('labgrid is not installed: install the extra with pip install "esp32-ota-rig[labgrid]" '
-           '(then pip install --force-reinstall --no-deps pyserial==3.5, docs/hardware.md)')
+           '(docs/hardware.md, "Board farms")')
 RECORD = "labgrid-places.json"  # in the run's folder: what to release after a SIGKILL
 _TAG = re.compile(r"[a-z][a-z0-9_]*")  # labgrid's TAG_KEY
 
