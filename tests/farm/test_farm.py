@@ -190,7 +190,8 @@ def test_rig_run_on_a_place_with_labgrids_pytest_plugin_installed(farm: Farm, tm
     with labgrid) stopped it with "no option named 'verbose'": it passes -p no:labgrid."""
     done = subprocess.run(
         [sys.executable, "-m", "ota_rig.cli", "run", "--ota-board", "labgrid:esp-b",
-         "-k", "test_device_on_the_latest_version", "--ota-profile", "arduino-esp32-2.0", "--out", str(tmp_path / "runs"), "--ota-arduino-cli", str(FAKE_CLI),
+         "-k", "test_device_on_the_latest_version", "--ota-profile", "arduino-esp32-2.0",
+         "--out", str(tmp_path / "runs"), "--ota-arduino-cli", str(FAKE_CLI),
          "--ota-host", "127.0.0.1"],
         cwd=ROOT, env=rig_env(farm, tmp_path), capture_output=True, text=True, timeout=540)
     assert done.returncode == 0 and "1 of 1 scenarios passed" in done.stdout, done.stdout + done.stderr
