@@ -35,7 +35,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 import serial
 from serial.tools import list_ports
@@ -70,8 +70,10 @@ class SerialBoard:
     # milliseconds: the monitor multiplies every timeout a scenario states by this.
     time_scale = 6.0
 
-    def __init__(self, port: str) -> None:
+    def __init__(self, port: str, locate: Callable[[], str] | None = None, place: str | None = None) -> None:
         self.port = port
+        self.locate = locate  # where the port is now (a farm's exporter may move it), asked before a reopen
+        self.place = place  # the labgrid place the board is in, if any
 
     def time_lapse(self, rate: float, device_seconds: float) -> float:
         """A real chip's clock runs at its own pace: the rate in force is 1."""
@@ -113,12 +115,27 @@ class SerialBoard:
                     del line._reset_input_buffer
                 return line
             except (serial.SerialException, OSError) as err:
+                if self.locate is not None:
+                    self._relocate()
                 if time.monotonic() >= deadline:
                     waited = f" (waited {reappear:g} s for it to come back)" if reappear else ""
                     raise BoardError(f"cannot open the board's port {self.port}{waited}: {err}") from err
                 time.sleep(0.2)
             except ValueError as err:
                 raise BoardError(f"cannot open the board's port {self.port}: {err}") from err
+
+    def _relocate(self) -> None:
+        """Ask the farm where the port is now (ser2net restarted on another TCP port, a USB bridge
+        re-enumerated behind the exporter); keep the old URL if the farm cannot say."""
+        assert self.locate is not None
+        try:
+            moved = self.locate()
+        except BoardError as err:
+            log.info("could not look the port up again: %s", err)
+            return
+        if moved != self.port:
+            log.info("the board's port moved from %s to %s", self.port, moved)
+            self.port = moved
 
     def enter_bootloader(self) -> None:
         """Nothing to do: esptool's default reset puts the chip in download mode."""

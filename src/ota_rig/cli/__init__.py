@@ -106,13 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
                                           "and report.html. Every option but --out, --jobs and --compare-to is "
                                           "the pytest plugin's option of the same name, passed on.")
     run.add_argument("--ota-board", "--board", dest="board", default="virtual",
-                     help="virtual (default), virtual-rfc2217, a port, mac:<MAC> or rfc2217://host:port")
+                     help="virtual (default), virtual-rfc2217, a port, mac:<MAC>, rfc2217://host:port "
+                          "(comma-separated: several, with --jobs), labgrid:PLACE[,...] or labgrid:TAG=VALUE[,...]")
     run.add_argument("--ota-profile", "--profile", dest="profile", choices=sorted(PROFILES),
                      help="only this device profile (default: each profile a scenario depends on)")
     run.add_argument("-k", dest="keyword", help="only the scenarios matching this pytest expression")
     run.add_argument("--out", type=folder, default=Path("out/runs"), help="where the run's folder goes (default out/runs)")
     run.add_argument("--jobs", "-j", type=count, default=None,
-                     help="scenarios at once on virtual boards (default 4); a real board runs one")
+                     help="scenarios at once on virtual boards (default 4); on real boards one per board (default 1)")
     run.add_argument("--compare-to", type=Path, metavar="RESULTS",
                      help="an earlier results.json: say what got worse, and fail if anything did")
     forwarded: list[str] = []

@@ -25,7 +25,7 @@ import pytest
 
 from ota_rig.errors import CommandError
 from ota_rig.pytest_plugin.interrupt import Interrupt
-from ota_rig.pytest_plugin.settings import VIRTUAL_BOARDS
+from ota_rig.pytest_plugin.settings import VIRTUAL_BOARDS, board_count
 from ota_rig.records import run_folder
 from ota_rig.records.recorder import RunRecorder
 from ota_rig.records.results import load
@@ -41,8 +41,12 @@ def run(args: argparse.Namespace) -> int:
     virtual = args.board in VIRTUAL_BOARDS
     # Twins spend most of their time waiting on ptys and sockets: 4 at a time pays even on 2 cores.
     jobs = args.jobs if args.jobs is not None else (4 if virtual else 1)
-    if jobs > 1 and not virtual:
-        raise CommandError("a real board runs one scenario at a time; drop --jobs")
+    boards = board_count(args.board)  # None: a farm gives as many as asked for
+    if jobs > 1 and not virtual and boards is not None and boards < jobs:
+        if boards == 1:
+            raise CommandError("a real board runs one scenario at a time; drop --jobs")
+        raise CommandError(f"--jobs {jobs} needs {jobs} boards and --ota-board names {boards}; "
+                           "name more boards, or lower --jobs")
     baseline = load(args.compare_to)[1] if args.compare_to else None
     stop = Interrupt()
     stop.install()  # from here to the end a signal stops the run, and its records are still written
@@ -95,6 +99,10 @@ def arguments_for_pytest(args: argparse.Namespace, folder: Path, jobs: int, virt
     argv = [str(SCENARIOS), "-c", str(SCENARIOS / "pytest.ini"), "--rootdir", str(SCENARIOS.parent),
             "--ota-board", args.board, "--ota-report", str(folder), "--ota-out", str(folder / "scenarios"),
             "-p", "no:terminal", "-p", "no:cacheprovider"]
+    # labgrid's own pytest plugin (loaded wherever labgrid is installed) reads pytest's terminal
+    # options, which `rig run` turns off: "ValueError: no option named 'verbose'". Off unless asked for.
+    if not _asks_for_plugin(args.pytest_args, "labgrid"):
+        argv += ["-p", "no:labgrid"]
     if jobs > 1:
         argv += ["-n", str(jobs)]
     if not virtual:  # the core's own timeouts run in full on a board (docs/hardware.md)
@@ -108,6 +116,11 @@ def arguments_for_pytest(args: argparse.Namespace, folder: Path, jobs: int, virt
         if value is not None:
             argv += [flag, value]
     return argv + args.pytest_args
+
+
+def _asks_for_plugin(pytest_args: list[str], name: str) -> bool:
+    return any(arg == "-p" and value == name for arg, value in zip(pytest_args, pytest_args[1:], strict=False)) \
+        or f"-p{name}" in pytest_args
 
 
 class Refusals:

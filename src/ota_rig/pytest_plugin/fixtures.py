@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ota_rig.bench import labgrid_places
 from ota_rig.bench.board import (
     BoardError,
     PortLock,
@@ -72,6 +73,10 @@ def ota_real_board(pytestconfig: pytest.Config, ota_bench: Bench) -> Iterator[Se
         if port.startswith("mac:"):
             patterns = [p.strip() for p in pytestconfig.getoption("--ota-scan-ports").split(",") if p.strip()]
             port = find_by_mac(port[len("mac:"):], scan_ports(patterns))
+        if ota_bench.place and ota_bench.coordinator:  # a farm's board: no local lock, the coordinator holds it
+            address, place = ota_bench.coordinator, ota_bench.place
+            yield SerialBoard(port, locate=lambda: labgrid_places.locate(address, place), place=place)
+            return
         with PortLock(port):
             yield SerialBoard(port)
     except BoardError as err:

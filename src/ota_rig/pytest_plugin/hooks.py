@@ -12,6 +12,12 @@ Which board:
   --ota-board mac:24:6f:28:..   the board with that factory MAC, found among the serial ports
                                 (--ota-scan-ports narrows the search: paths, globs, rfc2217:// URLs)
   --ota-board rfc2217://h:p     a board exported by ser2net or labgrid (or a twin started by hand)
+  --ota-board B1,B2,...         several boards (ports, mac:, rfc2217://): with -n N each xdist worker
+                                gets one of its own (N at most the number of boards); without -n, B1
+  --ota-board labgrid:P1,P2     places on the labgrid coordinator at LG_COORDINATOR, acquired for the
+  --ota-board labgrid:TAG=V,..  session (all or none; by tags: any free places, one per worker) and
+                                released when it ends, however it ends (ota_rig.bench.labgrid_places);
+                                the places held are in <report or out folder>/labgrid-places.json
 
 A real board (any --ota-board but the two virtual ones: a port that is there, a MAC, an
 rfc2217:// URL) is locked for the session, built with arduino-cli (--ota-arduino-cli,
@@ -37,8 +43,10 @@ Relative folders are taken from where pytest was started.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -47,7 +55,7 @@ from typing import BinaryIO
 import pytest
 from _pytest.mark import _parse_expression  # pytest's own -k parser (the same in pytest 8 and 9)
 
-from ota_rig.bench import network
+from ota_rig.bench import labgrid_places, network
 from ota_rig.bench.board import (
     BoardError,
     ClaimHeld,
@@ -57,7 +65,7 @@ from ota_rig.build.arduino_cli import BuildError
 from ota_rig.device import profiles
 from ota_rig.pytest_plugin.interrupt import Interrupt
 from ota_rig.pytest_plugin.options import add_bench_options
-from ota_rig.pytest_plugin.settings import ACTIVE, BENCH, OFF, REAL_BOARD_HINT, settle_bench
+from ota_rig.pytest_plugin.settings import ACTIVE, BENCH, OFF, REAL_BOARD_HINT, Bench, settle_bench, workers_of
 from ota_rig.records.recorder import RunRecorder
 
 SESSION_CLAIM = ".session.lock"  # in --ota-out: held by the session writing there
@@ -66,6 +74,7 @@ OUT_CLAIM = pytest.StashKey[BinaryIO]()
 OUT_NOTICE = pytest.StashKey[str]()
 OUT_INPUT = "rig_ota_out"  # xdist workerinput key: the records folder the session claimed
 ACTIVE_INPUT = "ota_rig_active"  # xdist workerinput key: whether the session asked for the rig
+BOARD_INPUT = "ota_rig_board"  # xdist workerinput key: [board, labgrid place or None, coordinator or None]
 
 
 MARKERS = (
@@ -81,7 +90,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   help="use the OTA rig in every session of this project (ota_rig's fixtures, records folder)")
     group = parser.getgroup("ota", "OTA rig (esp32-ota-rig)")
     group.addoption("--ota-board", default="virtual",
-                    help="virtual (default), virtual-rfc2217, a serial device path, mac:<MAC> or rfc2217://host:port")
+                    help="virtual (default), virtual-rfc2217, a serial device path, mac:<MAC>, rfc2217://host:port "
+                         "(comma-separated: a board per -n worker) or labgrid:PLACE[,...] / labgrid:TAG=VALUE[,...]")
     add_bench_options(group.addoption)
     group.addoption("--ota-profile", default=None, choices=sorted(profiles.PROFILES),
                     help="device profile to build for (default: each_profile tests run for every profile)")
@@ -128,11 +138,17 @@ def pytest_configure(config: pytest.Config) -> None:
     # Once the options are accepted: a session refused for its bench leaves no records folder behind.
     if not hasattr(config, "workerinput") and not config.option.collectonly:
         claim_out_folder(config)
+    if worker and BOARD_INPUT in worker:  # this worker's own board of the session's list or places
+        board, place, coordinator = worker[BOARD_INPUT]
+        config.stash[BENCH] = bench = dataclasses.replace(bench, board=board, place=place, coordinator=coordinator)
+    elif not worker and bench.farm is not None and not config.option.collectonly:
+        config.stash[BENCH] = bench = acquire_places(config, bench)
     report = config.getoption("--ota-report")
     if report and not hasattr(config, "workerinput"):  # the controller gathers; xdist workers test
         cores = {profile: bench.arduino_cli.core_version() for profile in bench.profiles} if bench.arduino_cli else {}
         config.pluginmanager.register(RunRecorder(
-            config.invocation_params.dir / report, config.invocation_params.dir / config.getoption("--ota-out"), bench.board, cores, stop),
+            config.invocation_params.dir / report, config.invocation_params.dir / config.getoption("--ota-out"),
+            config.getoption("--ota-board"), cores, stop),
             "rig-results")
 
 
@@ -140,6 +156,37 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     held = config.stash.get(OUT_CLAIM, None)
     if held is not None:
         held.close()
+
+
+def acquire_places(config: pytest.Config, bench: Bench) -> Bench:
+    """Acquire the labgrid places --ota-board asks for, one per xdist worker (all or none), have
+    them released when the session ends however it ends (pytest runs a config's cleanups on a
+    normal end, a failure, Ctrl-C, SIGTERM turned into an interrupt, and a session start that
+    fails after this point), and write what is held into the run's folder for a CI step that
+    must release them after a SIGKILL (docs/hardware.md)."""
+    assert bench.farm is not None
+    try:
+        held = labgrid_places.acquire(bench.farm, max(1, workers_of(config)))
+    except labgrid_places.FarmError as err:
+        raise pytest.UsageError(str(err)) from None
+    record = config.invocation_params.dir / (config.getoption("--ota-report") or config.getoption("--ota-out"))
+
+    def release() -> None:
+        try:
+            labgrid_places.release(held)
+        except labgrid_places.FarmError as err:
+            print(f"rig: the labgrid places {', '.join(held.places)} may still be held by {held.holder} ({err}); "
+                  f"release them with labgrid-client -p PLACE release-from {held.holder}", file=sys.stderr)
+
+    config.add_cleanup(release)
+    try:
+        record.mkdir(parents=True, exist_ok=True)
+        held.write(record / labgrid_places.RECORD)
+    except OSError as err:  # the places are released by the cleanup above
+        raise pytest.UsageError(f"cannot write {labgrid_places.RECORD} into {record} ({err.strerror}); pass "
+                                "--ota-report a folder this user can write") from None
+    return dataclasses.replace(bench, board=held.ports[0], boards=held.ports, places=held.places,
+                               place=held.places[0], coordinator=held.coordinator)
 
 
 def claim_out_folder(config: pytest.Config) -> None:
@@ -171,6 +218,12 @@ def pytest_configure_node(node) -> None:
     claim says (see claim_out_folder)."""
     node.workerinput[ACTIVE_INPUT] = node.config.stash[ACTIVE]
     node.workerinput[OUT_INPUT] = node.config.option.ota_out
+    bench = node.config.stash.get(BENCH, None) if node.config.stash[ACTIVE] else None
+    if bench is not None and not bench.virtual and bench.boards:
+        # gw0, gw1, ...: settle_bench made sure there are at least as many boards as workers
+        index = int(node.gateway.id.removeprefix("gw") or 0) % len(bench.boards)
+        place = bench.places[index] if bench.places else None
+        node.workerinput[BOARD_INPUT] = [bench.boards[index], place, bench.coordinator]
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

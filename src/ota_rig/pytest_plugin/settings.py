@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from ota_rig.bench import network
+from ota_rig.bench import labgrid_places, network
 from ota_rig.build.arduino_cli import ArduinoCliBuilder
 from ota_rig.device import profiles
 from ota_rig.server.pki import DEFAULT_IP
 
 VIRTUAL_BOARDS = {"virtual": "pty", "virtual-rfc2217": "rfc2217"}
-REAL_BOARD_HINT = "pass --ota-board /dev/ttyUSB0, --ota-board mac:<MAC> or --ota-board rfc2217://host:port"
+REAL_BOARD_HINT = ("pass --ota-board /dev/ttyUSB0, --ota-board mac:<MAC>, --ota-board rfc2217://host:port "
+                   "or --ota-board labgrid:PLACE")
 MAC = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}")
 
 
@@ -24,12 +25,17 @@ MAC = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}")
 class Bench:
     """What this session runs on, settled once from the options and the environment."""
 
-    board: str  # the --ota-board value
+    board: str  # the board this process tests on: the --ota-board value, or one board of its list
     arduino_cli: ArduinoCliBuilder | None  # None: the rig's virtual builds
     profiles: tuple[str, ...]  # what `each_profile` tests run for; the first is the default
     ota_host: str  # the address the board reaches the update server at
     hostname: str  # the server's DNS name in certificates and URLs
     wifi: tuple[str, str] | None  # (SSID, password) for a real board
+    boards: tuple[str, ...] = ()  # the run's boards, one per xdist worker (a list, or a farm's places' ports)
+    places: tuple[str, ...] = ()  # the labgrid places the run holds, one per board of `boards`
+    place: str | None = None  # the labgrid place `board` is in
+    coordinator: str | None = None  # the labgrid coordinator that holds `place`
+    farm: labgrid_places.Request | None = None  # what --ota-board labgrid:... asks for (the controller acquires it)
 
     @property
     def virtual(self) -> bool:
@@ -46,7 +52,15 @@ def settle_bench(config: pytest.Config) -> Bench:
     """Check the options against each other and fill in what they leave to the rig."""
     option = config.getoption
     board = option("--ota-board")
-    check_board(board)
+    boards = split_boards(board)
+    for one in boards:
+        check_board(one)
+    farm = None
+    if board.startswith(labgrid_places.PREFIX):
+        try:
+            farm = labgrid_places.parse(board)
+        except labgrid_places.FarmError as err:
+            raise pytest.UsageError(str(err)) from None
     if option("--ota-scan-ports") and not board.startswith("mac:"):
         raise pytest.UsageError("--ota-scan-ports narrows the search for --ota-board mac:<MAC>; drop it, or pass the MAC")
     virtual = board in VIRTUAL_BOARDS
@@ -69,16 +83,51 @@ def settle_bench(config: pytest.Config) -> Bench:
     if not (option("--ota-wifi-ssid") and option("--ota-wifi-password") is not None):
         raise pytest.UsageError("a real board needs Wi-Fi: set OTA_WIFI_SSID and OTA_WIFI_PASSWORD "
                                 "(or pass --ota-wifi-ssid and --ota-wifi-password)")
-    if (getattr(config.option, "numprocesses", None) or 0) > 0:
-        raise pytest.UsageError("one board runs one test at a time: drop -n (pytest-xdist) with a real board")
+    workers = workers_of(config)
+    if farm is not None:
+        if farm.places and len(farm.places) < workers:
+            raise pytest.UsageError(f"-n {workers} needs {workers} boards and --ota-board {board} names "
+                                    f"{len(farm.places)}; name at least {workers} places, or run fewer workers")
+    elif workers > len(boards):
+        if len(boards) == 1:
+            raise pytest.UsageError("one board runs one test at a time: drop -n (pytest-xdist) with a real board")
+        raise pytest.UsageError(f"-n {workers} needs {workers} boards and --ota-board names {len(boards)}; "
+                                f"list at least {workers} (comma-separated), or run fewer workers")
     ota_host = option("--ota-host") or network.host_address(option("--ota-board-network"))
-    return Bench(board, builder, tuple(chosen), ota_host, option("--ota-hostname"),
-                 (option("--ota-wifi-ssid"), option("--ota-wifi-password")))
+    return Bench(boards[0], builder, tuple(chosen), ota_host, option("--ota-hostname"),
+                 (option("--ota-wifi-ssid"), option("--ota-wifi-password")), boards=tuple(boards), farm=farm)
+
+
+def workers_of(config: pytest.Config) -> int:
+    """How many pytest-xdist workers the session starts (0: none, the tests run in this process)."""
+    return int(getattr(config.option, "numprocesses", None) or 0)
+
+
+def split_boards(board: str) -> list[str]:
+    """The boards --ota-board names: a comma-separated list of ports, MACs or URLs (one a
+    worker with -n), or one labgrid request (whose boards the coordinator gives out)."""
+    if board in VIRTUAL_BOARDS or board.startswith(labgrid_places.PREFIX):
+        return [board]
+    boards = [one.strip() for one in board.split(",") if one.strip()]
+    if not boards:
+        raise pytest.UsageError(f"--ota-board {board!r} names no board; {REAL_BOARD_HINT}")
+    if any(one in VIRTUAL_BOARDS for one in boards) and len(boards) > 1:
+        raise pytest.UsageError(f"--ota-board {board}: the virtual board is not one of a list; pass it alone "
+                                "(each test gets a twin of its own)")
+    return boards
+
+
+def board_count(board: str) -> int | None:
+    """How many boards --ota-board names; None when the farm gives as many as asked for (tags)."""
+    if board.startswith(labgrid_places.PREFIX):
+        items = [item for item in board[len(labgrid_places.PREFIX):].split(",") if item.strip()]
+        return None if any("=" in item for item in items) else len(items)
+    return len([one for one in board.split(",") if one.strip()])
 
 
 def check_board(board: str) -> None:
     """UsageError for a --ota-board that names no board: a path not there, a malformed MAC or URL."""
-    if board in VIRTUAL_BOARDS:
+    if board in VIRTUAL_BOARDS or board.startswith(labgrid_places.PREFIX):
         return
     if board.startswith("mac:"):
         if not MAC.fullmatch(board[4:]):

@@ -184,6 +184,7 @@ def _board(scenario: OtaScenario) -> dict[str, Any]:
     return {
         "kind": scenario.about.get("board_kind"),
         "port": scenario.board.port,
+        "place": getattr(scenario.board, "place", None),
         "chip": chip.chip if chip else None,
         "mac": chip.mac if chip else None,
     }

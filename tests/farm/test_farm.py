@@ -1,0 +1,202 @@
+"""`--ota-board labgrid:...` against a real labgrid coordinator and exporter (conftest.py): each test
+checks the coordinator's own place list (through labgrid's API), the run's records and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ota_rig.bench.board import SerialBoard
+from tests.farm.conftest import MISSING, Farm, free_port
+
+if MISSING:
+    pytest.skip(MISSING, allow_module_level=True)
+
+pytestmark = [pytest.mark.virtual, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE_CLI = ROOT / "tests" / "fakes" / "arduino-cli"
+USER = "ci-job-17"
+NOBODY = {"esp-a": None, "esp-b": None}
+
+
+def rig_argv(tmp_path: Path, board: str, *selection: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", *selection, "--ota-board", board, "--ota-arduino-cli", str(FAKE_CLI),
+            "--ota-host", "127.0.0.1", "--ota-out", str(tmp_path / "out"), "--ota-report", str(tmp_path / "report"),
+            "--timeout", "600", "-p", "no:cacheprovider", "-q", "-rA"]
+
+
+def rig_env(farm: Farm, tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "OTA_WIFI_SSID": "bench-ap", "OTA_WIFI_PASSWORD": "bench-password",
+            "OTA_RIG_LOCK_DIR": str(tmp_path / "locks"), "LG_COORDINATOR": farm.address, "LG_USERNAME": USER}
+
+
+def run_rig(farm: Farm, tmp_path: Path, board: str, *selection: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(rig_argv(tmp_path, board, *selection), cwd=ROOT, env=rig_env(farm, tmp_path),
+                          capture_output=True, text=True, timeout=900)
+
+
+def scenarios(tmp_path: Path) -> list[dict]:
+    return json.loads((tmp_path / "report" / "results.json").read_text())["scenarios"]
+
+
+@pytest.mark.timeout(600)
+def test_a_scenario_runs_on_an_acquired_place_which_is_released_after(farm: Farm, tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = run_rig(farm, tmp_path, "labgrid:esp-a", "src/ota_rig/scenarios",
+                   "-k", "test_device_on_the_latest_version", "--ota-profile", "arduino-esp32-2.0")
+    print(f"1 place, 1 scenario: {time.monotonic() - started:.1f} s")
+    assert done.returncode == 0, done.stdout + done.stderr
+    [scenario] = scenarios(tmp_path)
+    assert scenario["verdict"] == "passed"
+    assert scenario["board"]["place"] == "esp-a" and scenario["board"]["port"] == farm.twins["esp-a"].port
+    held = json.loads((tmp_path / "report" / "labgrid-places.json").read_text())
+    assert held["coordinator"] == farm.address and held["places"] == ["esp-a"] and held["holder"].endswith("/" + USER)
+    assert held["ports"] == [farm.twins["esp-a"].port]
+    assert farm.held() == NOBODY
+
+
+@pytest.mark.timeout(900)
+def test_two_places_by_tags_give_two_xdist_workers_a_board_each(farm: Farm, tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = run_rig(farm, tmp_path, "labgrid:board=esp32,lab=ci", "src/ota_rig/scenarios/test_update.py", "-n", "2",
+                   "--ota-profile", "arduino-esp32-2.0")
+    print(f"2 places, -n 2: {time.monotonic() - started:.1f} s")
+    assert done.returncode == 0, done.stdout + done.stderr
+    ran = scenarios(tmp_path)
+    assert len(ran) == 3 and all(scenario["verdict"] == "passed" for scenario in ran), ran
+    places = {scenario["board"]["place"]: scenario["board"]["port"] for scenario in ran}
+    assert places == {name: twin.port for name, twin in farm.twins.items()}
+    assert farm.held() == NOBODY
+
+
+FAILING = "def test_fails(ota_real_board):\n    assert ota_real_board.place == 'esp-b'\n    assert False\n"
+WAITING = ("import time\n\ndef test_waits(ota_real_board, tmp_path_factory):\n"
+           "    open({flag!r}, 'w').close()\n    time.sleep(120)\n")
+
+
+@pytest.mark.timeout(300)
+def test_a_failed_session_releases_its_place(farm: Farm, tmp_path: Path) -> None:
+    (tmp_path / "test_it.py").write_text(FAILING)
+    done = run_rig(farm, tmp_path, "labgrid:esp-b", str(tmp_path / "test_it.py"), "--rootdir", str(tmp_path))
+    assert done.returncode == 1 and "1 failed" in done.stdout, done.stdout + done.stderr
+    assert "assert False" in done.stdout  # the place assertion before it held
+    assert farm.held() == NOBODY
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stopped_session_releases_its_places(farm: Farm, tmp_path: Path, stop: signal.Signals) -> None:
+    flag = tmp_path / "running"
+    (tmp_path / "test_it.py").write_text(WAITING.format(flag=str(flag)))
+    process = subprocess.Popen(rig_argv(tmp_path, "labgrid:esp-a,esp-b", str(tmp_path / "test_it.py"),
+                                        "--rootdir", str(tmp_path)),
+                               cwd=ROOT, env=rig_env(farm, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    deadline = time.monotonic() + 60
+    while not flag.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert flag.exists(), process.communicate()[0]
+    assert set(farm.held().values()) == {f"{farm.held()['esp-a'].split('/')[0]}/{USER}"}  # both held, by the run
+    process.send_signal(stop)
+    out = process.communicate(timeout=60)[0]
+    assert process.returncode == 2, out  # pytest's "interrupted"
+    assert farm.held() == NOBODY, out
+
+
+@pytest.mark.timeout(120)
+def test_a_place_held_by_someone_else_is_named_and_nothing_stays_held(farm: Farm, tmp_path: Path) -> None:
+    farm.client("-p", "esp-b", "acquire", user="alice")
+    try:
+        done = run_rig(farm, tmp_path, "labgrid:esp-a,esp-b", "src/ota_rig/scenarios",
+                       "-k", "test_device_on_the_latest_version")
+        holder = farm.held()["esp-b"]
+    finally:
+        farm.client("-p", "esp-b", "release", user="alice")
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert f"the labgrid place esp-b is held by {holder}; wait until it is released, or choose another place" \
+        in done.stderr, done.stderr
+    assert holder.endswith("/alice")
+    assert farm.held() == NOBODY  # esp-a, acquired first, was given back
+    assert not (tmp_path / "report" / "labgrid-places.json").exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_session_that_fails_to_start_after_acquiring_releases_its_places(farm: Farm, tmp_path: Path) -> None:
+    (tmp_path / "report").write_text("a file where the run's folder should go")
+    done = run_rig(farm, tmp_path, "labgrid:esp-a,esp-b", "src/ota_rig/scenarios")
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert f"cannot write labgrid-places.json into {tmp_path / 'report'} (File exists)" in done.stderr, done.stderr
+    assert farm.held() == NOBODY
+
+
+@pytest.mark.timeout(120)
+def test_a_coordinator_that_is_down_is_named(farm: Farm, tmp_path: Path) -> None:
+    env = {**rig_env(farm, tmp_path), "LG_COORDINATOR": f"127.0.0.1:{free_port()}"}
+    done = subprocess.run(rig_argv(tmp_path, "labgrid:esp-a", "src/ota_rig/scenarios"), cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert f"cannot reach the labgrid coordinator at {env['LG_COORDINATOR']}" in done.stderr
+    assert "start it, or set LG_COORDINATOR to its host:port" in done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_port_that_moved_is_looked_up_again_before_it_is_reopened(farm: Farm) -> None:
+    """What SerialBoard.open does for a farm's board: a port that cannot be opened is asked for
+    again (here the farm's answer: the place's NetworkSerialPort as the coordinator has it)."""
+    from ota_rig.bench.labgrid_places import Request, acquire, locate, release
+    held = acquire(Request(places=("esp-a",)), 1, farm.address)
+    try:
+        board = SerialBoard(f"rfc2217://127.0.0.1:{free_port()}", locate=lambda: locate(farm.address, "esp-a"),
+                            place="esp-a")
+        with board.open(reappear=5):
+            pass
+    finally:
+        release(held)
+    assert board.port == farm.twins["esp-a"].port
+    assert farm.held() == NOBODY
+
+
+@pytest.mark.timeout(120)
+def test_release_from_releases_only_with_the_exact_holder(farm: Farm, tmp_path: Path) -> None:
+    """The CI step of docs/hardware.md: `labgrid-client -p P release-from HOST/USER` says it released
+    the place whatever holder it is given, but the coordinator only releases it for the holder it
+    recorded, the `holder` of labgrid-places.json."""
+    farm.client("-p", "esp-a", "acquire", user=USER)
+    holder = farm.held()["esp-a"]
+    try:
+        wrong = farm.client("-p", "esp-a", "release-from", "otherhost/" + USER, check=False)
+        assert wrong.returncode == 0 and "has released place esp-a" in wrong.stdout, wrong.stdout + wrong.stderr
+        assert farm.held()["esp-a"] == holder  # still held: the output lied
+        right = farm.client("-p", "esp-a", "release-from", holder, user="someone-else", check=False)
+        assert right.returncode == 0, right.stdout + right.stderr
+        assert farm.held() == NOBODY
+        again = farm.client("-p", "esp-a", "release-from", holder, check=False)
+        assert again.returncode == 1 and "place esp-a is not acquired" in again.stderr  # hence `|| true` in CI
+    finally:
+        farm.client("-p", "esp-a", "release", "--kick", user=USER, check=False)
+
+
+@pytest.mark.timeout(600)
+def test_rig_run_on_a_place_with_labgrids_pytest_plugin_installed(farm: Farm, tmp_path: Path) -> None:
+    """`rig run` turns pytest's terminal reporter off, where labgrid's own pytest plugin (installed
+    with labgrid) stopped it with "no option named 'verbose'": it passes -p no:labgrid."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ota_rig.cli", "run", "--ota-board", "labgrid:esp-b",
+         "-k", "test_device_on_the_latest_version", "--ota-profile", "arduino-esp32-2.0",
+         "--out", str(tmp_path / "runs"), "--ota-arduino-cli", str(FAKE_CLI),
+         "--ota-host", "127.0.0.1"],
+        cwd=ROOT, env=rig_env(farm, tmp_path), capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0 and "1 of 1 scenarios passed" in done.stdout, done.stdout + done.stderr
+    run = tmp_path / "runs" / "latest"
+    assert json.loads((run / "labgrid-places.json").read_text())["places"] == ["esp-b"]
+    [scenario] = json.loads((run / "results.json").read_text())["scenarios"]
+    assert scenario["board"]["place"] == "esp-b"
+    assert farm.held() == NOBODY
