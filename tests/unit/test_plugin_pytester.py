@@ -22,7 +22,7 @@ def test_signal_handlers():
 OFF = ("the OTA rig is off in this session: pass an --ota- option (--ota-board virtual), "
        "or set ota_rig = true in the pytest ini")
 NO_PORT = ("ERROR: --ota-board /nonexistent: no such port; plug the board in, or pass --ota-board /dev/ttyUSB0, "
-           "--ota-board mac:<MAC> or --ota-board rfc2217://host:port (or virtual)")
+           "--ota-board mac:<MAC>, --ota-board rfc2217://host:port or --ota-board labgrid:PLACE (or virtual)")
 
 
 def test_the_plugin_is_loaded_by_its_entry_point(pytester: pytest.Pytester) -> None:

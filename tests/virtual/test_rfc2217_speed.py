@@ -3,8 +3,10 @@ RFC2217 client fixed (ota_rig.bench.rfc2217_fix), and nothing else changes.
 
 Evidence comes from outside the fix: the twin's RFC2217 server logs, per client, how many
 SET-BAUDRATE requests it received (pyserial 3.5 sends the line settings again on every timeout
-change; a fixed client sends them when it opens the port), esptool's own output, and a pyserial
-that needs no fix (pyserial-labgrid, installed from PyPI into a folder of its own).
+change; a fixed client sends them when it opens the port), esptool's own output, and the two
+pyserials, each installed from PyPI into a folder of its own and put first on PYTHONPATH: pyserial
+3.5, which esptool gets from pip and which needs the fix, and pyserial-labgrid, which needs none
+(the venv itself may hold either: labgrid's extra installs pyserial-labgrid over pyserial's files).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ pytestmark = [pytest.mark.virtual, pytest.mark.xdist_group("rfc2217-speed")]
 
 PLAIN = (sys.executable, "-m", "esptool")  # esptool as a user types it, on pyserial as installed
 FIXED_PYSERIAL = "pyserial-labgrid==3.5.0.2"
+STOCK_PYSERIAL = "pyserial==3.5"
 
 
 def requests_per_client(board: VirtualBoard, clients: int, timeout: float = 5.0) -> list[int]:
@@ -56,21 +59,35 @@ def twin(tmp_path: Path):
         yield board
 
 
-@pytest.fixture(scope="session")
-def fixed_pyserial(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding pyserial-labgrid (pyserial with the two fixes), from PyPI."""
-    folder = tmp_path_factory.mktemp("pyserial-labgrid")
+def installed(factory: pytest.TempPathFactory, requirement: str) -> dict[str, str]:
+    """An environment whose Python finds `requirement` (installed from the package index into a
+    folder of its own) before the venv's packages."""
+    folder = factory.mktemp(requirement.split("==")[0])
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(folder),
-                           FIXED_PYSERIAL], capture_output=True, text=True, timeout=300)
+                           requirement], capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
-        pytest.skip(f"{FIXED_PYSERIAL} could not be installed from the package index: "
+        pytest.skip(f"{requirement} could not be installed from the package index: "
                     f"{(done.stderr.strip().splitlines() or ['no output'])[-1]}")
-    return folder
+    path = [str(folder), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
 
 
-def test_esptool_through_the_rig_negotiates_the_line_once_and_prints_the_same(twin: VirtualBoard) -> None:
-    plain, plain_s = run(PLAIN, "--port", twin.port, "chip-id")
-    fixed, fixed_s = run(ESPTOOL, "--port", twin.port, "chip-id")
+@pytest.fixture(scope="session")
+def fixed_pyserial(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """pyserial-labgrid (pyserial with the two fixes) first on the path."""
+    return installed(tmp_path_factory, FIXED_PYSERIAL)
+
+
+@pytest.fixture(scope="session")
+def stock_pyserial(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """pyserial 3.5, as pip gives it to esptool, first on the path."""
+    return installed(tmp_path_factory, STOCK_PYSERIAL)
+
+
+def test_esptool_through_the_rig_negotiates_the_line_once_and_prints_the_same(
+        twin: VirtualBoard, stock_pyserial: dict[str, str]) -> None:
+    plain, plain_s = run(PLAIN, "--port", twin.port, "chip-id", env=stock_pyserial)
+    fixed, fixed_s = run(ESPTOOL, "--port", twin.port, "chip-id", env=stock_pyserial)
     assert plain.returncode == 0 and fixed.returncode == 0, plain.stdout + fixed.stdout
     # pyserial 3.5 (what esptool gets from pip) renegotiates on every timeout change; the
     # rig's esptool process sends the settings when it opens the port (and once more, when
@@ -113,7 +130,7 @@ def test_the_monitor_over_rfc2217_reads_the_boot_with_one_negotiation(twin: Virt
     assert requests_per_client(twin, 1) == [1]
 
 
-def test_the_fix_is_made_once_and_leaves_purges_alone() -> None:
+def test_the_fix_is_made_once_and_leaves_purges_alone(stock_pyserial: dict[str, str]) -> None:
     """On pyserial 3.5 both fixes are needed and made; a second apply() finds nothing to do; a
     purge asked twice (reset_input_buffer) still reaches the server twice."""
     script = """
@@ -130,15 +147,15 @@ purge.set(r.PURGE_RECEIVE_BUFFER)
 purge.set(r.PURGE_RECEIVE_BUFFER)
 print(Connection.sent)
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env=stock_pyserial)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "3.5 ('timeout sent no settings', 'unchanged settings not sent again') () ()", "2"]
 
 
-def test_the_fix_is_a_no_op_on_a_pyserial_that_needs_none(fixed_pyserial: Path, twin: VirtualBoard) -> None:
-    path = [str(fixed_pyserial), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+def test_the_fix_is_a_no_op_on_a_pyserial_that_needs_none(fixed_pyserial: dict[str, str], twin: VirtualBoard) -> None:
+    env = fixed_pyserial
     script = """
 import serial, serial.rfc2217 as r
 before = (r.Serial.__dict__.get("timeout"), r.TelnetSubnegotiation.set)
