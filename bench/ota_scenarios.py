@@ -63,7 +63,8 @@ def main() -> int:
             print(f"{name:<95} {wall:7.2f} {rig:6.2f} {wall - rig:8.2f}  {steps}  [{durations.outcome.get(nodeid)}]")
             total, rig_total = total + wall, rig_total + rig
         print(
-            f"{'all ' + str(len(durations.wall)) + ' scenarios':<95} {total:7.2f} {rig_total:6.2f} {total - rig_total:8.2f}"
+            f"{'all ' + str(len(durations.wall)) + ' scenarios':<95} "
+            f"{total:7.2f} {rig_total:6.2f} {total - rig_total:8.2f}"
         )
     return int(code)
 

@@ -123,7 +123,8 @@ def test_a_threshold_below_1_is_refused_in_one_sentence(twin_run, tmp_path: Path
     path = saved(twin_run[1], tmp_path / "run")
     done = rig_compare(path, path, "--threshold", "0.8")
     assert done.returncode == 2
-    assert done.stderr.startswith("rig: threshold 0.8 is not a factor of 1 or more") and len(done.stderr.splitlines()) == 1
+    assert done.stderr.startswith("rig: threshold 0.8 is not a factor of 1 or more")
+    assert len(done.stderr.splitlines()) == 1
 
 
 # --- verdicts -------------------------------------------------------------------------------

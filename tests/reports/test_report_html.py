@@ -137,7 +137,8 @@ def test_the_summary_has_a_row_per_test_and_only_failures_leaves_the_failed_and_
         twin_run: tuple[Path, dict], browser: Chromium) -> None:
     folder, results = twin_run
     page = browser.open(folder / "report.html")
-    rows, sections = "document.querySelectorAll('table.summary tbody tr')", "document.querySelectorAll('section.scenario')"
+    rows = "document.querySelectorAll('table.summary tbody tr')"
+    sections = "document.querySelectorAll('section.scenario')"
     everything = [s["id"] for s in results["scenarios"]]
     failures = [s["id"] for s in results["scenarios"] if s["verdict"] in BAD]
     assert len(failures) == 2 < len(everything)  # deliberate.py's failure and error

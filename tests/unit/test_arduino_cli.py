@@ -159,7 +159,9 @@ def app_config(artifacts: Artifacts) -> SketchConfig:
 
 
 @pytest.mark.parametrize("level, menu", [(0, "none"), (1, "error"), (5, "verbose")])
-def test_the_command_line_is_compile_fqbn_with_debug_level_build_path_and_json(fake: Fake, level: int, menu: str) -> None:
+def test_the_command_line_is_compile_fqbn_with_debug_level_build_path_and_json(
+    fake: Fake, level: int, menu: str
+) -> None:
     artifacts = fake.builder().build(config(debug_level=level))
     folder = artifacts.app.parents[1]
     assert fake.compiles() == [

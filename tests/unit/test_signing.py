@@ -140,7 +140,9 @@ def test_reseal_makes_an_edited_image_pass_esp_idfs_check_again() -> None:
 
 def test_only_a_p256_public_key_is_built_in(keys: KeyPair) -> None:
     check_public_key(keys.public_pem)
-    config = SketchConfig(version="0.1", update_url="https://ota.local/update", ca_bundle="", signing_key=keys.public_pem)
+    config = SketchConfig(
+        version="0.1", update_url="https://ota.local/update", ca_bundle="", signing_key=keys.public_pem
+    )
     assert '#define OTA_SIGNING_KEY "-----BEGIN PUBLIC KEY-----\\n' in config.header()
     p384 = (
         ec.generate_private_key(ec.SECP384R1())

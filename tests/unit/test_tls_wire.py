@@ -259,6 +259,7 @@ def test_rig_limitations_come_from_the_twins_log(tmp_path):
 
     log = tmp_path / "twin.log"
     log.write_text("twin ota_rig.virtual.boot: bootloader: starting app0\n"
-                   "twin ota_rig.virtual.secure_client: rig limitation: the server chose suite 0x0084; the app stops here\n")
+                   "twin ota_rig.virtual.secure_client: rig limitation: the server chose suite 0x0084; "
+                   "the app stops here\n")
     assert rig_limitations(log) == ["the server chose suite 0x0084; the app stops here"]
     assert rig_limitations(tmp_path / "none.log") == []

@@ -135,7 +135,8 @@ def test_a_port_that_leaves_the_host_is_reopened_when_it_comes_back(tmp_path: Pa
         twin.unplug()
         with pytest.raises(BoardError) as caught:
             twin.open(reappear=0.5)
-        assert str(caught.value).startswith(f"cannot open the board's port {twin.port} (waited 0.5 s for it to come back): ")
+        said = str(caught.value)
+        assert said.startswith(f"cannot open the board's port {twin.port} (waited 0.5 s for it to come back): ")
 
 
 def test_the_monitor_follows_the_board_through_a_replug(tmp_path: Path, artifacts) -> None:
@@ -152,19 +153,29 @@ def test_the_monitor_follows_the_board_through_a_replug(tmp_path: Path, artifact
             while monitor.reopened == 0 and time.monotonic() < deadline:
                 time.sleep(0.05)
             twin.reset(monitor.port)
-            monitor.expect_sequence([("reset", {"reason": "POWERON_RESET"}),
-                                     ("firmware_version", {"version": "0.1"})], timeout=5)
+            monitor.expect_sequence(
+                [("reset", {"reason": "POWERON_RESET"}), ("firmware_version", {"version": "0.1"})], timeout=5
+            )
             assert monitor.reopened == 1 and monitor.error is None
         monitor.port.close()
     log = (tmp_path / "serial.log").read_text()
     assert log.count("Firmware version 0.1") == 2, log
 
 
-@pytest.mark.parametrize(("fqbn", "sentence"), [
-    ("esp32:esp32:esp32s3:PartitionScheme=default", "ota_https.ino.bin is built for ESP32-S3 (image chip id 0x0009) but the board is an ESP32"),
-    ("esp32:esp32:esp32:PartitionScheme=no_ota", "ota_https.ino.partitions.bin has no second OTA slot"),
-], ids=["other-chip", "no-ota-scheme"])
-def test_a_wrong_build_is_refused_before_esptool_writes_anything(tmp_path: Path, monkeypatch, fqbn: str, sentence: str) -> None:
+@pytest.mark.parametrize(
+    ("fqbn", "sentence"),
+    [
+        (
+            "esp32:esp32:esp32s3:PartitionScheme=default",
+            "ota_https.ino.bin is built for ESP32-S3 (image chip id 0x0009) but the board is an ESP32",
+        ),
+        ("esp32:esp32:esp32:PartitionScheme=no_ota", "ota_https.ino.partitions.bin has no second OTA slot"),
+    ],
+    ids=["other-chip", "no-ota-scheme"],
+)
+def test_a_wrong_build_is_refused_before_esptool_writes_anything(
+    tmp_path: Path, monkeypatch, fqbn: str, sentence: str
+) -> None:
     monkeypatch.setenv("FAKE_ARDUINO_CLI_DATA", str(tmp_path / "arduino15"))
     builder = ArduinoCliBuilder(tmp_path / "builds", cli=str(ROOT / "tests" / "fakes" / "arduino-cli"), fqbn=fqbn)
     with VirtualBoard(tmp_path / "board", transport="pty") as twin:

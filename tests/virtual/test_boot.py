@@ -66,7 +66,12 @@ def test_io0_low_at_reset_enters_download_mode_silently(flashed_board) -> None:
         line.dtr = True  # (1,1): EN held low by the RC network
         line.rts = False  # (1,0): EN released while IO0 is low
         seen = read_until(line, b"waiting for download\r\n", 5)
-        assert seen == BANNER + b"rst:0x1 (POWERON_RESET),boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))\r\nwaiting for download\r\n"
+        assert (
+            seen
+            == BANNER
+            + b"rst:0x1 (POWERON_RESET),boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))\r\n"
+            + b"waiting for download\r\n"
+        )
         line.dtr = False
         assert line.read(256) == b"", "the loader must stay silent"
 
@@ -89,18 +94,38 @@ def test_an_app_that_never_confirmed_itself_is_rolled_back_at_the_next_boot(pty_
     confirmed = firmware.OtaEntry(1, firmware.OtaState.VALID).to_bytes().ljust(firmware.OTADATA_SECTOR, b"\xff")
     pending = firmware.OtaEntry(2, firmware.OtaState.PENDING_VERIFY).to_bytes().ljust(firmware.OTADATA_SECTOR, b"\xff")
     (tmp_path / "otadata.bin").write_bytes(confirmed + pending)
-    files = [arg for offset, path in artifacts.flash_files() if offset != firmware.OTADATA_OFFSET
-             for arg in (f"0x{offset:x}", str(path))]
+    files = [
+        arg
+        for offset, path in artifacts.flash_files()
+        if offset != firmware.OTADATA_OFFSET
+        for arg in (f"0x{offset:x}", str(path))
+    ]
     pty_board.enter_bootloader()
-    done = esptool(pty_board.port, "write-flash", *files, "0x150000", str(newer.app),
-                   "0xe000", str(tmp_path / "otadata.bin"), before="no-reset", after="no-reset")
+    done = esptool(
+        pty_board.port,
+        "write-flash",
+        *files,
+        "0x150000",
+        str(newer.app),
+        "0xe000",
+        str(tmp_path / "otadata.bin"),
+        before="no-reset",
+        after="no-reset",
+    )
     assert done.returncode == 0, done.stdout
 
     seen = reset_and_read(pty_board, b"Firmware version 0.1\r\n")
     assert b"Firmware version 0.1\r\n" in seen and b"Firmware version 0.2" not in seen
     pty_board.enter_bootloader()
-    done = esptool(pty_board.port, "read-flash", "0xe000", "0x2000", str(tmp_path / "after.bin"),
-                   before="no-reset", after="no-reset")
+    done = esptool(
+        pty_board.port,
+        "read-flash",
+        "0xe000",
+        "0x2000",
+        str(tmp_path / "after.bin"),
+        before="no-reset",
+        after="no-reset",
+    )
     assert done.returncode == 0, done.stdout
     otadata = (tmp_path / "after.bin").read_bytes()
     entries = firmware.ota_entries(otadata)

@@ -43,7 +43,9 @@ def run_ok(board_and_resets, *args: str, timeout: float = 180) -> str:
 def test_chip_id_reports_a_d0wd_v3_with_a_40mhz_crystal(board) -> None:
     out = run_ok(board, "chip-id")
     assert re.search(r"Chip type:\s+ESP32-D0WD-V3 \(revision v3\.0\)", out)
-    assert re.search(r"Features:\s+Wi-Fi, BT, Dual Core \+ LP Core, 240MHz, Vref calibration in eFuse, Coding Scheme None", out)
+    assert re.search(
+        r"Features:\s+Wi-Fi, BT, Dual Core \+ LP Core, 240MHz, Vref calibration in eFuse, Coding Scheme None", out
+    )
     assert re.search(r"Crystal frequency:\s+40MHz", out)
     assert "Stub flasher running." in out
 

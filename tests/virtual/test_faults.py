@@ -331,7 +331,10 @@ def twin(*args: str) -> subprocess.CompletedProcess[str]:
         (["--flash", "{flash}"], "one of the arguments --rfc2217 --pty is required"),
         (["--flash", "{flash}", "--rfc2217", "0", "--pty", "{link}"], "not allowed with argument"),
         (["--flash", "{flash}", "--pty", "{link}", "--mac", "24:6f:28:7a:d8"], "is not six colon-separated hex bytes"),
-        (["--flash", "{flash}", "--pty", "{link}", "--mac", "zz:6f:28:7a:d8:84"], "is not six colon-separated hex bytes"),
+        (
+            ["--flash", "{flash}", "--pty", "{link}", "--mac", "zz:6f:28:7a:d8:84"],
+            "is not six colon-separated hex bytes",
+        ),
         (["--flash", "{flash}", "--rfc2217", "port"], "invalid int value"),
     ],
     ids=["no-flash", "no-transport", "both-transports", "short-mac", "non-hex-mac", "bad-port"],
@@ -364,8 +367,19 @@ def first_line(proc: subprocess.Popen, timeout: float = 10.0) -> str:
 def test_listening_line(tmp_path: Path, transport: str) -> None:
     link = tmp_path / "ttyESP32"
     where = ["--pty", str(link)] if transport == "pty" else ["--rfc2217", "0"]
-    proc = subprocess.Popen([sys.executable, "-m", "ota_rig.virtual", "--flash", str(tmp_path / "flash.bin"),
-                             *where, "--mac", "24:6F:28:AB:CD:EF"], stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ota_rig.virtual",
+            "--flash",
+            str(tmp_path / "flash.bin"),
+            *where,
+            "--mac",
+            "24:6F:28:AB:CD:EF",
+        ],
+        stdout=subprocess.PIPE,
+    )
     try:
         line = first_line(proc)
         url = re.escape(str(link)) if transport == "pty" else r"rfc2217://127\.0\.0\.1:(\d+)"

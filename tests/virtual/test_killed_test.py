@@ -35,9 +35,27 @@ def test_a_scenario_killed_mid_download_keeps_its_logs_and_the_next_gets_a_fresh
     (tmp_path / "test_scenarios.py").write_text(textwrap.dedent(SCENARIOS))
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--ota-board", "virtual", "-o", "timeout_method=signal",
-         "--rootdir", str(tmp_path), "--ota-out", str(out), "-rA", str(tmp_path / "test_scenarios.py")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--ota-board",
+            "virtual",
+            "-o",
+            "timeout_method=signal",
+            "--rootdir",
+            str(tmp_path),
+            "--ota-out",
+            str(out),
+            "-rA",
+            str(tmp_path / "test_scenarios.py"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert "FAILED test_scenarios.py::test_killed_mid_download[arduino-esp32-2.0]" in done.stdout, done.stdout
     assert "Timeout (>3.0s) from pytest-timeout" in done.stdout, done.stdout

@@ -173,9 +173,13 @@ def test_a_port_that_goes_away_for_good_fails_the_wait_saying_so_and_the_log_kee
         monitor.expect("update_ok", timeout=10)
     assert time.monotonic() - started < 5  # it fails when the port is given up, not at the 10 s timeout
     message = str(failure.value)
-    assert re.match(r"Waiting for event 'update_ok', the serial port went away at \d+\.\d{3} s \(\w+: .+\), and did "
-                    rf"not come back \(BoardError: cannot open the board's port {re.escape(twin.port)} \(waited {REOPEN_WINDOW:g} s for it to "
-                    r"come back\): .+\); the last 15 lines received:\n", message), message
+    assert re.match(
+        r"Waiting for event 'update_ok', the serial port went away at \d+\.\d{3} s \(\w+: .+\), and did "
+        rf"not come back \(BoardError: cannot open the board's port {re.escape(twin.port)} "
+        rf"\(waited {REOPEN_WINDOW:g} s for it to "
+        r"come back\): .+\); the last 15 lines received:\n",
+        message,
+    ), message
     last, half = message.splitlines()[-2:]  # the board's last line, then the half line
     assert last.endswith("] Update: next check in 10 s") and half.endswith("] half a li"), message
     with pytest.raises(ExpectTimeout, match=r"ended 0\.000 s into it: the serial port went away"):
@@ -186,7 +190,8 @@ def test_a_port_that_goes_away_for_good_fails_the_wait_saying_so_and_the_log_kee
 
 
 def test_a_wait_that_ends_while_the_port_is_away_says_so_and_the_monitor_follows_a_late_replug(
-        twin: VirtualBoard, monitor: Monitor, tmp_path: Path) -> None:
+    twin: VirtualBoard, monitor: Monitor, tmp_path: Path
+) -> None:
     read = monitor.bytes_read
     noise(twin, b"half a li")
     wait_until(lambda: monitor.bytes_read == read + 9, "the monitor reading the half line")
@@ -194,9 +199,11 @@ def test_a_wait_that_ends_while_the_port_is_away_says_so_and_the_monitor_follows
 
     with pytest.raises(ExpectTimeout) as failure:
         monitor.expect("firmware_version", timeout=0.3)
-    assert re.match(r"event 'firmware_version' did not come within 0.3 s: the serial port went away at \d+\.\d{3} s "
-                    r"\(\w+: .+\) and has not come back yet; the last 15 lines received:\n", str(failure.value)), \
-        str(failure.value)
+    assert re.match(
+        r"event 'firmware_version' did not come within 0.3 s: the serial port went away at \d+\.\d{3} s "
+        r"\(\w+: .+\) and has not come back yet; the last 15 lines received:\n",
+        str(failure.value),
+    ), str(failure.value)
 
     twin.plug()  # within the reopen window, after the wait gave up
     wait_until(lambda: monitor.reopened == 1, "the monitor reopening the port", REOPEN_WINDOW)

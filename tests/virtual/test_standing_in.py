@@ -35,22 +35,50 @@ def twin_by_hand(folder: Path, mac: str):
         process.wait(timeout=10)
 
 
-def run_rig(tmp_path: Path, board: str, *selection: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def run_rig(
+    tmp_path: Path, board: str, *selection: str, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     """pytest on a 'real' board, as docs/hardware.md runs it."""
-    env = {**os.environ, "OTA_WIFI_SSID": "bench-ap", "OTA_WIFI_PASSWORD": "bench-password",
-           "FAKE_ARDUINO_CLI_LOG": str(tmp_path / "arduino-cli.jsonl"),
-           "OTA_RIG_LOCK_DIR": str(tmp_path / "locks")}
-    argv = [sys.executable, "-m", "pytest", *selection, "--ota-board", board, "--ota-arduino-cli", str(FAKE_CLI),
-            "--ota-host", "127.0.0.1", "--ota-out", str(tmp_path / "out"), "--timeout", "600",
-            "-p", "no:cacheprovider", "-q", "-rA", *extra]
+    env = {
+        **os.environ,
+        "OTA_WIFI_SSID": "bench-ap",
+        "OTA_WIFI_PASSWORD": "bench-password",
+        "FAKE_ARDUINO_CLI_LOG": str(tmp_path / "arduino-cli.jsonl"),
+        "OTA_RIG_LOCK_DIR": str(tmp_path / "locks"),
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *selection,
+        "--ota-board",
+        board,
+        "--ota-arduino-cli",
+        str(FAKE_CLI),
+        "--ota-host",
+        "127.0.0.1",
+        "--ota-out",
+        str(tmp_path / "out"),
+        "--timeout",
+        "600",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-rA",
+        *extra,
+    ]
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.timeout(600)
 def test_a_twin_on_rfc2217_stands_in_for_a_board_in_the_bench_checks_and_a_scenario(tmp_path: Path) -> None:
     with twin_by_hand(tmp_path / "twin", "24:6f:28:aa:00:01") as url:
-        done = run_rig(tmp_path, url, "tests/hardware/test_bench.py",
-                       "src/ota_rig/scenarios/test_update.py::test_device_on_the_latest_version_downloads_nothing")
+        done = run_rig(
+            tmp_path,
+            url,
+            "tests/hardware/test_bench.py",
+            "src/ota_rig/scenarios/test_update.py::test_device_on_the_latest_version_downloads_nothing",
+        )
     assert re.search(r"\b3 passed\b", done.stdout), done.stdout + done.stderr
     scenario = next((tmp_path / "out").glob("test_update.*"))
     esptool_log = (scenario / "esptool.log").read_text()
@@ -59,7 +87,9 @@ def test_a_twin_on_rfc2217_stands_in_for_a_board_in_the_bench_checks_and_a_scena
     compiles = [argv for argv in calls if argv[:1] == ["compile"]]
     # 0.1 and 0.3 for the bench checks, 0.2 for the scenario: the listener kept its port
     # across tests, so no version was compiled twice.
-    assert len(compiles) == 3 and all("esp32:esp32:esp32:PartitionScheme=default" in " ".join(argv) for argv in compiles)
+    assert len(compiles) == 3 and all(
+        "esp32:esp32:esp32:PartitionScheme=default" in " ".join(argv) for argv in compiles
+    )
     served = [json.loads(line) for line in (scenario / "server.jsonl").read_text().splitlines()]
     assert [request["status"] for connection in served for request in connection["requests"]] == [304]
     assert "Firmware version 0.2" in (scenario / "serial.log").read_text()
@@ -67,10 +97,18 @@ def test_a_twin_on_rfc2217_stands_in_for_a_board_in_the_bench_checks_and_a_scena
 
 @pytest.mark.timeout(300)
 def test_a_twin_is_found_by_its_mac_among_several_ports(tmp_path: Path) -> None:
-    with twin_by_hand(tmp_path / "a", "24:6f:28:aa:00:0a") as first, \
-         twin_by_hand(tmp_path / "b", "24:6f:28:aa:00:0b") as second:
-        done = run_rig(tmp_path, "mac:24:6F:28:AA:00:0B", "tests/hardware/test_bench.py", "-k", "answers",
-                       extra=("--ota-scan-ports", f"{first},{second}", "--log-level", "INFO"))
+    with (
+        twin_by_hand(tmp_path / "a", "24:6f:28:aa:00:0a") as first,
+        twin_by_hand(tmp_path / "b", "24:6f:28:aa:00:0b") as second,
+    ):
+        done = run_rig(
+            tmp_path,
+            "mac:24:6F:28:AA:00:0B",
+            "tests/hardware/test_bench.py",
+            "-k",
+            "answers",
+            extra=("--ota-scan-ports", f"{first},{second}", "--log-level", "INFO"),
+        )
     assert re.search(r"\b1 passed\b", done.stdout), done.stdout + done.stderr
     assert f"MAC scan: {second} -> 24:6f:28:aa:00:0b" in done.stdout
     assert f"MAC scan: {first} -> 24:6f:28:aa:00:0a" in done.stdout
@@ -85,21 +123,60 @@ def test_rig_run_passes_the_real_board_options_on_to_pytest(tmp_path: Path) -> N
     env.update(FAKE_ARDUINO_CLI_LOG=str(tmp_path / "arduino-cli.jsonl"), OTA_RIG_LOCK_DIR=str(tmp_path / "locks"))
     with twin_by_hand(tmp_path / "twin", "24:6f:28:aa:00:0c") as url:
         done = subprocess.run(
-            [sys.executable, "-m", "ota_rig.cli", "run", "--ota-board", "mac:24:6f:28:aa:00:0c", "--ota-scan-ports", url,
-             "-k", "test_device_on_the_latest_version", "--out", str(tmp_path / "runs"),
-             "--ota-arduino-cli", FAKE_CLI, "--ota-fqbn", "esp32:esp32:esp32", "--ota-arduino-cli-warnings", "more",
-             "--ota-host", "127.0.0.1", "--ota-hostname", "updates.bench.test",
-             "--ota-wifi-ssid", "bench-lab", "--ota-wifi-password", "lab-password"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
+            [
+                sys.executable,
+                "-m",
+                "ota_rig.cli",
+                "run",
+                "--ota-board",
+                "mac:24:6f:28:aa:00:0c",
+                "--ota-scan-ports",
+                url,
+                "-k",
+                "test_device_on_the_latest_version",
+                "--out",
+                str(tmp_path / "runs"),
+                "--ota-arduino-cli",
+                FAKE_CLI,
+                "--ota-fqbn",
+                "esp32:esp32:esp32",
+                "--ota-arduino-cli-warnings",
+                "more",
+                "--ota-host",
+                "127.0.0.1",
+                "--ota-hostname",
+                "updates.bench.test",
+                "--ota-wifi-ssid",
+                "bench-lab",
+                "--ota-wifi-password",
+                "lab-password",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=540,
+        )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 of 1 scenarios passed" in done.stdout
-    compiles = [argv for argv in map(json.loads, (tmp_path / "arduino-cli.jsonl").read_text().splitlines())
-                if argv[:1] == ["compile"]]
-    assert compiles and all(argv[argv.index("--fqbn") + 1].startswith("esp32:esp32:esp32:DebugLevel=")
-                            and argv[argv.index("--warnings") + 1] == "more" for argv in compiles), compiles
+    compiles = [
+        argv
+        for argv in map(json.loads, (tmp_path / "arduino-cli.jsonl").read_text().splitlines())
+        if argv[:1] == ["compile"]
+    ]
+    assert compiles and all(
+        argv[argv.index("--fqbn") + 1].startswith("esp32:esp32:esp32:DebugLevel=")
+        and argv[argv.index("--warnings") + 1] == "more"
+        for argv in compiles
+    ), compiles
     scenario = next((tmp_path / "runs" / "latest" / "scenarios").glob("test_update.*"))
     assert "WiFi: connecting to bench-lab" in (scenario / "serial.log").read_text()
     served = [json.loads(line) for line in (scenario / "server.jsonl").read_text().splitlines()]
-    hosts = {value for connection in served for request in connection["requests"]
-             for name, value in request["headers"] if name == "Host"}
+    hosts = {
+        value
+        for connection in served
+        for request in connection["requests"]
+        for name, value in request["headers"]
+        if name == "Host"
+    }
     assert hosts and all(host.startswith("updates.bench.test:") for host in hosts), hosts

@@ -1,1 +1,2 @@
-"""The rig's hands on a board: ports and resets, esptool, the serial monitor, and the network the\nboard finds the update server on."""
+"""The rig's hands on a board: ports and resets, esptool, the serial monitor, and the network the
+board finds the update server on."""

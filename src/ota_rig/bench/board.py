@@ -218,7 +218,8 @@ class VirtualBoard(SerialBoard):
         match = re.search(rb"listening on (\S+)", line)
         if not match:
             self.close()
-            raise BoardError(f"the virtual ESP32 did not start (see {self.log_path}): {line.decode(errors='replace').strip()}")
+            said = line.decode(errors="replace").strip()
+            raise BoardError(f"the virtual ESP32 did not start (see {self.log_path}): {said}")
         return match.group(1).decode()
 
     @property
@@ -385,8 +386,10 @@ def claim(path: Path) -> BinaryIO:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise BoardError(f"the lock file {path} is a symbolic link, which the rig never follows; "
-                             f"remove it (or set {LOCK_DIR_ENV} to a folder only you can write)") from None
+            raise BoardError(
+                f"the lock file {path} is a symbolic link, which the rig never follows; "
+                f"remove it (or set {LOCK_DIR_ENV} to a folder only you can write)"
+            ) from None
         raise
     handle = os.fdopen(descriptor, "r+b")
     try:
@@ -405,8 +408,10 @@ def _check_private(folder: Path) -> None:
     """BoardError unless `folder` is a real folder of this user's that nobody else can write."""
     info = os.lstat(folder)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-        raise BoardError(f"the lock folder {folder} is not a folder only you can write; remove it "
-                         f"(the rig makes it again) or set {LOCK_DIR_ENV} to one")
+        raise BoardError(
+            f"the lock folder {folder} is not a folder only you can write; remove it "
+            f"(the rig makes it again) or set {LOCK_DIR_ENV} to one"
+        )
 
 
 def port_identity(port: str) -> str:
@@ -441,8 +446,9 @@ def find_by_mac(mac: str, ports: Iterable[str], connect_attempts: int = 2) -> st
         try:
             # A board another session holds is not touched: esptool would reset it.
             with PortLock(port):
-                return Esptool(port, chip="auto", after="hard-reset", timeout=60,
-                               connect_attempts=connect_attempts).read_mac()
+                return Esptool(
+                    port, chip="auto", after="hard-reset", timeout=60, connect_attempts=connect_attempts
+                ).read_mac()
         except BoardError:
             return "not asked (in use by another test session)"
         except FlashError as err:

@@ -58,19 +58,29 @@ def connected_chip(output: str) -> ChipInfo | None:
 
 # esptool's words for the failures a rig meets, and the sentence the rig says instead.
 _DIAGNOSES = [
-    (r"No serial data received|Failed to connect to ESP32|Invalid head of packet|Wrong boot mode detected",
-     "no sync: the board on {port} did not answer esptool (is it powered, on this port, and able to enter download mode?)"),
-    (r"This chip is (\S+), not (\S+)|doesn't appear to be an? (\S+)",
-     "wrong chip: the board on {port} is not the {chip} esptool was told to expect"),
+    (
+        r"No serial data received|Failed to connect to ESP32|Invalid head of packet|Wrong boot mode detected",
+        "no sync: the board on {port} did not answer esptool "
+        "(is it powered, on this port, and able to enter download mode?)",
+    ),
+    (
+        r"This chip is (\S+), not (\S+)|doesn't appear to be an? (\S+)",
+        "wrong chip: the board on {port} is not the {chip} esptool was told to expect",
+    ),
     # esptool says "the port is busy or doesn't exist" for both: the OS error decides.
-    (r"Connection refused|No such file or directory|Name or service not known",
-     "port not found: nothing answers at {port}"),
-    (r"Could not exclusively lock port|Resource temporarily unavailable|port is busy|Device or resource busy",
-     "port busy: another program holds {port}"),
-    (r"MD5 of file does not match data in flash|Verification failed",
-     "verify failed: flash on {port} does not hold what was written"),
-    (r"will not fit in",
-     "too large: the image does not fit the flash on {port}"),
+    (
+        r"Connection refused|No such file or directory|Name or service not known",
+        "port not found: nothing answers at {port}",
+    ),
+    (
+        r"Could not exclusively lock port|Resource temporarily unavailable|port is busy|Device or resource busy",
+        "port busy: another program holds {port}",
+    ),
+    (
+        r"MD5 of file does not match data in flash|Verification failed",
+        "verify failed: flash on {port} does not hold what was written",
+    ),
+    (r"will not fit in", "too large: the image does not fit the flash on {port}"),
 ]
 
 
@@ -81,9 +91,17 @@ class Esptool:
     before="no-reset" there (and after="no-reset" to keep the board in the loader).
     """
 
-    def __init__(self, port: str, *, chip: str = "esp32", baud: int | None = None,
-                 before: str = "default-reset", after: str = "hard-reset", timeout: float = 300.0,
-                 connect_attempts: int | None = None) -> None:
+    def __init__(
+        self,
+        port: str,
+        *,
+        chip: str = "esp32",
+        baud: int | None = None,
+        before: str = "default-reset",
+        after: str = "hard-reset",
+        timeout: float = 300.0,
+        connect_attempts: int | None = None,
+    ) -> None:
         self.port = port
         self.chip = chip
         self.baud = baud
@@ -95,8 +113,17 @@ class Esptool:
 
     def run(self, *command: str, after: str | None = None, stub: bool = True) -> str:
         """Run one esptool command; return its output or raise FlashError."""
-        argv = [*ESPTOOL, "--chip", self.chip, "--port", self.port,
-                "--before", self.before, "--after", after or self.after]
+        argv = [
+            *ESPTOOL,
+            "--chip",
+            self.chip,
+            "--port",
+            self.port,
+            "--before",
+            self.before,
+            "--after",
+            after or self.after,
+        ]
         if self.baud:
             argv += ["--baud", str(self.baud)]
         if self.connect_attempts is not None:
@@ -109,7 +136,9 @@ class Esptool:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout)
         except subprocess.TimeoutExpired as exc:
             output = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
-            raise FlashError(f"timeout: esptool {command[0]} on {self.port} did not finish in {self.timeout:.0f} s", output) from None
+            raise FlashError(
+                f"timeout: esptool {command[0]} on {self.port} did not finish in {self.timeout:.0f} s", output
+            ) from None
         output = done.stdout + done.stderr
         self.last_output = output
         log.debug("esptool output:\n%s", output)

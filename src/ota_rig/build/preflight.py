@@ -236,7 +236,9 @@ def check(artifacts: Artifacts, chip: str, *, flash_size: int | str | None = Non
     try:
         board_id = chip_id_for(chip)
     except ValueError as exc:
-        raise PreflightError(f"board chip {exc}: pass esptool's Chip type text or a --chip name such as esp32") from None
+        raise PreflightError(
+            f"board chip {exc}: pass esptool's Chip type text or a --chip name such as esp32"
+        ) from None
     try:
         size = None if flash_size is None else parse_flash_size(flash_size)
     except ValueError as exc:

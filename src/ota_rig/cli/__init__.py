@@ -90,32 +90,59 @@ def new_file(text: str) -> Path:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; pass a file name")
     if not path.parent.is_dir():
-        raise argparse.ArgumentTypeError(f"{path.parent} is no folder; make it first, or pass a file in a folder that is there")
+        raise argparse.ArgumentTypeError(
+            f"{path.parent} is no folder; make it first, or pass a file in a folder that is there"
+        )
     return path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="rig", description=__doc__.split("\n\n")[0],
-                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(
+        prog="rig", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"rig {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run the OTA scenarios (ota_rig/scenarios) and write the report",
-                              description="Run the OTA scenarios on a board and write results.json, junit.xml "
-                                          "and report.html. Every option but --out, --jobs and --compare-to is "
-                                          "the pytest plugin's option of the same name, passed on.")
-    run.add_argument("--ota-board", "--board", dest="board", default="virtual",
-                     help="virtual (default), virtual-rfc2217, a port, mac:<MAC>, rfc2217://host:port "
-                          "(comma-separated: several, with --jobs), labgrid:PLACE[,...] or labgrid:TAG=VALUE[,...]")
-    run.add_argument("--ota-profile", "--profile", dest="profile", choices=sorted(PROFILES),
-                     help="only this device profile (default: each profile a scenario depends on)")
+    run = commands.add_parser(
+        "run",
+        help="run the OTA scenarios (ota_rig/scenarios) and write the report",
+        description="Run the OTA scenarios on a board and write results.json, junit.xml "
+        "and report.html. Every option but --out, --jobs and --compare-to is "
+        "the pytest plugin's option of the same name, passed on.",
+    )
+    run.add_argument(
+        "--ota-board",
+        "--board",
+        dest="board",
+        default="virtual",
+        help="virtual (default), virtual-rfc2217, a port, mac:<MAC>, rfc2217://host:port "
+        "(comma-separated: several, with --jobs), labgrid:PLACE[,...] or labgrid:TAG=VALUE[,...]",
+    )
+    run.add_argument(
+        "--ota-profile",
+        "--profile",
+        dest="profile",
+        choices=sorted(PROFILES),
+        help="only this device profile (default: each profile a scenario depends on)",
+    )
     run.add_argument("-k", dest="keyword", help="only the scenarios matching this pytest expression")
-    run.add_argument("--out", type=folder, default=Path("out/runs"), help="where the run's folder goes (default out/runs)")
-    run.add_argument("--jobs", "-j", type=count, default=None,
-                     help="scenarios at once on virtual boards (default 4); on real boards one per board (default 1)")
-    run.add_argument("--compare-to", type=Path, metavar="RESULTS",
-                     help="an earlier results.json: say what got worse, and fail if anything did")
+    run.add_argument(
+        "--out", type=folder, default=Path("out/runs"), help="where the run's folder goes (default out/runs)"
+    )
+    run.add_argument(
+        "--jobs",
+        "-j",
+        type=count,
+        default=None,
+        help="scenarios at once on virtual boards (default 4); on real boards one per board (default 1)",
+    )
+    run.add_argument(
+        "--compare-to",
+        type=Path,
+        metavar="RESULTS",
+        help="an earlier results.json: say what got worse, and fail if anything did",
+    )
     forwarded: list[str] = []
 
     # `settings` are add_argument's own keywords (default, choices, type, help, metavar), each
@@ -129,35 +156,57 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run, forwarded=forwarded)
 
     serve = commands.add_parser("serve", help="the HTTPS update server alone, for manual work with a board")
-    serve.add_argument("--folder", type=folder, default=Path("out/serve"),
-                       help="its certificates, firmware folder and record (default out/serve; kept between runs)")
-    serve.add_argument("--host", default=None, help="address to listen on (default: this machine's address on the default route)")
+    serve.add_argument(
+        "--folder",
+        type=folder,
+        default=Path("out/serve"),
+        help="its certificates, firmware folder and record (default out/serve; kept between runs)",
+    )
+    serve.add_argument(
+        "--host", default=None, help="address to listen on (default: this machine's address on the default route)"
+    )
     serve.add_argument("--port", type=int, default=8443, help="port (default 8443)")
-    serve.add_argument("--hostname", type=hostname, default=None,
-                       help="the DNS name in the certificate and URL (default ota.local)")
+    serve.add_argument(
+        "--hostname", type=hostname, default=None, help="the DNS name in the certificate and URL (default ota.local)"
+    )
     serve.add_argument("--firmware", type=Path, help="an app image (.bin) to offer on /update")
     serve.add_argument("--firmware-version", help="the version --firmware is (compared with x-ESP32-version)")
-    serve.add_argument("--signing-key", type=folder, metavar="DIR",
-                       help="offer --firmware as a release signed with the key pair in DIR (made there if none), "
-                            "for a sketch built with its public half")
+    serve.add_argument(
+        "--signing-key",
+        type=folder,
+        metavar="DIR",
+        help="offer --firmware as a release signed with the key pair in DIR (made there if none), "
+        "for a sketch built with its public half",
+    )
     serve.set_defaults(handler=_serve)
 
     sign = commands.add_parser("sign", help="write an app image as a signed release (for a sketch built with a key)")
     sign.add_argument("app", type=Path, help="the app image (<sketch>.ino.bin)")
-    sign.add_argument("--version", required=True, help="the firmware version the app was built as (OTA_FIRMWARE_VERSION)")
-    sign.add_argument("--key", type=folder, default=Path("out/signing"),
-                      help="folder of the key pair (private.pem, public.pem; made there if none; default out/signing)")
+    sign.add_argument(
+        "--version", required=True, help="the firmware version the app was built as (OTA_FIRMWARE_VERSION)"
+    )
+    sign.add_argument(
+        "--key",
+        type=folder,
+        default=Path("out/signing"),
+        help="folder of the key pair (private.pem, public.pem; made there if none; default out/signing)",
+    )
     sign.add_argument("--out", type=new_file, help="where the release goes (default: beside APP, as <name>.signed.bin)")
     sign.set_defaults(handler=_sign)
 
     certs = commands.add_parser("certs", help="write a CA and a server certificate for manual work")
-    certs.add_argument("--out", type=folder, default=Path("out/serve"), help="folder (default out/serve; an existing CA is kept)")
-    certs.add_argument("--hostname", type=hostname, default=None, help="DNS name of the server certificate (default ota.local)")
+    certs.add_argument(
+        "--out", type=folder, default=Path("out/serve"), help="folder (default out/serve; an existing CA is kept)"
+    )
+    certs.add_argument(
+        "--hostname", type=hostname, default=None, help="DNS name of the server certificate (default ota.local)"
+    )
     certs.add_argument("--ip", default=None, help="also an IP-address certificate for this address")
     certs.set_defaults(handler=_certs)
 
-    virtual = commands.add_parser("virtual", help="start a virtual ESP32 (`rig virtual --help` for its options)",
-                                  add_help=False)
+    virtual = commands.add_parser(
+        "virtual", help="start a virtual ESP32 (`rig virtual --help` for its options)", add_help=False
+    )
     virtual.set_defaults(handler=_virtual, twin_args=[])
 
     report = commands.add_parser("report", help="write report.html and junit.xml from a results.json")
@@ -168,43 +217,66 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="verdict flips and slower steps between two runs")
     compare.add_argument("old", type=Path, help="the earlier results.json (or its run folder)")
     compare.add_argument("new", type=Path, help="the later results.json (or its run folder)")
-    compare.add_argument("--threshold", type=float, default=THRESHOLD,
-                         help=f"a duration is a regression when it grows by this factor or more (default {THRESHOLD:g})")
-    compare.add_argument("--min-seconds", type=float, default=MIN_SECONDS,
-                         help=f"... and by at least this many seconds (default {MIN_SECONDS:g})")
-    compare.add_argument("--markdown", type=new_file, metavar="FILE", help="also write the comparison as markdown to FILE")
+    compare.add_argument(
+        "--threshold",
+        type=float,
+        default=THRESHOLD,
+        help=f"a duration is a regression when it grows by this factor or more (default {THRESHOLD:g})",
+    )
+    compare.add_argument(
+        "--min-seconds",
+        type=float,
+        default=MIN_SECONDS,
+        help=f"... and by at least this many seconds (default {MIN_SECONDS:g})",
+    )
+    compare.add_argument(
+        "--markdown", type=new_file, metavar="FILE", help="also write the comparison as markdown to FILE"
+    )
     compare.set_defaults(handler=_compare)
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
     from ota_rig.cli.run import run
+
     return run(args)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from ota_rig.cli.manual import serve
-    return serve(args.folder, host=args.host, port=args.port, hostname=args.hostname,
-                 firmware=args.firmware, firmware_version=args.firmware_version, signing_key=args.signing_key)
+
+    return serve(
+        args.folder,
+        host=args.host,
+        port=args.port,
+        hostname=args.hostname,
+        firmware=args.firmware,
+        firmware_version=args.firmware_version,
+        signing_key=args.signing_key,
+    )
 
 
 def _sign(args: argparse.Namespace) -> int:
     from ota_rig.cli.manual import sign_release
+
     return sign_release(args.app, args.version, args.key, args.out)
 
 
 def _certs(args: argparse.Namespace) -> int:
     from ota_rig.cli.manual import write_certs
+
     return write_certs(args.out, hostname=args.hostname, ip=args.ip)
 
 
 def _virtual(args: argparse.Namespace) -> int:
     from ota_rig.virtual.__main__ import main as twin
+
     return twin(args.twin_args)
 
 
 def _report(args: argparse.Namespace) -> int:
     from ota_rig.records.results import load, write_reports
+
     results_path, results = load(args.results)
     for path in write_reports(results, args.out or results_path.parent, results_path.parent):
         print(path)
@@ -213,6 +285,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from ota_rig.records.results import load
+
     _, old = load(args.old)
     _, new = load(args.new)
     comparison = compare(old, new, threshold=args.threshold, min_seconds=args.min_seconds)
@@ -220,4 +293,3 @@ def _compare(args: argparse.Namespace) -> int:
     if args.markdown:
         args.markdown.write_text(comparison.markdown())
     return 1 if comparison.regressed else 0
-

@@ -63,8 +63,11 @@ def _run(args: argparse.Namespace, jobs: int, virtual: bool, baseline: dict | No
         # pytest captures file descriptors 1 and 2 while a test runs; the status line written from
         # inside a scenario goes to a copy of the terminal's descriptor, which capture leaves alone.
         with os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", errors="replace") as terminal:
-            printer = ScenarioPrinter(terminal, live=terminal.isatty(),
-                                      heading=f"rig run: OTA scenarios on {args.board}, {jobs} at a time; records in {folder}")
+            printer = ScenarioPrinter(
+                terminal,
+                live=terminal.isatty(),
+                heading=f"rig run: OTA scenarios on {args.board}, {jobs} at a time; records in {folder}",
+            )
             code = pytest.main(arguments_for_pytest(args, folder, jobs, virtual), plugins=[printer, stop, Refusals()])
     except CommandError:
         run_folder.discard(folder)  # refused before anything ran
@@ -78,13 +81,16 @@ def _run(args: argparse.Namespace, jobs: int, virtual: bool, baseline: dict | No
     run_folder.publish(args.out)
     if results["run"]["interrupted"]:
         finished = sum(scenario["verdict"] != "interrupted" for scenario in results["scenarios"])
-        print(f"rig: interrupted after {finished} of {printer.selected} scenarios; records in {folder}", file=sys.stderr)
+        print(
+            f"rig: interrupted after {finished} of {printer.selected} scenarios; records in {folder}", file=sys.stderr
+        )
         return 130
     print(summary_line(results))
     for name in ("report.html", "results.json", "junit.xml"):
         print(f"{name + ':':<14}{folder / name}")
     if baseline is not None:
         from ota_rig.reporting.compare import compare
+
         comparison = compare(baseline, results)
         print(comparison.text())
         if comparison.regressed:
@@ -96,9 +102,23 @@ def arguments_for_pytest(args: argparse.Namespace, folder: Path, jobs: int, virt
     """pytest's arguments for the run `args` asks for, its records going to `folder`."""
     # The scenarios' own ini, whatever the folder's: the same settings in any project, node ids
     # relative to the package (scenarios/test_update.py::...), records where `rig run` was started.
-    argv = [str(SCENARIOS), "-c", str(SCENARIOS / "pytest.ini"), "--rootdir", str(SCENARIOS.parent),
-            "--ota-board", args.board, "--ota-report", str(folder), "--ota-out", str(folder / "scenarios"),
-            "-p", "no:terminal", "-p", "no:cacheprovider"]
+    argv = [
+        str(SCENARIOS),
+        "-c",
+        str(SCENARIOS / "pytest.ini"),
+        "--rootdir",
+        str(SCENARIOS.parent),
+        "--ota-board",
+        args.board,
+        "--ota-report",
+        str(folder),
+        "--ota-out",
+        str(folder / "scenarios"),
+        "-p",
+        "no:terminal",
+        "-p",
+        "no:cacheprovider",
+    ]
     # labgrid's own pytest plugin (loaded wherever labgrid is installed) reads pytest's terminal
     # options, which `rig run` turns off: "ValueError: no option named 'verbose'". Off unless asked for.
     if not _asks_for_plugin(args.pytest_args, "labgrid"):
@@ -119,8 +139,10 @@ def arguments_for_pytest(args: argparse.Namespace, folder: Path, jobs: int, virt
 
 
 def _asks_for_plugin(pytest_args: list[str], name: str) -> bool:
-    return any(arg == "-p" and value == name for arg, value in zip(pytest_args, pytest_args[1:], strict=False)) \
+    return (
+        any(arg == "-p" and value == name for arg, value in zip(pytest_args, pytest_args[1:], strict=False))
         or f"-p{name}" in pytest_args
+    )
 
 
 class Refusals:
@@ -153,8 +175,10 @@ class Refusals:
 def summary_line(results: dict) -> str:
     summary = results["summary"]
     parts = [f"{summary[word]} {word}" for word in ("failed", "error", "skipped", "interrupted") if summary[word]]
-    return (f"{summary['passed']} of {summary['total']} scenarios passed"
-            f"{' (' + ', '.join(parts) + ')' if parts else ''} in {results['run']['seconds']:.1f} s")
+    return (
+        f"{summary['passed']} of {summary['total']} scenarios passed"
+        f"{' (' + ', '.join(parts) + ')' if parts else ''} in {results['run']['seconds']:.1f} s"
+    )
 
 
 class ScenarioPrinter:

@@ -27,14 +27,29 @@ def add_bench_options(add: Callable[..., object]) -> None:
     add("--ota-arduino-cli", default=env("ARDUINO_CLI", "arduino-cli"),
         help="the arduino-cli executable (env ARDUINO_CLI; default: arduino-cli on PATH)")
     add("--ota-fqbn", default=None, help="board to compile for (default: the builder's, an OTA partition scheme)")
-    add("--ota-arduino-cli-warnings", default=None, metavar="LEVEL",
-        help=f"arduino-cli compile --warnings: {', '.join(WARNING_LEVELS)} (default: not passed, arduino-cli's own: none)")
-    add("--ota-host", default=env("OTA_HOST"),
-        help="the runner's address the board reaches the update server at (env OTA_HOST)")
-    add("--ota-board-network", default=env("OTA_BOARD_NETWORK"),
-        help="an address or network (192.168.4.0/24) the board is on, to choose --ota-host (env OTA_BOARD_NETWORK)")
-    add("--ota-hostname", default=env("OTA_HOSTNAME", DEFAULT_HOST), type=hostname,
-        help=f"the server's DNS name in certificates and update URLs (env OTA_HOSTNAME; default {DEFAULT_HOST})")
+    add(
+        "--ota-arduino-cli-warnings",
+        default=None,
+        metavar="LEVEL",
+        help=f"arduino-cli compile --warnings: {', '.join(WARNING_LEVELS)} "
+        "(default: not passed, arduino-cli's own: none)",
+    )
+    add(
+        "--ota-host",
+        default=env("OTA_HOST"),
+        help="the runner's address the board reaches the update server at (env OTA_HOST)",
+    )
+    add(
+        "--ota-board-network",
+        default=env("OTA_BOARD_NETWORK"),
+        help="an address or network (192.168.4.0/24) the board is on, to choose --ota-host (env OTA_BOARD_NETWORK)",
+    )
+    add(
+        "--ota-hostname",
+        default=env("OTA_HOSTNAME", DEFAULT_HOST),
+        type=hostname,
+        help=f"the server's DNS name in certificates and update URLs (env OTA_HOSTNAME; default {DEFAULT_HOST})",
+    )
     add("--ota-wifi-ssid", default=env("OTA_WIFI_SSID"), help="Wi-Fi network a real board joins (env OTA_WIFI_SSID)")
     add("--ota-wifi-password", default=env("OTA_WIFI_PASSWORD"), help="its password (env OTA_WIFI_PASSWORD)")
 
@@ -42,6 +57,7 @@ def add_bench_options(add: Callable[..., object]) -> None:
 def hostname(text: str) -> str:
     """`text` if it is a DNS name a certificate and a URL can carry (an argparse type)."""
     if len(text) > 253 or not _DNS_NAME.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a DNS name: pass letters, digits, hyphens and dots, "
-                                         f"such as {DEFAULT_HOST}")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a DNS name: pass letters, digits, hyphens and dots, such as {DEFAULT_HOST}"
+        )
     return text

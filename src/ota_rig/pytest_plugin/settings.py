@@ -62,7 +62,9 @@ def settle_bench(config: pytest.Config) -> Bench:
         except labgrid_places.FarmError as err:
             raise pytest.UsageError(str(err)) from None
     if option("--ota-scan-ports") and not board.startswith("mac:"):
-        raise pytest.UsageError("--ota-scan-ports narrows the search for --ota-board mac:<MAC>; drop it, or pass the MAC")
+        raise pytest.UsageError(
+            "--ota-scan-ports narrows the search for --ota-board mac:<MAC>; drop it, or pass the MAC"
+        )
     virtual = board in VIRTUAL_BOARDS
     kind = option("--ota-builder")
     if kind == "auto":
@@ -72,30 +74,50 @@ def settle_bench(config: pytest.Config) -> Bench:
         chosen = [option("--ota-profile")] if option("--ota-profile") else list(profiles.PROFILES)
     else:
         fqbn = {"fqbn": option("--ota-fqbn")} if option("--ota-fqbn") else {}
-        builder = ArduinoCliBuilder(config.invocation_params.dir / "out" / "builds" / "arduino-cli", cli=option("--ota-arduino-cli"),
-                                    warnings=option("--ota-arduino-cli-warnings"), **fqbn)
+        builder = ArduinoCliBuilder(
+            config.invocation_params.dir / "out" / "builds" / "arduino-cli",
+            cli=option("--ota-arduino-cli"),
+            warnings=option("--ota-arduino-cli-warnings"),
+            **fqbn,
+        )
         # An installed core builds for one profile only.
         chosen = [option("--ota-profile") or builder.profile]
     if virtual:
         if option("--ota-host"):
-            raise pytest.UsageError("the virtual board reaches the server on its loopback: --ota-host is for real boards")
+            raise pytest.UsageError(
+                "the virtual board reaches the server on its loopback: --ota-host is for real boards"
+            )
         return Bench(board, builder, tuple(chosen), DEFAULT_IP, option("--ota-hostname"), None)
     if not (option("--ota-wifi-ssid") and option("--ota-wifi-password") is not None):
-        raise pytest.UsageError("a real board needs Wi-Fi: set OTA_WIFI_SSID and OTA_WIFI_PASSWORD "
-                                "(or pass --ota-wifi-ssid and --ota-wifi-password)")
+        raise pytest.UsageError(
+            "a real board needs Wi-Fi: set OTA_WIFI_SSID and OTA_WIFI_PASSWORD "
+            "(or pass --ota-wifi-ssid and --ota-wifi-password)"
+        )
     workers = workers_of(config)
     if farm is not None:
         if farm.places and len(farm.places) < workers:
-            raise pytest.UsageError(f"-n {workers} needs {workers} boards and --ota-board {board} names "
-                                    f"{len(farm.places)}; name at least {workers} places, or run fewer workers")
+            raise pytest.UsageError(
+                f"-n {workers} needs {workers} boards and --ota-board {board} names "
+                f"{len(farm.places)}; name at least {workers} places, or run fewer workers"
+            )
     elif workers > len(boards):
         if len(boards) == 1:
             raise pytest.UsageError("one board runs one test at a time: drop -n (pytest-xdist) with a real board")
-        raise pytest.UsageError(f"-n {workers} needs {workers} boards and --ota-board names {len(boards)}; "
-                                f"list at least {workers} (comma-separated), or run fewer workers")
+        raise pytest.UsageError(
+            f"-n {workers} needs {workers} boards and --ota-board names {len(boards)}; "
+            f"list at least {workers} (comma-separated), or run fewer workers"
+        )
     ota_host = option("--ota-host") or network.host_address(option("--ota-board-network"))
-    return Bench(boards[0], builder, tuple(chosen), ota_host, option("--ota-hostname"),
-                 (option("--ota-wifi-ssid"), option("--ota-wifi-password")), boards=tuple(boards), farm=farm)
+    return Bench(
+        boards[0],
+        builder,
+        tuple(chosen),
+        ota_host,
+        option("--ota-hostname"),
+        (option("--ota-wifi-ssid"), option("--ota-wifi-password")),
+        boards=tuple(boards),
+        farm=farm,
+    )
 
 
 def workers_of(config: pytest.Config) -> int:
@@ -112,15 +134,17 @@ def split_boards(board: str) -> list[str]:
     if not boards:
         raise pytest.UsageError(f"--ota-board {board!r} names no board; {REAL_BOARD_HINT}")
     if any(one in VIRTUAL_BOARDS for one in boards) and len(boards) > 1:
-        raise pytest.UsageError(f"--ota-board {board}: the virtual board is not one of a list; pass it alone "
-                                "(each test gets a twin of its own)")
+        raise pytest.UsageError(
+            f"--ota-board {board}: the virtual board is not one of a list; pass it alone "
+            "(each test gets a twin of its own)"
+        )
     return boards
 
 
 def board_count(board: str) -> int | None:
     """How many boards --ota-board names; None when the farm gives as many as asked for (tags)."""
     if board.startswith(labgrid_places.PREFIX):
-        items = [item for item in board[len(labgrid_places.PREFIX):].split(",") if item.strip()]
+        items = [item for item in board[len(labgrid_places.PREFIX) :].split(",") if item.strip()]
         return None if any("=" in item for item in items) else len(items)
     return len([one for one in board.split(",") if one.strip()])
 
@@ -131,15 +155,19 @@ def check_board(board: str) -> None:
         return
     if board.startswith("mac:"):
         if not MAC.fullmatch(board[4:]):
-            raise pytest.UsageError(f"--ota-board {board}: {board[4:]!r} is not a MAC; pass one such as mac:24:6f:28:aa:bb:cc")
+            raise pytest.UsageError(
+                f"--ota-board {board}: {board[4:]!r} is not a MAC; pass one such as mac:24:6f:28:aa:bb:cc"
+            )
     elif board.startswith("rfc2217://"):
         try:
             port = urllib.parse.urlsplit(board).port
         except ValueError:
             port = None
         if port is None or not urllib.parse.urlsplit(board).hostname:
-            raise pytest.UsageError(f"--ota-board {board} is not rfc2217://<host>:<port>; pass one such as "
-                                    "rfc2217://192.168.1.9:4000")
+            raise pytest.UsageError(
+                f"--ota-board {board} is not rfc2217://<host>:<port>; pass one such as rfc2217://192.168.1.9:4000"
+            )
     elif "://" not in board and not os.path.exists(board):
-        raise pytest.UsageError(f"--ota-board {board}: no such port; plug the board in, or {REAL_BOARD_HINT} "
-                                "(or virtual)")
+        raise pytest.UsageError(
+            f"--ota-board {board}: no such port; plug the board in, or {REAL_BOARD_HINT} (or virtual)"
+        )

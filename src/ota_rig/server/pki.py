@@ -11,8 +11,8 @@ both kinds in one folder::
 
 The kinds a scenario asks for are methods: `dns` (from the main CA, or from the "new" CA of a
 rotation drill), `ip`, `expired`, `not_yet_valid`, `other_ca`, `cn_only_ip` and `self_signed`.
-They differ in exactly the property the scenario tests and are otherwise alike: an ECDSA P-256 key, basicConstraints CA:false, keyUsage, extendedKeyUsage
-serverAuth, valid 2000-3000 unless the dates are the point.
+They differ in exactly the property the scenario tests and are otherwise alike: an ECDSA P-256
+key, basicConstraints CA:false, keyUsage, extendedKeyUsage serverAuth, valid 2000-3000 unless the dates are the point.
 
 Why the IP kinds matter (reference section 9.5): Mbed TLS before 3.5 compares only dNSName
 subjectAltNames, so trustme's IP-only SAN is refused by arduino-esp32 2.0.x and accepted from

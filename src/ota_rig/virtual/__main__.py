@@ -5,7 +5,8 @@
 
 It prints one line saying where it listens, then runs until SIGTERM or SIGINT (or, with
 --owner, until that process ends), when it flushes the flash to its file, removes its pty link
-and exits 0. A --pty path that exists and is not a twin's old link is refused, never replaced. The chip powers up as a dev board does, IO0 pulled up: it
+and exits 0. A --pty path that exists and is not a twin's old link is refused, never replaced.
+The chip powers up as a dev board does, IO0 pulled up: it
 boots what its flash holds, unless --io0-low holds IO0 low (the BOOT button) for the ROM loader.
 """
 
@@ -40,22 +41,34 @@ Set {PACING_ENV}=1 to make the UART take the time a real line takes at its baud 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ota_rig.virtual", description="A virtual ESP32-D0WD-V3.", epilog=EPILOG)
+    parser = argparse.ArgumentParser(
+        prog="python -m ota_rig.virtual", description="A virtual ESP32-D0WD-V3.", epilog=EPILOG
+    )
     parser.add_argument("--flash", required=True, type=Path, help="file holding the 4 MB flash (created erased)")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--rfc2217", type=int, metavar="PORT", help="serve RFC2217 on 127.0.0.1:PORT")
-    parser.add_argument("--plain-rfc2217", action="store_true",
-                        help="relay DTR/RTS one change at a time as ser2net or pyserial's rfc2217_server do, instead of "
-                             "running esptool's reset on this host as esp_rfc2217_server does (espressif/esptool#383)")
+    parser.add_argument(
+        "--plain-rfc2217",
+        action="store_true",
+        help="relay DTR/RTS one change at a time as ser2net or pyserial's rfc2217_server do, instead of "
+        "running esptool's reset on this host as esp_rfc2217_server does (espressif/esptool#383)",
+    )
     where.add_argument("--pty", type=Path, metavar="LINK", help="serve a pty, symlinked at LINK")
-    parser.add_argument("--io0-low", action="store_true",
-                        help="power up with IO0 held low, which is what holding the BOOT button at power-on "
-                             "does: the ROM waits in download mode for esptool (default: IO0 pulled up, the "
-                             "chip boots from flash)")
+    parser.add_argument(
+        "--io0-low",
+        action="store_true",
+        help="power up with IO0 held low, which is what holding the BOOT button at power-on "
+        "does: the ROM waits in download mode for esptool (default: IO0 pulled up, the "
+        "chip boots from flash)",
+    )
     parser.add_argument("--mac", default=DEFAULT_MAC, help=f"factory MAC in eFuse (default {DEFAULT_MAC})")
-    parser.add_argument("--owner", type=int, metavar="PID",
-                        help="the process that started the twin: when it ends, however it ends (SIGKILL "
-                             "too), the twin stops as on SIGTERM (default: it runs until a signal)")
+    parser.add_argument(
+        "--owner",
+        type=int,
+        metavar="PID",
+        help="the process that started the twin: when it ends, however it ends (SIGKILL "
+        "too), the twin stops as on SIGTERM (default: it runs until a signal)",
+    )
     args = parser.parse_args(argv)
     if args.rfc2217 is not None and not 0 <= args.rfc2217 <= 65535:
         parser.error(f"argument --rfc2217: {args.rfc2217} is not a TCP port (0 to 65535; 0 picks a free one)")
@@ -81,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             server: Rfc2217Server | PtyServer = Rfc2217Server(chip, args.rfc2217, plain=args.plain_rfc2217)
         else:
             server = PtyServer(chip, args.pty)
-            threading.Thread(target=Wires(chip, server, sys.stdin, sys.stdout).serve_forever, name="wires", daemon=True).start()
+            threading.Thread(
+                target=Wires(chip, server, sys.stdin, sys.stdout).serve_forever, name="wires", daemon=True
+            ).start()
     except FileExistsError as err:
         print(f"error: {err}", file=sys.stderr)
         flash.close()

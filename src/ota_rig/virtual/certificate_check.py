@@ -13,8 +13,8 @@ that decision, ported from mbedtls x509_crt.c as the device applies it, without 
   pathLenConstraint allows the depth, and whose key verifies the child's signature over its raw
   TBS (a trusted parent must verify it; a sent one that does not is kept and flagged). No parent
   anywhere is NOT_TRUSTED; a chain that goes past MBEDTLS_X509_MAX_INTERMEDIATE_CA (8)
-  certificates without reaching a trusted one is a fatal error (-0x3000, every flag set). A self-signed leaf that is itself in the bundle is
-  trusted as it is;
+  certificates without reaching a trusted one is a fatal error (-0x3000, every flag set). A
+  self-signed leaf that is itself in the bundle is trusted as it is;
 * the X.509 profile (mbedtls_x509_crt_profile_default): each signature the chain relies on
   must use SHA-2 (2.28) or SHA-256 and up (3.x) (BAD_MD) and a known algorithm (BAD_PK); each
   key, the leaf's and its parents', must be RSA of 2048 bits and up or EC on a known curve, on
@@ -92,15 +92,16 @@ def _string_eq(a: tuple[int, bytes], b: tuple[int, bytes]) -> bool:
     if a == b:
         return True
     utf8_or_printable = (0x0C, 0x13)
-    return (a[0] in utf8_or_printable and b[0] in utf8_or_printable
-            and len(a[1]) == len(b[1]) and _memcasecmp(a[1], b[1]))
+    return (
+        a[0] in utf8_or_printable and b[0] in utf8_or_printable and len(a[1]) == len(b[1]) and _memcasecmp(a[1], b[1])
+    )
 
 
 def _name_eq(a: list[Ava], b: list[Ava]) -> bool:
     """x509_name_cmp() == 0."""
     return len(a) == len(b) and all(
-        x[0] == y[0] and _string_eq((x[1], x[2]), (y[1], y[2])) and x[3] == y[3]
-        for x, y in zip(a, b, strict=True))
+        x[0] == y[0] and _string_eq((x[1], x[2]), (y[1], y[2])) and x[3] == y[3] for x, y in zip(a, b, strict=True)
+    )
 
 
 def _check_cn(name: bytes, host: bytes) -> bool:
@@ -187,8 +188,9 @@ def _is_parent(child: Certificate, parent: Certificate, top: bool) -> bool:
     return parent.ca and _ku_ok(parent, KU_KEY_CERT_SIGN)
 
 
-def _find_parent(child: Certificate, candidates: list[Certificate], top: bool, path_cnt: int,
-                 self_cnt: int) -> tuple[Certificate | None, bool]:
+def _find_parent(
+    child: Certificate, candidates: list[Certificate], top: bool, path_cnt: int, self_cnt: int
+) -> tuple[Certificate | None, bool]:
     """x509_crt_find_parent_in() without the time preference (HAVE_TIME_DATE off)."""
     for parent in candidates:
         if not _is_parent(child, parent, top):
@@ -202,16 +204,18 @@ def _find_parent(child: Certificate, candidates: list[Certificate], top: bool, p
     return None, False
 
 
-def verify_certificate(chain: list[Certificate], trusted: list[Certificate], host: str,
-                       profile: Profile) -> tuple[int, int]:
+def verify_certificate(
+    chain: list[Certificate], trusted: list[Certificate], host: str, profile: Profile
+) -> tuple[int, int]:
     """Mbed TLS's x509_crt_verify_restartable() for a device of `profile`, dates ignored.
 
     chain: the server's certificates, leaf first. Returns (result, flags): result 0, -9984
     (MBEDTLS_ERR_X509_CERT_VERIFY_FAILED) or -0x3000 (fatal: chain too long, flags all set).
     """
     if not chain:
-        return ERR_CERT_VERIFY_FAILED, (BADCERT["CN_MISMATCH"] | BADCERT["NOT_TRUSTED"]
-                                        | BADCERT["BAD_MD"] | BADCERT["BAD_PK"] | BADCERT["BAD_KEY"])
+        return ERR_CERT_VERIFY_FAILED, (
+            BADCERT["CN_MISMATCH"] | BADCERT["NOT_TRUSTED"] | BADCERT["BAD_MD"] | BADCERT["BAD_PK"] | BADCERT["BAD_KEY"]
+        )
     leaf = chain[0]
     flags = 0 if _name_matches(leaf, host, profile) else BADCERT["CN_MISMATCH"]
     if leaf.pk_type is None:
@@ -228,14 +232,13 @@ def verify_certificate(chain: list[Certificate], trusted: list[Certificate], hos
             flags |= BADCERT["BAD_MD"]
         if child.sig_pk is None:
             flags |= BADCERT["BAD_PK"]
-        if length == 1 and _name_eq(child.issuer_name, child.subject_name) and any(
-                t.der == child.der for t in trusted):
+        if length == 1 and _name_eq(child.issuer_name, child.subject_name) and any(t.der == child.der for t in trusted):
             break  # a locally trusted end-entity certificate
         index = next(i for i, c in enumerate(chain) if c is child)
         parent, good = _find_parent(child, trusted, True, length - 1, self_cnt)
         parent_trusted = parent is not None
         if parent is None:
-            parent, good = _find_parent(child, chain[index + 1:], False, length - 1, self_cnt)
+            parent, good = _find_parent(child, chain[index + 1 :], False, length - 1, self_cnt)
         if parent is None:
             flags |= BADCERT["NOT_TRUSTED"]
             break
@@ -263,8 +266,9 @@ def _usage_for_suite(suite: str | None) -> int:
     return 0
 
 
-def check_server_certificate(chain: list[Certificate], trusted: list[Certificate], host: str,
-                             profile: Profile, suite: str | None) -> tuple[int, int]:
+def check_server_certificate(
+    chain: list[Certificate], trusted: list[Certificate], host: str, profile: Profile, suite: str | None
+) -> tuple[int, int]:
     """ssl_parse_certificate_verify() under MBEDTLS_SSL_VERIFY_REQUIRED: (code, flags).
 
     code 0 means accepted; -9984 when X.509 verification failed; -0x7A00 when only the

@@ -42,9 +42,24 @@ UPDATE_ERRORS = {
     -103: "Forbidden (403)", -104: "Wrong HTTP Code", -105: "Wrong MD5", -106: "Verify Bin Header Failed",
     -107: "New Binary Does Not Fit Flash Size", -108: "Partition Could Not be Found",
 }
-CONNECTION_REFUSED, CONNECTION_LOST, NO_HTTP_SERVER, ENCODING, READ_TIMEOUT, SEND_HEADER_FAILED = -1, -5, -7, -9, -11, -2
+CONNECTION_REFUSED, CONNECTION_LOST, NO_HTTP_SERVER, ENCODING, READ_TIMEOUT, SEND_HEADER_FAILED = (
+    -1,
+    -5,
+    -7,
+    -9,
+    -11,
+    -2,
+)
 TOO_LESS_SPACE, NO_SIZE, NOT_FOUND, FORBIDDEN, WRONG_CODE, FAULTY_MD5, BAD_HEADER, NO_PARTITION = (
-    -100, -101, -102, -103, -104, -105, -106, -108)
+    -100,
+    -101,
+    -102,
+    -103,
+    -104,
+    -105,
+    -106,
+    -108,
+)
 
 
 @dataclass
@@ -177,8 +192,13 @@ class HttpUpdate:
 
     def _http_error(self, code: int) -> Response:
         """HTTPClient::returnError(): a warning, and the negative code as GET()'s result."""
-        self.core.log("W", "HTTPClient.cpp", self.core.profile.httpclient_error_line, "returnError",
-                      f"error({code}): {HTTPCLIENT_ERRORS[code]}")
+        self.core.log(
+            "W",
+            "HTTPClient.cpp",
+            self.core.profile.httpclient_error_line,
+            "returnError",
+            f"error({code}): {HTTPCLIENT_ERRORS[code]}",
+        )
         return Response(code=code)
 
     def _handle(self, client: SecureClient, response: Response) -> int:

@@ -73,18 +73,29 @@ class SecureClient:
     def _log_failure(self, err: tls.TlsError) -> None:
         profile = self.core.profile
         if err.stage == "tcp" and err.device_errno:
-            self.core.log("E", "ssl_client.cpp", profile.socket_error_line, "start_ssl_client",
-                          f'connect on fd {LWIP_FIRST_FD}, errno: {err.device_errno}, "{os.strerror(err.device_errno)}"')
+            self.core.log(
+                "E",
+                "ssl_client.cpp",
+                profile.socket_error_line,
+                "start_ssl_client",
+                f'connect on fd {LWIP_FIRST_FD}, errno: {err.device_errno}, "{os.strerror(err.device_errno)}"',
+            )
         # -1 (a handshake timeout) and a peer's close_notify are the codes _handle_error() does
         # not log; a CA bundle that does not parse fails in start_ssl_client() itself.
         elif err.code not in (-1, ERR_PEER_CLOSE_NOTIFY):
             site = profile.ca_error_site if err.stage == "setup" else profile.tls_error_site
-            self.core.log("E", "ssl_client.cpp", profile.ssl_client_line, "_handle_error",
-                          f"[{site}]: ({err.code}) {err.text}")
+            self.core.log(
+                "E", "ssl_client.cpp", profile.ssl_client_line, "_handle_error", f"[{site}]: ({err.code}) {err.text}"
+            )
         self.last_error = err.code if err.stage != "tcp" else -1
         self.last_error_text = mbedtls_strerror(self.last_error)
-        self.core.log("E", profile.secure_client_file, profile.secure_client_line, "connect",
-                      profile.connect_failed_text % self.last_error)
+        self.core.log(
+            "E",
+            profile.secure_client_file,
+            profile.secure_client_line,
+            "connect",
+            profile.connect_failed_text % self.last_error,
+        )
 
     def write(self, data: bytes) -> bool:
         assert self.session is not None

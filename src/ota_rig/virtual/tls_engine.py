@@ -216,9 +216,11 @@ class _Connection(TLSConnection):
             offered = self._rig_hello.cipher_suites
             if (self._rig.versions[0] <= hello.version <= self._rig.versions[1] and hello.suite in offered
                     and hello.suite not in runnable_suites(offered, hello.version)):
-                raise EngineLimit(f"the server chose suite 0x{hello.suite:04X} "
-                                  f"({SUITE_NAMES.get(hello.suite, 'no Mbed TLS name known')}), which the device offers "
-                                  "and the twin's TLS engine (tlslite-ng) cannot run")
+                raise EngineLimit(
+                    f"the server chose suite 0x{hello.suite:04X} "
+                    f"({SUITE_NAMES.get(hello.suite, 'no Mbed TLS name known')}), which the device offers "
+                    "and the twin's TLS engine (tlslite-ng) cannot run"
+                )
         elif kind == HandshakeType.certificate and self._rig.server_hello is not None:
             alert = self._rig.on_certificate(message, self._rig.server_hello)
             if alert is not None:
@@ -230,8 +232,10 @@ class _Connection(TLSConnection):
             if suite in CipherSuite.ecdhAllSuites and len(message) >= 7 and message[4] == _SKE_NAMED_CURVE:
                 group = int.from_bytes(message[5:7], "big")
                 if group in self._rig.groups and group not in ENGINE_GROUPS:
-                    raise EngineLimit(f"the server chose group {group}, which the device offers and the "
-                                      "twin's TLS engine (tlslite-ng) cannot run")
+                    raise EngineLimit(
+                        f"the server chose group {group}, which the device offers and the "
+                        "twin's TLS engine (tlslite-ng) cannot run"
+                    )
 
     def _sendError(self, alertDescription, errorStr=None):
         if not self._rig_records:  # Mbed TLS: MBEDTLS_ERR_SSL_INVALID_RECORD, no alert
@@ -241,8 +245,11 @@ class _Connection(TLSConnection):
             yield result
 
     def _sendMsg(self, msg, randomizeFirstBlock=True, update_hashes=True):
-        if (msg.contentType == ContentType.alert and not self._rig_notify
-                and msg.write() == bytearray([AlertLevel.warning, AlertDescription.close_notify])):
+        if (
+            msg.contentType == ContentType.alert
+            and not self._rig_notify
+            and msg.write() == bytearray([AlertLevel.warning, AlertDescription.close_notify])
+        ):
             return  # tlslite answers a peer's close_notify; Mbed TLS does not
         for result in super()._sendMsg(msg, randomizeFirstBlock, update_hashes):
             yield result
@@ -257,9 +264,16 @@ class Client:
     Certificate message and returns the alert to send, or None to go on.
     """
 
-    def __init__(self, sock: socket.socket, *, hello: bytes, record_version: tuple[int, int],
-                 versions: tuple[tuple[int, int], tuple[int, int]], groups: list[int],
-                 on_certificate: Callable[[bytes, ServerHello], int | None]) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        hello: bytes,
+        record_version: tuple[int, int],
+        versions: tuple[tuple[int, int], tuple[int, int]],
+        groups: list[int],
+        on_certificate: Callable[[bytes, ServerHello], int | None],
+    ) -> None:
         self.sock, self.hello, self.record_version = sock, hello, record_version
         self.versions, self.groups, self.on_certificate = versions, groups, on_certificate
         self.server_hello: ServerHello | None = None

@@ -309,8 +309,14 @@ def _time(d: bytes, s: int, e: int, tag: int) -> datetime:
 
 # --- signatures -----------------------------------------------------------------------------------
 
-_HASH_CLASSES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"md5": hashes.MD5, "sha1": hashes.SHA1, "sha224": hashes.SHA224, "sha256": hashes.SHA256,
-                 "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+_HASH_CLASSES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "md5": hashes.MD5,
+    "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
 
 
 def signature_ok(child: Certificate, parent: Certificate) -> bool:
@@ -321,7 +327,7 @@ def signature_ok(child: Certificate, parent: Certificate) -> bool:
         key = serialization.load_der_public_key(parent.spki)
         digest = _HASH_CLASSES[child.sig_md]()
         if isinstance(key, rsa.RSAPublicKey):
-            scheme = (padding.PSS(padding.MGF1(digest), padding.PSS.AUTO) if child.pss else padding.PKCS1v15())
+            scheme = padding.PSS(padding.MGF1(digest), padding.PSS.AUTO) if child.pss else padding.PKCS1v15()
             key.verify(child.signature, child.tbs, scheme, digest)
         elif isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(child.signature, child.tbs, ec.ECDSA(digest))
@@ -370,9 +376,9 @@ def certificate_list(msg: bytes) -> list[bytes] | None:
     while i < len(body):
         if i + 3 > len(body):
             return None
-        n = int.from_bytes(body[i:i + 3], "big")
+        n = int.from_bytes(body[i : i + 3], "big")
         if n < 128 or i + 3 + n > len(body):
             return None
-        out.append(body[i + 3:i + 3 + n])
+        out.append(body[i + 3 : i + 3 + n])
         i += 3 + n
     return out
