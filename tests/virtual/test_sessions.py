@@ -20,7 +20,10 @@ TEST = """
     def test_writes_its_record(ota_out_dir):
         (ota_out_dir / f"record-{os.getpid()}").write_text("")
         (Path(__file__).parent / "started").write_text("")
-        time.sleep(float(os.environ.get("HOLD", "0")))
+        if os.environ.get("HOLD"):  # the first session keeps its folder until the test lets it go
+            release, deadline = Path(__file__).parent / "release", time.monotonic() + 60
+            while not release.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
 """
 
 
@@ -32,7 +35,7 @@ def test_a_second_session_gets_a_records_folder_of_its_own(tmp_path: Path) -> No
     (tmp_path / "pytest.ini").write_text("[pytest]\nota_rig = true\n")  # the session asks for the rig
     (tmp_path / "test_record.py").write_text(textwrap.dedent(TEST))
     out = tmp_path / "out" / "tests"
-    first = subprocess.Popen(session(tmp_path), cwd=tmp_path, env={**os.environ, "HOLD": "3"},
+    first = subprocess.Popen(session(tmp_path), cwd=tmp_path, env={**os.environ, "HOLD": "1"},
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -40,6 +43,7 @@ def test_a_second_session_gets_a_records_folder_of_its_own(tmp_path: Path) -> No
             assert time.monotonic() < deadline and first.poll() is None, first.stdout.read()
             time.sleep(0.05)
         second = subprocess.run(session(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        (tmp_path / "release").write_text("")  # only now: the second session met the first one's claim
         assert second.returncode == 0, second.stdout + second.stderr
         own = Path(re.search(r"this one writes to (\S+)", second.stdout).group(1))
         assert own.parent == out.parent and own.name.startswith("tests-")
@@ -47,6 +51,7 @@ def test_a_second_session_gets_a_records_folder_of_its_own(tmp_path: Path) -> No
                 and f"this one writes to {own}" in second.stdout), second.stdout
         assert first.wait(timeout=60) == 0
     finally:
+        (tmp_path / "release").write_text("")
         first.kill()
         first.wait()
     # Each session's worker wrote its record into its own session's folder, and only there.
