@@ -20,7 +20,8 @@ import pytest
 def test_killed_mid_download(ota_scenario, ota_pki):
     listener = ota_scenario.listen(ota_pki.dns())
     old = ota_scenario.build("0.1", listener)
-    ota_scenario.offer(ota_scenario.build("0.2", listener), rate=10_000)  # 90 KB: 9 s; first byte within the core's 1 s peek
+    # 90 KB at 10 KB/s: 9 s, and the first byte within the core's 1 s peek
+    ota_scenario.offer(ota_scenario.build("0.2", listener), rate=10_000)
     ota_scenario.start(old).expect("update_ok", timeout=60)
 
 def test_next_scenario(ota_scenario, ota_pki):
