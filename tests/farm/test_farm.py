@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from ota_rig.bench.board import SerialBoard
-from tests.farm.conftest import MISSING, Farm, free_port
+from ota_rig.bench.board import SerialBoard, VirtualBoard
+from tests.farm.lab import MISSING, SER2NET, Farm, free_port, ser2net
+from tests.farm.lab import farm as start_farm
 
 if MISSING:
     pytest.skip(MISSING, allow_module_level=True)
@@ -200,3 +201,42 @@ def test_rig_run_on_a_place_with_labgrids_pytest_plugin_installed(farm: Farm, tm
     [scenario] = json.loads((run / "results.json").read_text())["scenarios"]
     assert scenario["board"]["place"] == "esp-b"
     assert farm.held() == NOBODY
+
+
+NO_LINE_CONTROL = ("no line control: the RFC2217 server at {url} did not acknowledge a DTR/RTS change, so esptool "
+                   "cannot reset the board (ser2net in front of a port without modem lines, such as a pty, never does)")
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(SER2NET is None, reason="ser2net is not installed (apt-get install ser2net: Debian's ser2net 4)")
+def test_a_pty_twin_behind_ser2net_cannot_be_reset_and_the_run_says_so(tmp_path: Path) -> None:
+    """A pty twin exported by a real ser2net (telnet(rfc2217) accepter, tests/farm/lab.py) and a
+    labgrid exporter. The rig resets a board reached by rfc2217:// through DTR/RTS (esptool's
+    default reset, RTS pulses), but a pty has no modem lines (TIOCMSET: ENOTTY) and the twin's EN and
+    IO0 are wired to its stdin: ser2net never acknowledges the DTR change pyserial's RFC2217 client
+    sends as it opens the port, so esptool cannot open it, and the scenario fails with one sentence.
+    Bytes themselves pass: with the acknowledgement ignored and the twin put in its loader through
+    its wires, esptool talks to the chip through ser2net; its DTR/RTS reset still reaches nothing."""
+    from ota_rig.bench.flash import Esptool, FlashError
+
+    twin = VirtualBoard(tmp_path / "twin", transport="pty", mac="24:6f:28:aa:0f:10")
+    try:
+        with ser2net(tmp_path, twin.port) as url, start_farm(tmp_path, {"esp-s2n": url}, exporter="bench2") as lab:
+            done = run_rig(lab, tmp_path, "labgrid:esp-s2n", "src/ota_rig/scenarios",
+                           "-k", "test_device_on_the_latest_version", "--ota-profile", "arduino-esp32-2.0")
+            assert lab.held() == {"esp-s2n": None}
+            assert json.loads((tmp_path / "report" / "labgrid-places.json").read_text())["ports"] == [url]
+            assert done.returncode == 1 and "1 failed" in done.stdout, done.stdout + done.stderr
+            assert "FlashError: " + NO_LINE_CONTROL.format(url=url) in done.stdout, done.stdout
+            [scenario] = scenarios(tmp_path)
+            assert scenario["verdict"] == "failed" and scenario["board"]["place"] == "esp-s2n"
+
+            ignoring = url + "?ign_set_control"  # esp_rfc2217_server's form: no waiting for the answer
+            with pytest.raises(FlashError, match="^no sync: ") as reset_only:
+                Esptool(ignoring, chip="auto", before="default-reset", after="no-reset").chip_info()
+            assert "Wrong boot mode detected (0x13)" in reset_only.value.output  # DTR/RTS moved nothing
+            twin.enter_bootloader()  # IO0 low, EN pulsed: over the twin's wires
+            info = Esptool(ignoring, chip="auto", before="no-reset", after="no-reset").chip_info()
+            assert info.chip == twin.chip
+    finally:
+        twin.close()

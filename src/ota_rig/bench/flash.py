@@ -67,6 +67,14 @@ _DIAGNOSES = [
         r"This chip is (\S+), not (\S+)|doesn't appear to be an? (\S+)",
         "wrong chip: the board on {port} is not the {chip} esptool was told to expect",
     ),
+    # pyserial's RFC2217 client waits for the server to acknowledge each DTR/RTS change; ser2net in
+    # front of a device without modem lines (a pty: TIOCMSET fails) never does, and esptool then says
+    # "the port is busy or doesn't exist" too (tests/farm/test_farm.py, docs/hardware.md).
+    (
+        r"timeout while waiting for option 'control'",
+        "no line control: the RFC2217 server at {port} did not acknowledge a DTR/RTS change, so esptool cannot "
+        "reset the board (ser2net in front of a port without modem lines, such as a pty, never does)",
+    ),
     # esptool says "the port is busy or doesn't exist" for both: the OS error decides.
     (
         r"Connection refused|No such file or directory|Name or service not known",
