@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rig: interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # noqa: BLE001: every failure becomes one sentence
+    except Exception as error:  # every failure becomes one sentence
         if args.debug:
             traceback.print_exc()
         print(f"rig: {one_sentence(error)}", file=sys.stderr)

@@ -555,7 +555,7 @@ class Chip:
                 pass
             except ChipStopped:
                 return
-            except Exception:  # noqa: BLE001: a twin bug must not silence the chip for good
+            except Exception:  # a twin bug must not silence the chip for good
                 # The twin met a state it does not model (its log has the traceback): the chip
                 # behaves as one that crashed, and the RTC watchdog resets it.
                 log.exception("the twin's CPU failed; the chip resets as after a crash")
