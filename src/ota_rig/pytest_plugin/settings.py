@@ -144,8 +144,8 @@ def split_boards(board: str) -> list[str]:
 def board_count(board: str) -> int | None:
     """How many boards --ota-board names; None when the farm gives as many as asked for (tags)."""
     if board.startswith(labgrid_places.PREFIX):
-        items = [item for item in board[len(labgrid_places.PREFIX) :].split(",") if item.strip()]
-        return None if any("=" in item for item in items) else len(items)
+        request = labgrid_places.parse(board)  # FarmError (one sentence) for a request that names nothing
+        return len(request.places) if request.places else None
     return len([one for one in board.split(",") if one.strip()])
 
 
