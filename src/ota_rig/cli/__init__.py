@@ -7,6 +7,7 @@
     rig virtual --flash F --pty LINK              a virtual ESP32
     rig report RESULTS                            report.html and junit.xml again from results.json
     rig compare OLD NEW                           what got worse between two runs
+    rig check-server URL --ca B --version V       what each ESP32 core does against an update server
 
 A failure is one sentence saying what is wrong and what to do about it; `--debug` adds the
 traceback.
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ota_rig import __version__
+from ota_rig.cli import check_server
 from ota_rig.device.profiles import PROFILES
 from ota_rig.errors import RigError
 from ota_rig.pytest_plugin.options import add_bench_options, hostname
@@ -233,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--markdown", type=new_file, metavar="FILE", help="also write the comparison as markdown to FILE"
     )
     compare.set_defaults(handler=_compare)
+
+    check_server.add_parser(commands, new_file)
     return parser
 
 
