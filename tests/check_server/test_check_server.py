@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import subprocess
+import sys
 
 from ota_rig.device import firmware
 from ota_rig.server.pki import Pki
@@ -176,3 +178,20 @@ def test_image_faults_nginx(pki: Pki, nginx, check_server) -> None:
         if said:
             assert any(said in f["sentence"] for f in checked.findings()), (case, checked.findings())
         assert {r["method"] for r in served.requests()} == {"GET"}, case
+
+
+def test_mistakes_are_one_sentence(tmp_path, pki: Pki) -> None:
+    """A URL the device cannot use, a host that does not resolve, a CA file that is not there:
+    one sentence, exit status 2, nothing asked of any server."""
+    ca = pki.authority().cert_pem
+    cases = {
+        ("http://ota.local/update", "--ca", str(ca)): "is not an https:// URL",
+        ("https://no-such-host.invalid/update", "--ca", str(ca)): "does not resolve here; pass --address",
+        ("https://ota.local/update", "--ca", str(tmp_path / "none.pem")): "no such file",
+        ("https://ota.local/update", "--ca", str(ca), "--mac", "24:6f"): "is not six colon-separated hex bytes",
+    }
+    for argv, said in cases.items():
+        done = subprocess.run([sys.executable, "-m", "ota_rig.cli", "check-server", *argv, "--version", "0.1"],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (argv, done.stderr)
+        assert said in done.stderr and len(done.stderr.strip().splitlines()) == 1, (argv, done.stderr)

@@ -39,9 +39,7 @@ class Finding:
 
 
 def findings(result: ServerCheck, expiry_days: int) -> list[Finding]:
-    found: list[Finding] = []
-    for checked in result.profiles:
-        found += _device(checked)
+    found = _merge([finding for checked in result.profiles for finding in _device(checked)], len(result.profiles))
     found += _old_device(result)
     found += _update_loop(result)
     found += _image(result)
@@ -55,29 +53,29 @@ def _device(checked: ProfileCheck) -> list[Finding]:
     if connection is None:
         return [Finding("device", BLOCKS, "the device made no connection", name)]
     if connection.limitation:
-        return [Finding("tls", NOTE, f"the twin cannot tell what {name} does with this server: {connection.limitation}",
-                        name)]
+        return [Finding("tls", NOTE, f"the twin cannot tell what the device does here: {connection.limitation}", name)]
     if connection.error:
         code, text = connection.error
         if connection.alert:
             why = "; ".join(connection.reasons) or text
             hint = ""
             if not checked.profile.ip_san_matches and _is_ip_url(connection.host):
-                hint = " (Mbed TLS before 3.5 matches no IP-address subjectAltName: name the IP in a DNS SAN or the CN too)"
-            sentence = (f"{name} refuses the TLS setup and sends alert {connection.alert}: {why}{hint}; "
+                hint = (" (Mbed TLS before 3.5 matches no IP-address subjectAltName: name the IP in a DNS SAN or "
+                        "the CN too)")
+            sentence = (f"the device refuses the TLS setup and sends alert {connection.alert}: {why}{hint}; "
                         "it never asks for an update")
         elif code == ERR_FATAL_ALERT_MESSAGE:
-            sentence = (f"{name} cannot agree on TLS with the server, which ends the handshake with a fatal alert "
+            sentence = ("the device cannot agree on TLS with the server, which ends the handshake with a fatal alert "
                         f"({code}: {text}): the device offers TLS {_tls_range(checked)} only, so a TLS 1.3-only "
                         "server strands it")
         else:
-            sentence = f"{name} cannot set up TLS with the server: ({code}) {text}; it never asks for an update"
+            sentence = f"the device gets no TLS connection to the server: ({code}) {text}; it never asks for an update"
         return [Finding("tls", BLOCKS, sentence, name)]
     verdict = checked.verdict
     if verdict.name == "update_failed":
-        return [Finding("device", BLOCKS, f"{name} would print `{verdict.line}`: the update fails", name)]
+        return [Finding("device", BLOCKS, f"the device would print `{verdict.line}`: the update fails", name)]
     if verdict.name in ("cert_expired", "cert_not_yet_valid"):
-        return [Finding("certificate", BLOCKS, f"{name} with the sketch's date check would print `{verdict.line}`",
+        return [Finding("certificate", BLOCKS, f"with the sketch's date check the device would print `{verdict.line}`",
                         name)]
     return []
 
@@ -182,7 +180,7 @@ def _day(when: dt.datetime) -> str:
 
 
 def _merge(found: list[Finding], profile_count: int) -> list[Finding]:
-    """One finding for every profile when each profile found the same."""
+    """One finding (no profile named) when every profile found the same."""
     if profile_count > 1 and len(found) == profile_count and len({f.sentence for f in found}) == 1:
         return [Finding(found[0].probe, found[0].severity, found[0].sentence)]
     return found

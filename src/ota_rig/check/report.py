@@ -114,7 +114,7 @@ def text(result: ServerCheck, found: list[Finding]) -> str:
     lines = [f"rig check-server {result.url}", f"device on {result.version}, MAC {result.mac}, "
              f"{'with' if result.date_check else 'without'} the sketch's date check, "
              f"{result.checked_at:%Y-%m-%d %H:%M} UTC", ""]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.append("")
     for checked in result.profiles:
         lines.append(f"{checked.profile.name} asked: {_request_line(checked.update_connection)}")

@@ -64,7 +64,10 @@ class Answer:
 
     @property
     def framing(self) -> str:
-        """Content-Length, chunked, or close-delimited (HTTP/1.0 style: the end of the connection ends it)."""
+        """Content-Length, chunked, or close-delimited (HTTP/1.0 style: the end of the connection ends
+        it); none for the statuses that carry no body (RFC 9110: 1xx, 204, 304)."""
+        if self.status < 200 or self.status in (204, 304):
+            return "no body"
         if (self.header("Transfer-Encoding") or "").lower() == "chunked":
             return "chunked"
         return "content-length" if self.length is not None else "close-delimited"
@@ -210,7 +213,8 @@ def check_server(url: str, ca_bundle: str, version: str, *, profile_names: list[
     if offered_version:
         result.offered_version, result.offered_version_source = offered_version, "--offered-version"
     elif result.image is not None and result.image.sketch_version:
-        result.offered_version, result.offered_version_source = result.image.sketch_version, "the image's sketch constants"
+        result.offered_version = result.image.sketch_version
+        result.offered_version_source = "the image's sketch constants"
     if result.offered_version:
         for checked in result.profiles:
             checked.current_device = clients[checked.profile.name].ask(result.offered_version)

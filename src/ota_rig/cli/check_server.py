@@ -26,7 +26,8 @@ def add_parser(commands: Any, new_file: Any) -> None:
     check.add_argument("--ca", type=Path, required=True, metavar="BUNDLE",
                        help="the CA bundle (PEM) the devices trust, as the sketch's setCACert() gets it")
     check.add_argument("--version", required=True, help="the firmware version the devices run (x-ESP32-version)")
-    check.add_argument("--mac", type=_mac, default=DEFAULT_MAC, help=f"the devices' factory MAC (default {DEFAULT_MAC})")
+    check.add_argument("--mac", type=_mac, default=DEFAULT_MAC,
+                       help=f"the devices' factory MAC (default {DEFAULT_MAC})")
     check.add_argument("--profile", action="append", choices=sorted(PROFILES), dest="profiles",
                        help="only this profile (again for more; default: every profile)")
     check.add_argument("--offered-version", help="the version of the image the server offers, to probe for an update "

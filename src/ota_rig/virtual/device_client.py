@@ -19,7 +19,6 @@ instead of booting the new image.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -149,8 +148,10 @@ class DeviceClient:
         """setup() and one update check, as the twin's app runs them."""
         core = self._core()
         connections: list[Connection] = []
-        new_client: Callable[[Core, str | None], SecureClient] = (
-            lambda core, ca: RecordingClient(core, ca, connections, self.address))
+
+        def new_client(core: Core, ca_bundle: str | None) -> SecureClient:
+            return RecordingClient(core, ca_bundle, connections, self.address)
+
         http_update = HttpUpdate(core, self.running, chip_size=self.chip.flash.size)
         sketch.setup(core, self.config)
         try:
