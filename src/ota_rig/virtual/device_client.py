@@ -122,51 +122,53 @@ class _ClientCore(Core):
 
 class DeviceClient:
     """One device: a chip with `mac`, running `app` from app0, built with `config`, on the
-    host's network: it dials `address`, or the URL's host as the host's resolver answers."""
+    host's network: it dials `address`, or the URL's host as the host's resolver answers. Each
+    check or ask starts from the same fresh chip, as after a power-on."""
 
     def __init__(self, config: SketchConfig, app: bytes, mac: str = DEFAULT_MAC, address: str | None = None) -> None:
         self.config = config
+        self.app = app
+        self.mac = parse_mac(mac)
         self.address = address or urlsplit(config.update_url).hostname or ""
-        self.chip = Chip(Flash(None), EFuses(parse_mac(mac)))
-        self._uart = bytearray()
-        self.chip.uart.connect(self._uart.extend)
-        table = firmware.PartitionTable.from_csv(firmware.DEFAULT_PARTITIONS_CSV)
-        self.chip.flash.program(firmware.PARTITION_TABLE_OFFSET, table.to_bytes())
-        self.chip.flash.program(firmware.OTADATA_OFFSET, firmware.boot_app0())
-        self.chip.flash.program(firmware.APP_OFFSET, app)
-        partition = table.find("app0")
-        self.running = RunningApp(table, partition, firmware.parse_image(app, base=partition.offset), app)
+        self.table = firmware.PartitionTable.from_csv(firmware.DEFAULT_PARTITIONS_CSV)
+        partition = self.table.find("app0")
+        self.running = RunningApp(self.table, partition, firmware.parse_image(app, base=partition.offset), app)
 
-    def _core(self) -> Core:
-        return _ClientCore(self.chip, profiles.get(self.config.profile), self.config.debug_level)
+    def _power_on(self) -> tuple[Core, HttpUpdate, bytearray]:
+        """A new chip with the default table, boot_app0 and the app; its UART goes to the buffer."""
+        chip = Chip(Flash(None), EFuses(self.mac))
+        chip.flash.program(firmware.PARTITION_TABLE_OFFSET, self.table.to_bytes())
+        chip.flash.program(firmware.OTADATA_OFFSET, firmware.boot_app0())
+        chip.flash.program(self.running.partition.offset, self.app)
+        uart = bytearray()
+        chip.uart.connect(uart.extend)
+        core = _ClientCore(chip, profiles.get(self.config.profile), self.config.debug_level)
+        return core, HttpUpdate(core, self.running, chip_size=chip.flash.size), uart
 
-    def _result(self, version: str, connections: list[Connection]) -> DeviceCheck:
-        uart, self._uart[:] = self._uart.decode("utf-8", "replace"), b""
-        return DeviceCheck(self.config.profile, version, uart, connections)
+    def _result(self, version: str, uart: bytearray, connections: list[Connection]) -> DeviceCheck:
+        return DeviceCheck(self.config.profile, version, uart.decode("utf-8", "replace"), connections)
 
     def check(self) -> DeviceCheck:
         """setup() and one update check, as the twin's app runs them."""
-        core = self._core()
+        core, http_update, uart = self._power_on()
         connections: list[Connection] = []
 
         def new_client(core: Core, ca_bundle: str | None) -> SecureClient:
             return RecordingClient(core, ca_bundle, connections, self.address)
 
-        http_update = HttpUpdate(core, self.running, chip_size=self.chip.flash.size)
         sketch.setup(core, self.config)
         try:
             sketch.check_for_update(core, self.config, http_update, None, new_client)
         except (ChipReset, _Halted):
             pass  # ESP.restart() after HTTP_UPDATE_OK, or the app stopped
-        return self._result(self.config.version, connections)
+        return self._result(self.config.version, uart, connections)
 
     def ask(self, version: str) -> DeviceCheck:
         """The core's request from a device on `version`, and the answer's headers only."""
-        core = self._core()
+        core, http_update, uart = self._power_on()
         connections: list[Connection] = []
         parts = urlsplit(self.config.update_url)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        http_update = HttpUpdate(core, self.running, chip_size=self.chip.flash.size)
         client = RecordingClient(core, None if self.config.insecure else self.config.ca_bundle, connections,
                                  self.address)
         try:
@@ -175,5 +177,5 @@ class DeviceClient:
             pass
         finally:
             client.stop()
-        return self._result(version, connections)
+        return self._result(version, uart, connections)
 
