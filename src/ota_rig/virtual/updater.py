@@ -182,6 +182,9 @@ class Updater:
             # bootloader_common_check_chip_validity(), part of the same verification (reference
             # section 10: "header, <= 16 segments, checksum, SHA-256, chip id"); its line as a
             # public ESP32 log shows it: "boot_comm: mismatch chip ID, expected 0, found 65535".
+            # UNVERIFIED: that public line is a bootloader's; that the app's own verification at
+            # Update.end() prints the same line (ESP-IDF logs at ERROR in the core's libraries) is
+            # inferred, not seen in a log.
             self.idf_errors.append(("boot_comm", f"mismatch chip ID, expected {ESP32_CHIP_ID}, found {parsed.chip_id}"))
             return self._fail(ERROR_ACTIVATE)
         otadata.select(self.chip, self.table, self.target)
