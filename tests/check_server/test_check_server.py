@@ -11,6 +11,8 @@ import hashlib
 import subprocess
 import sys
 
+import pytest
+
 from ota_rig.device import firmware
 from ota_rig.server.pki import Pki
 
@@ -19,6 +21,7 @@ from .conftest import OFFERED, offered_image
 V2, V3 = "arduino-esp32-2.0", "arduino-esp32-3"
 REFUSED = "HTTP_UPDATE_FAILD Error (-1): HTTP error: connection refused"  # docs/scenarios.md, "Trust"
 LOCAL = ("--address", "127.0.0.1")
+pytestmark = pytest.mark.slow  # each test runs `rig check-server` against real servers
 
 
 def test_the_rigs_own_server_is_clean(pki: Pki, rig_server, check_server) -> None:
@@ -155,29 +158,31 @@ def _retarget(image: bytes, chip_id: int) -> bytes:
     return dataclasses.replace(firmware.parse_image(image), chip_id=chip_id).to_bytes()
 
 
-def test_image_faults_nginx(pki: Pki, nginx, check_server) -> None:
+GOOD = offered_image()
+IMAGE_FAULTS = {  # the served file, its x-MD5 ("": the right one, None: none), the line, a finding's words
+    "another chip": (_retarget(GOOD, 9), "",
+                     "HTTP_UPDATE_FAILD Error (9): Update error: Could Not Activate The Firmware", "ESP32-S3"),
+    "not an app": (b"<!DOCTYPE html><html>captive portal</html>", "",
+                   "HTTP_UPDATE_FAILD Error (-106): Verify Bin Header Failed", None),
+    "too large": (GOOD + b"\0" * (0x140001 - len(GOOD)), "", "HTTP_UPDATE_FAILD Error (-100): Not Enough space", None),
+    "wrong x-MD5": (GOOD, hashlib.md5(b"other").hexdigest(),
+                    "HTTP_UPDATE_FAILD Error (7): Update error: MD5 Check Failed", "the core compares"),
+    "no x-MD5": (GOOD, None, "HTTP_UPDATE_OK", "no x-MD5 header"),
+}
+
+
+@pytest.mark.parametrize("case", list(IMAGE_FAULTS))
+def test_image_faults_nginx(case: str, pki: Pki, nginx, check_server) -> None:
     """The image probes, each with the device line docs/scenarios.md gives for the fault."""
-    good = offered_image()
-    cases = {
-        "another chip": (_retarget(good, 9), "",
-                         "HTTP_UPDATE_FAILD Error (9): Update error: Could Not Activate The Firmware", "ESP32-S3"),
-        "not an app": (b"<!DOCTYPE html><html>captive portal</html>", "",
-                       "HTTP_UPDATE_FAILD Error (-106): Verify Bin Header Failed", None),
-        "too large": (good + b"\0" * (0x140001 - len(good)), "",
-                      "HTTP_UPDATE_FAILD Error (-100): Not Enough space", None),
-        "wrong x-MD5": (good, hashlib.md5(b"other").hexdigest(),
-                        "HTTP_UPDATE_FAILD Error (7): Update error: MD5 Check Failed", "the core compares"),
-        "no x-MD5": (good, None, "HTTP_UPDATE_OK", "no x-MD5 header"),
-    }
-    for case, (image, md5, line, said) in cases.items():
-        served = nginx(pki.dns(), image, md5=md5)
-        checked = check_server(f"https://{pki.hostname}:{served.port}/update", pki.authority().cert_pem, *LOCAL,
-                               "--profile", "arduino-esp32-2.0")
-        assert checked.verdicts() == {V2: line}, case
-        assert checked.status == (0 if case == "no x-MD5" else 1), case
-        if said:
-            assert any(said in f["sentence"] for f in checked.findings()), (case, checked.findings())
-        assert {r["method"] for r in served.requests()} == {"GET"}, case
+    image, md5, line, said = IMAGE_FAULTS[case]
+    served = nginx(pki.dns(), image, md5=md5)
+    checked = check_server(f"https://{pki.hostname}:{served.port}/update", pki.authority().cert_pem, *LOCAL,
+                           "--profile", "arduino-esp32-2.0")
+    assert checked.verdicts() == {V2: line}
+    assert checked.status == (0 if case == "no x-MD5" else 1)
+    if said:
+        assert any(said in f["sentence"] for f in checked.findings()), checked.findings()
+    assert {r["method"] for r in served.requests()} == {"GET"}
 
 
 def test_mistakes_are_one_sentence(tmp_path, pki: Pki) -> None:
