@@ -10,6 +10,7 @@ its end, no x-MD5) or notes (what could not be probed).
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from dataclasses import dataclass
 
 from ota_rig.check.server_check import (
@@ -85,7 +86,11 @@ def _tls_range(checked: ProfileCheck) -> str:
 
 
 def _is_ip_url(host: str) -> bool:
-    return host.replace(".", "").isdigit() or ":" in host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _old_device(result: ServerCheck) -> list[Finding]:
