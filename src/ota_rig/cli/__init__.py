@@ -96,6 +96,16 @@ def new_file(text: str) -> Path:
     return path
 
 
+def add_fault_options(serve: argparse.ArgumentParser) -> None:
+    """`rig serve`'s faults: how /update hands out --firmware wrong, to stage them on a board."""
+    faults = serve.add_argument_group("faults of /update (with --firmware)")
+    faults.add_argument("--rate", type=float, metavar="BYTES_PER_S", help="send the image at this rate, a slow link")
+    faults.add_argument("--stall-after", type=int, metavar="BYTES", help="send this many bytes, then nothing more")
+    faults.add_argument("--drop-after", type=int, metavar="BYTES",
+                        help="send this many bytes, then drop the connection (a server crash, a power cut)")
+    faults.add_argument("--status", type=int, metavar="CODE", help="answer this status with no body instead of 200")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="rig", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -178,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="offer --firmware as a release signed with the key pair in DIR (made there if none), "
         "for a sketch built with its public half",
     )
+    add_fault_options(serve)
     serve.set_defaults(handler=_serve)
 
     sign = commands.add_parser("sign", help="write an app image as a signed release (for a sketch built with a key)")
@@ -253,6 +264,7 @@ def _serve(args: argparse.Namespace) -> int:
         firmware=args.firmware,
         firmware_version=args.firmware_version,
         signing_key=args.signing_key,
+        fault=args.status, stall_after=args.stall_after, drop_after=args.drop_after, rate=args.rate,
     )
 
 
