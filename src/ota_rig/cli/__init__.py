@@ -5,6 +5,7 @@
     rig certs                                     a CA and server certificates on disk
     rig sign APP --version V                      a signed release of an app image
     rig virtual --flash F --pty LINK              a virtual ESP32
+    rig build --url U --ca F --version V          the sketch's image for a server, for the twin
     rig report RESULTS                            report.html and junit.xml again from results.json
     rig compare OLD NEW                           what got worse between two runs
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ota_rig import __version__
+from ota_rig.device.profiles import DEFAULT as DEFAULT_PROFILE
 from ota_rig.device.profiles import PROFILES
 from ota_rig.errors import RigError
 from ota_rig.pytest_plugin.options import add_bench_options, hostname
@@ -215,6 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--ip", default=None, help="also an IP-address certificate for this address")
     certs.set_defaults(handler=_certs)
 
+    build = commands.add_parser("build", help="build the reference sketch for an update server, for the twin")
+    build.add_argument("--url", required=True, help="the update URL the device asks (https://host[:port]/path)")
+    build.add_argument("--ca", type=Path, required=True, help="PEM file of the CA certificate(s) the device trusts")
+    build.add_argument("--version", required=True, help="the firmware version it is built as (x-ESP32-version)")
+    build.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE, help="the core it is built for")
+    build.add_argument("--no-date-check", dest="check_dates", action="store_false",
+                       help="build without the sketch's certificate date check (as the stock core: dates unchecked)")
+    build.add_argument("--out", type=folder, default=Path("out/build"), help="where builds go (default out/build)")
+    build.add_argument("--flash", metavar="PORT", help="then write it with esptool through PORT (a twin's pty link)")
+    build.set_defaults(handler=_build)
+
     virtual = commands.add_parser(
         "virtual", help="start a virtual ESP32 (`rig virtual --help` for its options)", add_help=False
     )
@@ -266,6 +279,12 @@ def _serve(args: argparse.Namespace) -> int:
         signing_key=args.signing_key,
         fault=args.status, stall_after=args.stall_after, drop_after=args.drop_after, rate=args.rate,
     )
+
+
+def _build(args: argparse.Namespace) -> int:
+    from ota_rig.cli.build import build
+
+    return build(args.url, args.ca, args.version, args.profile, args.out, args.check_dates, args.flash)
 
 
 def _sign(args: argparse.Namespace) -> int:
