@@ -15,7 +15,7 @@ from pathlib import Path
 import serial
 
 from ota_rig.cli import main
-from tests.virtual.test_manual_session import ROOT, RIG, Output
+from tests.virtual.test_manual_session import RIG, ROOT, Output
 
 
 def rig(*argv: str) -> str:
