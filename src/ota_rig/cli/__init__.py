@@ -6,6 +6,7 @@
     rig sign APP --version V                      a signed release of an app image
     rig virtual --flash F --pty LINK              a virtual ESP32
     rig build --url U --ca F --version V          the sketch's image for a server, for the twin
+    rig fleet URL --devices N                     N twins updating at once from a server
     rig report RESULTS                            report.html and junit.xml again from results.json
     rig compare OLD NEW                           what got worse between two runs
 
@@ -228,6 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--flash", metavar="PORT", help="then write it with esptool through PORT (a twin's pty link)")
     build.set_defaults(handler=_build)
 
+    fleet = commands.add_parser("fleet", help="N twins check and update at once against a server, with a report")
+    fleet.add_argument("url", help="the update URL the devices ask (a server on this machine: twins resolve any name "
+                       "to 127.0.0.1)")
+    fleet.add_argument("--devices", type=count, default=20, help="twins at once (default 20, at most 100)")
+    fleet.add_argument("--ca", type=Path, default=Path("out/serve/ca.pem"),
+                       help="PEM file of the CA(s) the devices trust (default out/serve/ca.pem, rig serve's)")
+    fleet.add_argument("--version", default="0.1", help="the version the devices run (default 0.1)")
+    fleet.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE, help="the core they run")
+    fleet.add_argument("--no-date-check", dest="check_dates", action="store_false",
+                       help="build without the sketch's certificate date check (the stock core's behaviour)")
+    fleet.add_argument("--timeout", type=float, default=120.0, help="seconds the fleet gets (default 120)")
+    fleet.add_argument("--out", type=folder, default=Path("out/fleet"), help="its folder goes here (default out/fleet)")
+    fleet.add_argument("--json", type=new_file, help="also write the result here (always: fleet.json in its folder)")
+    fleet.set_defaults(handler=_fleet)
+
     virtual = commands.add_parser(
         "virtual", help="start a virtual ESP32 (`rig virtual --help` for its options)", add_help=False
     )
@@ -285,6 +301,13 @@ def _build(args: argparse.Namespace) -> int:
     from ota_rig.cli.build import build
 
     return build(args.url, args.ca, args.version, args.profile, args.out, args.check_dates, args.flash)
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    from ota_rig.cli.fleet import fleet
+
+    return fleet(args.url, args.devices, args.ca, args.version, args.profile, args.check_dates, args.timeout,
+                 args.out, args.json)
 
 
 def _sign(args: argparse.Namespace) -> int:
