@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 MAX_DEVICES = 100  # twins at once, each a process of its own
 POLL = 0.05  # seconds between looks at the monitors
+GRACE = 0.3  # seconds for the lines that follow a verdict (the TLS error after a failed check)
 STARTERS = 8  # twins started at once (each a Python process importing the twin)
 UPDATED = "updated"
 # The lines that end a check, in the device's words; anything else before them is the way there.
@@ -206,6 +207,9 @@ def rehearse(plan: FleetPlan, out: Path) -> Fleet:
             time.sleep(POLL)
             for device, monitor, start in zip(devices, monitors, released, strict=True):
                 _follow(device, monitor.events, start)
+        time.sleep(GRACE)  # a failed check's TLS error line follows its result line
+        for device, monitor, start in zip(devices, monitors, released, strict=True):
+            _follow(device, monitor.events, start)
         for device in devices:
             if not device.outcome:
                 device.outcome = f"no verdict within {plan.timeout:g} s"
@@ -254,6 +258,10 @@ def _follow(device: Device, events: list[Event], released: float) -> None:
                 device.seconds = round(event.t - released, 3)
         elif event.name in VERDICTS:
             verdicts.append((event.name, VERDICTS[event.name].format(**event.fields)))
+        elif event.name == "tls_error" and verdicts and verdicts[-1][0] == "update_failed":
+            # The sketch prints the TLS client's last error after a failed check: the real cause.
+            verdicts[-1] = ("tls_error", f"{verdicts[-1][1]}; TLS error ({event.fields['code']}): "
+                                         f"{event.fields['text']}")
     device.running = running
     device.update_loop = bool(update_loops(events))
     if not verdicts:
