@@ -14,6 +14,9 @@ import pytest
 
 from ota_rig.build.virtual_builder import VirtualBuilder
 from ota_rig.device.sketch_config import SketchConfig
+from ota_rig.scenario.fleet import FleetPlan, rehearse
+from ota_rig.server.app import UpdateServer
+from ota_rig.server.pki import Pki
 from tests.nginx import MISSING, NGINX, free_port, nginx
 from tests.virtual.test_manual_session import RIG, ROOT, Output
 
@@ -34,6 +37,7 @@ def serial_logs(result: dict) -> list[str]:
 
 
 @pytest.mark.skipif(NGINX is None, reason=MISSING)
+@pytest.mark.timeout(900)  # two fleets of 20 twin processes: about 2 minutes on 2 cores
 def test_a_fleet_updates_from_rig_serve_and_loops_on_nginx(tmp_path: Path) -> None:
     serve = tmp_path / "serve"
     subprocess.run([*RIG, "certs", "--out", str(serve)], cwd=ROOT, check=True, capture_output=True)
@@ -86,3 +90,24 @@ def test_a_fleet_updates_from_rig_serve_and_loops_on_nginx(tmp_path: Path) -> No
     for log in serial_logs(on_nginx):
         assert re.search(r"Firmware version 0\.2\n(.*\n)*HTTP_UPDATE_OK\n(.*\n)*Firmware version 0\.2", log), log
     assert (on_nginx["updated"], on_nginx["failures"], on_nginx["update_loops"]) == (DEVICES, {}, DEVICES)
+
+
+def test_a_fleet_trusting_only_the_old_ca_is_stranded_when_the_server_moves_to_a_new_one(tmp_path: Path) -> None:
+    """The seed readers' question, on a small fleet: a server whose certificate now comes from
+    another CA. Every device refuses it in the TLS handshake (the server records the alert each
+    sent) and says why in its log; none can be reached by an update any more."""
+    pki = Pki(tmp_path / "pki")
+    with UpdateServer(tmp_path / "fw", tmp_path / "server.jsonl") as server:
+        server.add_listener("main", pki.dns(ca="new"))
+        url = server.url("main")
+        server.offer("0.2", VirtualBuilder(tmp_path / "b").build(
+            SketchConfig(version="0.2", update_url=url, ca_bundle=pki.authority().pem)).app)
+        fleet = rehearse(FleetPlan(url, pki.authority().pem, devices=2, timeout=60), tmp_path / "fleet")
+        server.wait_idle()
+    refused = server.log.handshake_failures()
+    assert len(refused) >= 2 and {c.tls.alert for c in refused} == {"unknown_ca"}
+    assert server.log.requests() == []
+    [(cause, count)] = fleet.failures().items()
+    assert count == 2 and "TLS error (-9984)" in cause and fleet.updated == []
+    for device in fleet.devices:
+        assert "TLS error (-9984): X509 - Certificate verification failed" in Path(device.serial_log).read_text()
