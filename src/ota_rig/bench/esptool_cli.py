@@ -27,8 +27,8 @@ import gc
 import io
 import runpy
 import traceback
-from contextlib import redirect_stderr, redirect_stdout
 from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
 from ota_rig.bench import rfc2217_fix
@@ -92,7 +92,7 @@ def captured(call: Callable[[], object]) -> tuple[int, str]:
 
 def _open_ports(kind: type) -> list[Any]:
     gc.collect()
-    return [thing for thing in gc.get_objects() if isinstance(thing, kind) and thing.is_open]
+    return [thing for thing in gc.get_objects() if isinstance(thing, kind) and getattr(thing, "is_open", False)]
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ esptool output for the log.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
 import os
 import re
@@ -78,7 +78,8 @@ def line_baud(chosen: int | None = None) -> int:
 # (see the module's docstring for the sources).
 _REFUSED_RATE = r"Failed to set baud rate|remote rejected value for option 'baudrate'"
 _LOST_AT_RATE = (r"No serial data received|Timed out waiting for packet|Invalid head of packet|"
-                 r"Serial data stream stopped|Packet content transfer stopped|No more data to read|The chip stopped responding")
+                 r"Serial data stream stopped|Packet content transfer stopped|No more data to read|"
+                 r"The chip stopped responding")
 
 
 def rate_failed(output: str) -> bool:
@@ -280,27 +281,22 @@ class Esptool:
     def _connect(self, esptool: Any) -> Any:
         while True:
             connected: list[Any] = []
-
-            def connect() -> None:
-                attempts = {} if self.connect_attempts is None else {"connect_attempts": self.connect_attempts}
-                esp = esptool.connect_esp(port=self.port, chip=self.chip, initial_baud=ROM_BAUD, before=self.before,
-                                          **attempts)
-                connected.append(esp)
-                esp = esptool.run_stub(esp)
-                connected.append(esp)
-                if self.baud and self.baud > ROM_BAUD:
-                    esp.change_baud(self.baud)
-                esp.sync_stub_detected = True
-
-            status, output = esptool_cli.captured(connect)
+            status, output = esptool_cli.captured(functools.partial(self._connect_once, esptool, connected))
             self.last_output = output
             self.output.append(output)
             if status == 0:
                 return connected[-1]
-            if connected:
-                connected[-1]._port.close()
             if not self._retry_slower(output, "connect"):
                 raise FlashError(self._diagnose(output, "connect"), "".join(self.output))
+
+    def _connect_once(self, esptool: Any, connected: list[Any]) -> None:
+        attempts = {} if self.connect_attempts is None else {"connect_attempts": self.connect_attempts}
+        esp = esptool.connect_esp(port=self.port, chip=self.chip, initial_baud=ROM_BAUD, before=self.before, **attempts)
+        esp = esptool.run_stub(esp)
+        if self.baud and self.baud > ROM_BAUD:
+            esp.change_baud(self.baud)
+        esp.sync_stub_detected = True
+        connected.append(esp)
 
     def _diagnose(self, output: str, command: str) -> str:
         for pattern, sentence in _DIAGNOSES:
