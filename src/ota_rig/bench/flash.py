@@ -238,6 +238,19 @@ class Esptool:
                 continue
             raise FlashError(self._diagnose(output, command[0]), "".join(self.output))
 
+    def _call(self, command: str, call: Callable[[Any, Any], object]) -> str:
+        """In a session: `call(esptool.cmds, esp)`, one of esptool's public API functions on the
+        session's connection, for the command line `command` would be; its output or FlashError."""
+        import esptool.cmds
+
+        log.info("esptool %s (in the session on %s)", command, self.port)
+        status, output = esptool_cli.captured(lambda: call(esptool.cmds, self._esp))
+        self.last_output = output
+        self.output.append(output)
+        if status != 0:
+            raise FlashError(self._diagnose(output, command), "".join(self.output))
+        return output
+
     def _process(self, argv: list[str], command: str) -> tuple[int, str]:
         try:
             done = subprocess.run([*ESPTOOL, *argv], capture_output=True, text=True, timeout=self.timeout)
@@ -252,12 +265,16 @@ class Esptool:
     @contextmanager
     def session(self) -> Iterator["Esptool"]:
         """The commands run inside share one connection (in this process): esptool connects,
-        uploads its stub and changes the baud rate once, as its CLI does before a command
-        (esptool/__init__.py `prepare_esp_object`, through the public `connect_esp`, `run_stub`
-        and `change_baud`), then runs each command line through `esptool.main(argv, esp)`, which
-        skips connecting and finds the stub running (the state esptool is in when its sync finds
-        a stub: "Stub flasher is already running. No upload is necessary."). `after` applies
-        when the session ends. Outside `in_process` each command is a process of its own."""
+        uploads its stub, changes the baud rate and attaches the flash once, as its CLI does
+        before a command (esptool/__init__.py `prepare_esp_object`, through the public
+        `connect_esp`, `run_stub`, `change_baud` and `attach_flash`). Then `read` and `holds` call
+        esptool's public API on that connection (`esptool.cmds.read_flash`, `verify_flash`:
+        what the command lines `read-flash` and `verify-flash` run, without the chip
+        description, stub check and baud change the CLI repeats for each command), and `run`
+        passes a command line to `esptool.main(argv, esp)`, which skips connecting and finds
+        the stub running (the state esptool is in when its sync finds a stub: "Stub flasher is
+        already running. No upload is necessary."). `after` applies when the session ends.
+        Outside `in_process` each command is a process of its own."""
         if not self.in_process:
             yield self
             return
@@ -297,6 +314,7 @@ class Esptool:
             esp.change_baud(self.baud)
         esp.sync_stub_detected = True
         connected.append(esp)
+        esptool.attach_flash(esp)
 
     def _diagnose(self, output: str, command: str) -> str:
         for pattern, sentence in _DIAGNOSES:
@@ -334,7 +352,10 @@ class Esptool:
     def read(self, offset: int, size: int, *, stub: bool = True) -> bytes:
         with tempfile.TemporaryDirectory(prefix="rig-read-") as tmp:
             out = Path(tmp) / "flash.bin"
-            self.run("read-flash", f"0x{offset:x}", f"0x{size:x}", str(out), stub=stub)
+            if self._esp is not None:
+                self._call("read-flash", lambda cmds, esp: cmds.read_flash(esp, offset, size, str(out)))
+            else:
+                self.run("read-flash", f"0x{offset:x}", f"0x{size:x}", str(out), stub=stub)
             return out.read_bytes()
 
     def holds(self, offset: int, path: Path) -> bool:
@@ -343,7 +364,10 @@ class Esptool:
         (digest matched)."), so nothing is read back over the line (esptool/cmds.py `verify_flash`).
         The file is padded to 4 bytes with 0xFF, as esptool pads it."""
         try:
-            self.run("verify-flash", f"0x{offset:x}", str(path))
+            if self._esp is not None:
+                self._call("verify-flash", lambda cmds, esp: cmds.verify_flash(esp, [(offset, str(path))]))
+            else:
+                self.run("verify-flash", f"0x{offset:x}", str(path))
         except FlashError as err:
             if "Verification failed (digest mismatch)." in self.last_output:
                 return False
