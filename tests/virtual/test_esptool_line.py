@@ -100,7 +100,8 @@ def test_the_slot_check_by_md5_finds_a_corrupted_byte(tmp_path: Path, artifacts:
 
 def test_esptool_in_process_prints_what_the_cli_prints(pty_board: VirtualBoard) -> None:
     pty_board.enter_bootloader()
-    cli = esptool(pty_board.port, "--chip", "esp32", "--baud", "921600", "read-mac", before="no-reset", after="no-reset").stdout
+    cli = esptool(pty_board.port, "--chip", "esp32", "--baud", "921600", "read-mac", before="no-reset",
+                  after="no-reset").stdout
     pty_board.enter_bootloader()
     here = Esptool(pty_board.port, baud=921600, before="no-reset", after="no-reset", in_process=True).run("read-mac")
 
