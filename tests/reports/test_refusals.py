@@ -64,6 +64,7 @@ REFUSALS = [
     ),
     (["run", *REAL, *WIFI, "--ota-board-network", "wlan0"], "'wlan0' is neither an IP address nor a network"),
     (["run", "--ota-hostname", "ota server"], "argument --ota-hostname: 'ota server' is not a DNS name"),
+    (["run", "--ota-baud", "0"], "argument --ota-baud: '0' is not a baud rate: pass a number such as 921600"),
     (["run", *REAL], "a real board needs Wi-Fi: set OTA_WIFI_SSID and OTA_WIFI_PASSWORD (or pass --ota-wifi-ssid"),
     (["run", *REAL, "--ota-wifi-ssid", "bench-ap"], "a real board needs Wi-Fi"),
     (

@@ -103,6 +103,12 @@ A_BOARD = ("--ota-board", "rfc2217://127.0.0.1:9", "--ota-arduino-cli", str(FAKE
             WIFI,
             "--ota-board labgrid: names no place; pass labgrid:PLACE[,PLACE...] or labgrid:TAG=VALUE[,...]",
         ),
+        (("--ota-baud", "fast"), {}, "'fast' is not a baud rate: pass a number such as 921600 or 115200"),
+        (
+            ("--ota-board", "virtual"),
+            {"ESPTOOL_BAUD": "fast"},
+            "ESPTOOL_BAUD='fast' is not a baud rate: set it to a number such as 921600, or unset it",
+        ),
     ],
     ids=[
         "no-wifi",
@@ -118,6 +124,8 @@ A_BOARD = ("--ota-board", "rfc2217://127.0.0.1:9", "--ota-arduino-cli", str(FAKE
         "too-few-places",
         "places-and-tags",
         "no-place",
+        "bad-baud",
+        "bad-esptool-baud",
     ],
 )
 def test_a_wrong_bench_stops_the_session_with_one_sentence(options, env, sentence) -> None:

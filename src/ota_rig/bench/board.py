@@ -66,6 +66,7 @@ class SerialBoard:
     # would let it talk to the update server before anyone watches).
     esptool_reset = ("default-reset", "no-reset")
     start_seconds = 0.0  # how long the board took to come up (a twin's process start)
+    baud_limit: int | None = None  # the rate esptool fell back to when the line refused a faster one
     # A real board's Wi-Fi join, NTP and TLS take seconds where the twin's loopback takes
     # milliseconds: the monitor multiplies every timeout a scenario states by this.
     time_scale = 6.0
@@ -171,14 +172,16 @@ class VirtualBoard(SerialBoard):
     It powers up as a board does, IO0 pulled up, booting its flash (with `io0_low`, BOOT held: it
     waits in the ROM loader until `reset()`); `enter_bootloader()` puts it in the ROM loader for
     esptool (OtaScenario does so before each esptool run).
+    `pacing` makes its UART take a real line's time at the rate in force (RIG_UART_PACING=1), and
+    `bridge_max_baud` gives it a USB bridge that takes no faster rate (the twin's --bridge-max-baud).
     """
 
     time_scale = 1.0
     chip = "ESP32-D0WD-V3 (revision v3.0)"  # what esptool calls the twin (tests/virtual/test_esptool.py)
 
     def __init__(self, workdir: Path, *, transport: str = "rfc2217", mac: str | None = None,
-                 flash: Path | None = None, pacing: bool = False, start_timeout: float = 10.0,
-                 io0_low: bool = False) -> None:
+                 flash: Path | None = None, pacing: bool = False, bridge_max_baud: int | None = None,
+                 start_timeout: float = 10.0, io0_low: bool = False) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flash_file = Path(flash) if flash else self.workdir / "flash.bin"
@@ -195,6 +198,8 @@ class VirtualBoard(SerialBoard):
             argv += ["--mac", mac]
         if io0_low:  # powered up with BOOT held: it waits in the ROM loader until reset with IO0 high
             argv.append("--io0-low")
+        if bridge_max_baud:
+            argv += ["--bridge-max-baud", str(bridge_max_baud)]
         started = time.monotonic()
         self._argv = argv
         self._env = {**os.environ, "RIG_VIRTUAL_LOG": "INFO", **({"RIG_UART_PACING": "1"} if pacing else {})}

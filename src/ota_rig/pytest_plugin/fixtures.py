@@ -105,7 +105,7 @@ def ota_scenario(request: pytest.FixtureRequest, ota_test_dir: Path, ota_board: 
                  ota_listener_ports: dict[str, int]) -> Iterator[OtaScenario]:
     """One OTA scenario: certificates, the update server, builds and the board, wired together."""
     with OtaScenario(ota_test_dir, ota_board, ota_pki, ota_builder, ota_profile, wifi=ota_bench.wifi,
-                     ports=ota_listener_ports) as scenario:
+                     ports=ota_listener_ports, baud=ota_bench.baud) as scenario:
         scenario.timings["board"] = ota_board.start_seconds
         doc = (request.function.__doc__ or "").strip()
         scenario.about.update(board_kind=ota_bench.board if ota_bench.virtual else "serial",

@@ -50,8 +50,27 @@ def add_bench_options(add: Callable[..., object]) -> None:
         type=hostname,
         help=f"the server's DNS name in certificates and update URLs (env OTA_HOSTNAME; default {DEFAULT_HOST})",
     )
+    add(
+        "--ota-baud",
+        default=None,
+        type=baud_rate,
+        help="the rate esptool switches the board's line to once its stub runs "
+        "(default: ESPTOOL_BAUD, esptool's own variable, else 921600; 115200 is the ROM's, no switch); "
+        "a bridge that does not take it gets 115200",
+    )
     add("--ota-wifi-ssid", default=env("OTA_WIFI_SSID"), help="Wi-Fi network a real board joins (env OTA_WIFI_SSID)")
     add("--ota-wifi-password", default=env("OTA_WIFI_PASSWORD"), help="its password (env OTA_WIFI_PASSWORD)")
+
+
+def baud_rate(text: str) -> int:
+    """`text` as a baud rate, a positive whole number (an argparse type)."""
+    try:
+        baud = int(text)
+    except ValueError:
+        baud = 0
+    if baud <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a baud rate: pass a number such as 921600 or 115200")
+    return baud
 
 
 def hostname(text: str) -> str:

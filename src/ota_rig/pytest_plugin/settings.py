@@ -11,8 +11,10 @@ from dataclasses import dataclass
 import pytest
 
 from ota_rig.bench import labgrid_places, network
+from ota_rig.bench.flash import line_baud
 from ota_rig.build.arduino_cli import ArduinoCliBuilder
 from ota_rig.device import profiles
+from ota_rig.errors import RigError
 from ota_rig.server.pki import DEFAULT_IP
 
 VIRTUAL_BOARDS = {"virtual": "pty", "virtual-rfc2217": "rfc2217"}
@@ -36,6 +38,7 @@ class Bench:
     place: str | None = None  # the labgrid place `board` is in
     coordinator: str | None = None  # the labgrid coordinator that holds `place`
     farm: labgrid_places.Request | None = None  # what --ota-board labgrid:... asks for (the controller acquires it)
+    baud: int | None = None  # esptool's line rate (--ota-baud, ESPTOOL_BAUD, 921600)
 
     @property
     def virtual(self) -> bool:
@@ -51,6 +54,10 @@ OFF = ("the OTA rig is off in this session: pass an --ota- option (--ota-board v
 def settle_bench(config: pytest.Config) -> Bench:
     """Check the options against each other and fill in what they leave to the rig."""
     option = config.getoption
+    try:
+        baud = line_baud(option("--ota-baud"))
+    except RigError as err:
+        raise pytest.UsageError(str(err)) from None
     board = option("--ota-board")
     boards = split_boards(board)
     for one in boards:
@@ -87,7 +94,7 @@ def settle_bench(config: pytest.Config) -> Bench:
             raise pytest.UsageError(
                 "the virtual board reaches the server on its loopback: --ota-host is for real boards"
             )
-        return Bench(board, builder, tuple(chosen), DEFAULT_IP, option("--ota-hostname"), None)
+        return Bench(board, builder, tuple(chosen), DEFAULT_IP, option("--ota-hostname"), None, baud=baud)
     if not (option("--ota-wifi-ssid") and option("--ota-wifi-password") is not None):
         raise pytest.UsageError(
             "a real board needs Wi-Fi: set OTA_WIFI_SSID and OTA_WIFI_PASSWORD "
@@ -117,6 +124,7 @@ def settle_bench(config: pytest.Config) -> Bench:
         (option("--ota-wifi-ssid"), option("--ota-wifi-password")),
         boards=tuple(boards),
         farm=farm,
+        baud=baud,
     )
 
 

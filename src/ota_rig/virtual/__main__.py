@@ -1,7 +1,7 @@
 """Command line of the virtual ESP32.
 
     python -m ota_rig.virtual --flash PATH (--rfc2217 PORT | --pty LINK) [--io0-low] [--mac XX:XX:XX:XX:XX:XX]
-                          [--owner PID]
+                          [--owner PID] [--bridge-max-baud BAUD]
 
 It prints one line saying where it listens, then runs until SIGTERM or SIGINT (or, with
 --owner, until that process ends), when it flushes the flash to its file, removes its pty link
@@ -61,6 +61,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "does: the ROM waits in download mode for esptool (default: IO0 pulled up, the "
         "chip boots from flash)",
     )
+    parser.add_argument(
+        "--bridge-max-baud",
+        type=int,
+        metavar="BAUD",
+        help="the fastest rate the USB bridge takes: over RFC2217 a faster one is refused (the server "
+        "answers with the rate in force); on either port, while the chip's UART runs faster nothing "
+        "crosses the line (default: any rate)",
+    )
     parser.add_argument("--mac", default=DEFAULT_MAC, help=f"factory MAC in eFuse (default {DEFAULT_MAC})")
     parser.add_argument(
         "--owner",
@@ -88,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot use {args.flash} as flash: {err}", file=sys.stderr)
         return 2
     chip = Chip(flash, EFuses(args.mac), pacing=os.environ.get(PACING_ENV) == "1")
+    chip.uart.bridge_max_baud = args.bridge_max_baud
     chip.pins.io0_low = chip.download_strap = args.io0_low  # the ROM reads IO0 as power comes up
     try:
         if args.rfc2217 is not None:
