@@ -134,7 +134,7 @@ def arguments_for_pytest(args: argparse.Namespace, folder: Path, jobs: int, virt
     for flag in args.forwarded:  # the bench options given (ota_rig.pytest_plugin.options)
         value = getattr(args, flag.removeprefix("--").replace("-", "_"), None)
         if value is not None:
-            argv += [flag, value]
+            argv += [flag, str(value)]
     return argv + args.pytest_args
 
 

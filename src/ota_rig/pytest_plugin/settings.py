@@ -61,6 +61,10 @@ def settle_bench(config: pytest.Config) -> Bench:
             farm = labgrid_places.parse(board)
         except labgrid_places.FarmError as err:
             raise pytest.UsageError(str(err)) from None
+    if option("--ota-board-wait") and farm is None:
+        raise pytest.UsageError(
+            "--ota-board-wait waits for labgrid places; drop it, or pass --ota-board labgrid:PLACE"
+        )
     if option("--ota-scan-ports") and not board.startswith("mac:"):
         raise pytest.UsageError(
             "--ota-scan-ports narrows the search for --ota-board mac:<MAC>; drop it, or pass the MAC"
