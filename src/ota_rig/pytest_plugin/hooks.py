@@ -13,11 +13,12 @@ Which board:
                                 (--ota-scan-ports narrows the search: paths, globs, rfc2217:// URLs)
   --ota-board rfc2217://h:p     a board exported by ser2net or labgrid (or a twin started by hand)
   --ota-board B1,B2,...         several boards (ports, mac:, rfc2217://): with -n N each xdist worker
-                                gets one of its own (N at most the number of boards); without -n, B1
+                                gets one of its own; N is the number of boards (refused otherwise)
   --ota-board labgrid:P1,P2     places on the labgrid coordinator at LG_COORDINATOR, acquired for the
   --ota-board labgrid:TAG=V,..  session (all or none; by tags: any free places, one per worker) and
                                 released when it ends, however it ends (ota_rig.bench.labgrid_places);
                                 the places held are in <report or out folder>/labgrid-places.json
+  --ota-board-wait SECONDS      wait that long for places others hold (a labgrid reservation)
 
 A real board (any --ota-board but the two virtual ones: a port that is there, a MAC, an
 rfc2217:// URL) is locked for the session, built with arduino-cli (--ota-arduino-cli,
