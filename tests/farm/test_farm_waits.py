@@ -1,20 +1,23 @@
-"""`--ota-board-wait SECONDS`: the run queues for places another holder has, through a labgrid
-reservation, against the real coordinator and exporter of conftest.py. Each test reads the
-coordinator's own view (`labgrid-client reservations` and its place list) besides the run's exit
-code and records."""
+"""Waiting for places and giving them back, against the real coordinator and exporter of
+conftest.py: `--ota-board-wait SECONDS` (the run queues for places another holder has, through a
+labgrid reservation), and docs/hardware.md's CI step that releases the places of a SIGKILLed run.
+Each test reads the coordinator's own view (`labgrid-client reservations` and its place list)
+besides the run's exit code and records."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.farm.lab import MISSING, Farm
+from tests.farm.lab import BIN, MISSING, Farm
 from tests.farm.test_farm import FAKE_CLI, NOBODY, ROOT, USER, rig_argv, rig_env
 
 if MISSING:
@@ -114,3 +117,42 @@ def test_a_signal_ends_the_wait_and_cancels_the_reservation(farm: Farm, tmp_path
         assert farm.held()["esp-b"] is None and farm.held()["esp-a"].endswith("/alice")
     finally:
         farm.client("-p", "esp-a", "release", user="alice")
+
+
+def documented_release_step() -> str:
+    """The shell script of docs/hardware.md's CI step "Release the labgrid places", as printed."""
+    text = (ROOT / "docs" / "hardware.md").read_text()
+    step = text[text.index("- name: Release the labgrid places"):]
+    script = step[step.index("run: |\n") + len("run: |\n"):step.index("```")]
+    return textwrap.dedent(script)
+
+
+HOLDING = ("import time\n\ndef test_holds(ota_real_board):\n"
+           "    open({flag!r}, 'w').close()\n    time.sleep(300)\n")
+
+
+@pytest.mark.timeout(300)
+def test_the_documented_ci_step_releases_the_places_of_a_sigkilled_session(farm: Farm, tmp_path: Path) -> None:
+    """SIGKILL leaves the place held (no cleanup runs); the CI step of docs/hardware.md, run as
+    written from the job's folder, reads labgrid-places.json and the coordinator frees it."""
+    flag = tmp_path / "holding"
+    (tmp_path / "test_it.py").write_text(HOLDING.format(flag=str(flag)))
+    argv = rig_argv(tmp_path, "labgrid:esp-a", str(tmp_path / "test_it.py"), "--rootdir", str(tmp_path))
+    argv[argv.index("--ota-report") + 1] = str(tmp_path / "out" / "hardware")  # where the step looks
+    process = subprocess.Popen(argv, cwd=ROOT, env=rig_env(farm, tmp_path), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not flag.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert flag.exists(), process.communicate()[0]
+    process.kill()
+    process.communicate(timeout=30)
+    holder = farm.held()["esp-a"]
+    assert holder is not None and holder.endswith("/" + USER)  # a SIGKILL releases nothing
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # labgrid-client, as in the job
+    env.pop("LG_COORDINATOR", None)  # the step takes it from labgrid-places.json
+    for _ in range(2):  # again on a place no longer held: harmless (`|| true`)
+        step = subprocess.run(["bash", "-euo", "pipefail", "-c", documented_release_step()], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert step.returncode == 0, step.stdout + step.stderr
+        assert farm.held() == NOBODY
