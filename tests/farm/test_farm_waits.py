@@ -156,3 +156,23 @@ def test_the_documented_ci_step_releases_the_places_of_a_sigkilled_session(farm:
                               capture_output=True, text=True, timeout=120)
         assert step.returncode == 0, step.stdout + step.stderr
         assert farm.held() == NOBODY
+
+
+@pytest.mark.timeout(300)
+def test_rig_run_stopped_while_it_waits_keeps_no_run_folder(farm: Farm, tmp_path: Path) -> None:
+    farm.client("-p", "esp-a", "acquire", user="alice")
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ota_rig.cli", "run", "--ota-board", "labgrid:esp-a", "--ota-board-wait", "300",
+             "--out", str(tmp_path / "runs"), "--ota-arduino-cli", str(FAKE_CLI), "--ota-host", "127.0.0.1"],
+            cwd=ROOT, env=rig_env(farm, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wait_for_reservation(farm, process)
+        process.send_signal(signal.SIGTERM)
+        out = process.communicate(timeout=60)[0]
+        assert process.returncode == 130, out
+        assert f"SIGTERM stopped the wait for the labgrid places (esp-a) on {farm.address}" in out, out
+        assert list((tmp_path / "runs").iterdir()) == []  # no run happened, no records folder
+        assert reservations(farm) == ""
+        assert farm.held()["esp-a"].endswith("/alice")
+    finally:
+        farm.client("-p", "esp-a", "release", user="alice")

@@ -80,6 +80,9 @@ def _run(args: argparse.Namespace, jobs: int, virtual: bool, baseline: dict | No
         run_folder.discard(folder)  # nothing ran: no record to keep
         raise CommandError(f"no scenario matches -k {args.keyword!r}; see the names in docs/scenarios.md")
     if not (folder / "results.json").exists():
+        if stop.signal:  # stopped before the session began (waiting for a farm's places): nothing ran
+            run_folder.discard(folder)
+            return 130
         return int(code) or 2  # pytest broke down and has said why
     results = load(folder)[1]
     run_folder.publish(args.out)
