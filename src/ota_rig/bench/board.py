@@ -168,15 +168,17 @@ class VirtualBoard(SerialBoard):
 
     `transport` is "rfc2217" (a free port on 127.0.0.1, DTR/RTS reset) or "pty" (a symlink in
     `workdir`, EN/IO0 wired to the twin's stdin). The twin's own log goes to `workdir/twin.log`.
-    It powers up as a board does, IO0 pulled up, booting its flash; `enter_bootloader()` puts
-    it in the ROM loader for esptool (OtaScenario does so before each esptool run).
+    It powers up as a board does, IO0 pulled up, booting its flash (with `io0_low`, BOOT held: it
+    waits in the ROM loader until `reset()`); `enter_bootloader()` puts it in the ROM loader for
+    esptool (OtaScenario does so before each esptool run).
     """
 
     time_scale = 1.0
     chip = "ESP32-D0WD-V3 (revision v3.0)"  # what esptool calls the twin (tests/virtual/test_esptool.py)
 
     def __init__(self, workdir: Path, *, transport: str = "rfc2217", mac: str | None = None,
-                 flash: Path | None = None, pacing: bool = False, start_timeout: float = 10.0) -> None:
+                 flash: Path | None = None, pacing: bool = False, start_timeout: float = 10.0,
+                 io0_low: bool = False) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flash_file = Path(flash) if flash else self.workdir / "flash.bin"
@@ -191,6 +193,8 @@ class VirtualBoard(SerialBoard):
             raise ValueError(f"unknown transport {transport!r}: use 'rfc2217' or 'pty'")
         if mac:
             argv += ["--mac", mac]
+        if io0_low:  # powered up with BOOT held: it waits in the ROM loader until reset with IO0 high
+            argv.append("--io0-low")
         started = time.monotonic()
         self._argv = argv
         self._env = {**os.environ, "RIG_VIRTUAL_LOG": "INFO", **({"RIG_UART_PACING": "1"} if pacing else {})}

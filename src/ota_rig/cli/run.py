@@ -235,6 +235,7 @@ class ScenarioPrinter:
         if "observed" in test:
             steps = [event["transition"] for event in test["observed"] if event["transition"]]
             lines.append(f"      {' → '.join(steps) or 'no serial output'}")
+        lines += [f"      finding: {finding['text']}" for finding in test.get("findings", ())]
         if why and verdict != "passed":
             lines.append(f"      {'why' if verdict != 'skipped' else 'skipped'}: {why}")
         if "folder" in test.get("logs", {}):

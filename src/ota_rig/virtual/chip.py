@@ -60,12 +60,18 @@ class Flash:
     NOR semantics: erasing sets a whole 4 KB sector to 0xFF, programming can only clear bits
     (new = old AND data). Writing 0xFF padding therefore never changes anything, exactly as on
     the chip. The file is memory-mapped: a write lands in the page cache at once and survives
-    even a killed twin; `flush()` forces it to disk.
+    even a killed twin; `flush()` forces it to disk. `path` None is a flash in memory only (a
+    device client that runs one check: ota_rig.virtual.device_client).
     """
 
-    def __init__(self, path: Path, size: int = FLASH_SIZE) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path | None, size: int = FLASH_SIZE) -> None:
         self.size = size
+        self.path: Path | None = None
+        if path is None:
+            self._map = mmap.mmap(-1, size)
+            self._map[:] = b"\xff" * size
+            return
+        self.path = Path(path)
         fresh = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
