@@ -98,7 +98,7 @@ def test_a_stopped_session_releases_its_places(farm: Farm, tmp_path: Path, stop:
     flag = tmp_path / "running"
     (tmp_path / "test_it.py").write_text(WAITING.format(flag=str(flag)))
     process = subprocess.Popen(rig_argv(tmp_path, "labgrid:esp-a,esp-b", str(tmp_path / "test_it.py"),
-                                        "--rootdir", str(tmp_path)),
+                                        "--rootdir", str(tmp_path), "-n", "2"),
                                cwd=ROOT, env=rig_env(farm, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     deadline = time.monotonic() + 60
@@ -117,7 +117,7 @@ def test_a_place_held_by_someone_else_is_named_and_nothing_stays_held(farm: Farm
     farm.client("-p", "esp-b", "acquire", user="alice")
     try:
         done = run_rig(farm, tmp_path, "labgrid:esp-a,esp-b", "src/ota_rig/scenarios",
-                       "-k", "test_device_on_the_latest_version")
+                       "-k", "test_device_on_the_latest_version", "-n", "2")
         holder = farm.held()["esp-b"]
     finally:
         farm.client("-p", "esp-b", "release", user="alice")
@@ -132,7 +132,7 @@ def test_a_place_held_by_someone_else_is_named_and_nothing_stays_held(farm: Farm
 @pytest.mark.timeout(120)
 def test_a_session_that_fails_to_start_after_acquiring_releases_its_places(farm: Farm, tmp_path: Path) -> None:
     (tmp_path / "report").write_text("a file where the run's folder should go")
-    done = run_rig(farm, tmp_path, "labgrid:esp-a,esp-b", "src/ota_rig/scenarios")
+    done = run_rig(farm, tmp_path, "labgrid:esp-a,esp-b", "src/ota_rig/scenarios", "-n", "2")
     assert done.returncode == 4, done.stdout + done.stderr
     assert f"cannot write labgrid-places.json into {tmp_path / 'report'} (File exists)" in done.stderr, done.stderr
     assert farm.held() == NOBODY

@@ -68,6 +68,10 @@ def settle_bench(config: pytest.Config) -> Bench:
             farm = labgrid_places.parse(board)
         except labgrid_places.FarmError as err:
             raise pytest.UsageError(str(err)) from None
+    if option("--ota-board-wait") and farm is None:
+        raise pytest.UsageError(
+            "--ota-board-wait waits for labgrid places; drop it, or pass --ota-board labgrid:PLACE"
+        )
     if option("--ota-scan-ports") and not board.startswith("mac:"):
         raise pytest.UsageError(
             "--ota-scan-ports narrows the search for --ota-board mac:<MAC>; drop it, or pass the MAC"
@@ -114,6 +118,8 @@ def settle_bench(config: pytest.Config) -> Bench:
             f"-n {workers} needs {workers} boards and --ota-board names {len(boards)}; "
             f"list at least {workers} (comma-separated), or run fewer workers"
         )
+    if not hasattr(config, "workerinput"):  # an xdist worker tests on the one board its session gave it
+        check_every_board_used(len(farm.places) if farm else len(boards), workers)
     ota_host = option("--ota-host") or network.host_address(option("--ota-board-network"))
     return Bench(
         boards[0],
@@ -126,6 +132,19 @@ def settle_bench(config: pytest.Config) -> Bench:
         farm=farm,
         baud=baud,
     )
+
+
+def check_every_board_used(boards: int, workers: int) -> None:
+    """UsageError, before anything is acquired or locked, for a list of boards (or labgrid places)
+    that the session's workers would not all use: a worker tests on one board, so N boards need
+    `-n N`. Refused rather than quietly testing on the first: a user who lists boards means them to
+    be used, and a farm's place acquired for nobody is one another job waits for."""
+    if boards > 1 and max(workers, 1) < boards:
+        runs = "pytest runs one worker" if not workers else f"-n {workers} runs {workers} workers"
+        raise pytest.UsageError(
+            f"{boards} boards given but {runs}: pass -n {boards} (pytest-xdist), or name "
+            f"{f'{workers} boards' if workers > 1 else 'one board'}"
+        )
 
 
 def workers_of(config: pytest.Config) -> int:
