@@ -83,6 +83,7 @@ class SerialBoard:
     @functools.cached_property
     def chip(self) -> str:
         """The chip as esptool names it ("ESP32-D0WD-V3 (revision v3.0)"), asked once."""
+        self.enter_bootloader()  # a wired board is put in its loader by the rig, not by esptool
         return Esptool(self.port, chip="auto", before=self.esptool_reset[0], after="no-reset").chip_info().chip
 
     def open(self, timeout: float = 0.1, reappear: float = REAPPEAR_TIMEOUT,
@@ -152,8 +153,10 @@ class SerialBoard:
             line.reset_input_buffer()
         line.rts = False
 
-    def power_cycle(self) -> bool:
-        """Switch the board off and on; True when its port went away with the power. Only a board
+    def power_cycle(self, listening: Callable[[], object] | None = None) -> bool:
+        """Switch the board off and on; True when its port went away with the power (the caller
+        waits for it). A board that can hold its chip in reset calls `listening` with the power
+        back and boots it once that returns (the caller reads the port by then). Only a board
         that `can_cut_power` can."""
         raise BoardError(f"the board on {self.port} has no power switch the rig can drive")
 
@@ -266,7 +269,7 @@ class VirtualBoard(SerialBoard):
             line.reset_input_buffer()
         self.wire("EN 1")
 
-    def power_cycle(self, off: float = 0.05) -> bool:
+    def power_cycle(self, listening: Callable[[], object] | None = None, off: float = 0.05) -> bool:
         """Cut the power and restore it after `off` seconds: the twin process is killed
         (SIGKILL, mid-instruction) and started again on the same flash file, which keeps
         every byte written before the cut, as a flash chip does. It boots its flash by

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import serial
 
@@ -217,17 +217,22 @@ class PlaceBoard(SerialBoard):
     def _wire(self, name: str, asserted: bool) -> None:
         _call(self.controls.place, f"{name.upper()} output", getattr(self.controls, name).set, asserted)
 
-    def power_cycle(self) -> bool:
+    def power_cycle(self, listening: Callable[[], object] | None = None) -> bool:
         """Switch the board off and on again through the place's power driver (labgrid's `cycle`:
-        off, its `delay`, on). False: the port may stay (a PDU on the board's supply) or go and come
-        back (a hub port powering the USB bridge too); the monitor follows it either way."""
+        off, its `delay`, on). A wired board is held in reset meanwhile, and released once
+        `listening` returns: a serial bridge that lost its power with the chip (a hub port) takes
+        seconds to come back, and the chip's first lines would go to nobody. False: the port
+        may have stayed (a PDU on the board's own supply) or gone and come back."""
         if self.controls.power is None:
-            return super().power_cycle()
+            return super().power_cycle(listening)
+        if self.wired:
+            self._wire("en", True)
         _call(self.controls.place, "power switch", self.controls.power.cycle)
+        if self.wired:
+            if listening is not None:
+                listening()
+            self._wire("en", False)
         return False
-
-    def close(self) -> None:
-        self.controls.close()
 
 
 def place_board(port: str, address: str, place: str) -> PlaceBoard:

@@ -79,7 +79,7 @@ def ota_real_board(pytestconfig: pytest.Config, ota_bench: Bench) -> Iterator[Se
             try:
                 yield board
             finally:
-                board.close()
+                board.controls.close()
             return
         with PortLock(port):
             yield SerialBoard(port)

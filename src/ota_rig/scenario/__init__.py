@@ -249,23 +249,29 @@ class OtaScenario:
 
         A twin's process is killed and started again on its flash, and boots it by itself; a
         farm's board is switched off and on through its place's power switch (a PDU outlet, a
-        USB hub port: ota_rig.bench.labgrid_controls). Either returns "power". A board without a
-        power switch has EN pulled instead ("EN"), the nearest it gets, and the step says so:
-        the chip stops mid-instruction either way and flash keeps what was written."""
+        USB hub port: ota_rig.bench.labgrid_controls), held in reset until the monitor reads its
+        port again if its EN is wired. Either returns "power". A board without a power switch
+        has EN pulled instead ("EN"), the nearest it gets, and the step says so: the chip stops
+        mid-instruction either way and flash keeps what was written."""
         assert self.monitor is not None, "start() the board first"
+        monitor = self.monitor
         if not self.board.can_cut_power:
             log.warning("%s: %s", self.folder.name, NO_POWER_SWITCH)
             self._instant("power cut", NO_POWER_SWITCH)
             self.reset()
             return "EN"
         self._instant("power cut")
-        reopened = self.monitor.reopened
-        if self.board.power_cycle():  # the port went with the power: wait for the monitor to find it
+        reopened = monitor.reopened
+
+        def back(port_went: bool) -> None:
+            """Wait until the monitor reads the port again: found anew if it went with the power."""
             deadline = time.monotonic() + REAPPEAR_TIMEOUT
-            while self.monitor.reopened == reopened:
+            while monitor.reopened == reopened and (port_went or monitor.away) and not monitor.error:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"the monitor did not find {self.board.port} again after the power cut")
                 time.sleep(0.01)
+
+        back(self.board.power_cycle(listening=lambda: back(False)))
         return "power"
 
     def time_lapse(self, rate: float, device_seconds: float) -> float:
