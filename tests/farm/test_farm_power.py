@@ -107,7 +107,9 @@ def test_power_cuts_on_a_place_go_through_its_power_switch_and_resets_through_it
     for i, call in enumerate(calls):  # EN held low through each cut, released with the power back
         if call == "GET /outlet/1/0":
             assert calls[i - 1:i + 3] == ["PUT /pin/en 1", call, "GET /outlet/1/1", "PUT /pin/en 0"], calls
-    for folder in (tmp_path / "out").iterdir():  # esptool left the resets to the rig, through ser2net
+    folders = list((tmp_path / "out").glob("test_power_cuts.*"))
+    assert len(folders) == 2, folders
+    for folder in folders:  # esptool left the resets to the rig, through ser2net
         esptool = (folder / "esptool.log").read_text()
         assert 'Pre-connection option "no-reset" was selected' in esptool and "?ign_set_control" in esptool
         # the chip's own words: a power-on boot at the start and one after the cut
