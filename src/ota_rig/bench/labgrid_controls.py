@@ -102,6 +102,8 @@ def controls(coordinator: Coordinator, place: str) -> Controls:
     except Exception as err:  # noqa: BLE001 - labgrid's UserError or ServerError: said below
         target.cleanup()
         raise FarmError(f"cannot read the resources of the labgrid place {place} ({err})") from None
+    finally:
+        manager.session = None  # the resources are made; the session closes with `coordinator`
     found = Controls(place, target=target)
     try:
         # Each resource is named as in the place (the exporter's name, or add-named-match's).
