@@ -10,8 +10,8 @@ Besides its NetworkSerialPort, a labgrid place may hold:
   `io` drives (`HttpDigitalOutput`, `ModbusTCPCoil`, `NetworkSysfsGPIO`, ...). Asserted means the
   pin is pulled low, as pressing the board's button does: `en` holds the chip in reset, `io0`
   selects the ROM's download mode at the next boot. Invert a relay wired the other way in the
-  exporter (the `invert` parameter of ModbusTCPCoil and SysfsGPIO, or swapped bodies of
-  HttpDigitalOutput). The names are the resources' names in the place: the exporter's, or given by
+  exporter (`invert: true` of ModbusTCPCoil, DeditecRelais8, HIDRelay and LXAIOBusPIO, swapped
+  bodies of HttpDigitalOutput; SysfsGPIO has no such parameter in labgrid 26.0.1). The names are the resources' names in the place: the exporter's, or given by
   `labgrid-client -p PLACE add-named-match EXPORTER/GROUP/CLASS/NAME en`.
 
 The rig has no labgrid environment YAML. It builds a labgrid Target from the acquired place as
@@ -61,9 +61,10 @@ OUTPUT_DRIVERS = {
 }
 WIRES = ("en", "io0")
 POWER_OUTPUT = "power"
-# esptool's classic reset keeps IO0 low 50 ms after it releases EN (esptool/reset.py, ClassicReset:
-# `time.sleep(0.05)` before DTR goes off): the chip leaves reset only once EN's RC network has
-# charged, and latches IO0 then.
+# esptool 5.6.0's classic reset (esptool/reset.py ClassicReset -> esp_pylib/serial_reset.py
+# classic_bootloader_reset) holds EN low 0.1 s (RESET_PULSE here too) and keeps IO0 low 50 ms
+# after it releases EN (DEFAULT_RESET_DELAY): the chip leaves reset only once EN's RC network
+# has charged, and latches IO0 then.
 IO0_HOLD = 0.05
 
 
