@@ -11,7 +11,8 @@ Besides its NetworkSerialPort, a labgrid place may hold:
   pin is pulled low, as pressing the board's button does: `en` holds the chip in reset, `io0`
   selects the ROM's download mode at the next boot. Invert a relay wired the other way in the
   exporter (`invert: true` of ModbusTCPCoil, DeditecRelais8, HIDRelay and LXAIOBusPIO, swapped
-  bodies of HttpDigitalOutput; SysfsGPIO has no such parameter in labgrid 26.0.1). The names are the resources' names in the place: the exporter's, or given by
+  bodies of HttpDigitalOutput; SysfsGPIO has no such parameter in labgrid 26.0.1). The names
+  are the resources' names in the place: the exporter's, or given by
   `labgrid-client -p PLACE add-named-match EXPORTER/GROUP/CLASS/NAME en`.
 
 The rig has no labgrid environment YAML. It builds a labgrid Target from the acquired place as
