@@ -67,6 +67,7 @@ class SerialBoard:
     esptool_reset = ("default-reset", "no-reset")
     start_seconds = 0.0  # how long the board took to come up (a twin's process start)
     baud_limit: int | None = None  # the rate esptool fell back to when the line refused a faster one
+    can_cut_power = False  # a power switch the rig drives: `power_cycle()` (a twin; a farm place's switch)
     # A real board's Wi-Fi join, NTP and TLS take seconds where the twin's loopback takes
     # milliseconds: the monitor multiplies every timeout a scenario states by this.
     time_scale = 6.0
@@ -83,6 +84,7 @@ class SerialBoard:
     @functools.cached_property
     def chip(self) -> str:
         """The chip as esptool names it ("ESP32-D0WD-V3 (revision v3.0)"), asked once."""
+        self.enter_bootloader()  # a wired board is put in its loader by the rig, not by esptool
         return Esptool(self.port, chip="auto", before=self.esptool_reset[0], after="no-reset").chip_info().chip
 
     def open(self, timeout: float = 0.1, reappear: float = REAPPEAR_TIMEOUT,
@@ -152,6 +154,13 @@ class SerialBoard:
             line.reset_input_buffer()
         line.rts = False
 
+    def power_cycle(self, listening: Callable[[], object] | None = None) -> bool:
+        """Switch the board off and on; True when its port went away with the power (the caller
+        waits for it). A board that can hold its chip in reset calls `listening` with the power
+        back and boots it once that returns (the caller reads the port by then). Only a board
+        that `can_cut_power` can."""
+        raise BoardError(f"the board on {self.port} has no power switch the rig can drive")
+
     def close(self) -> None:
         """A physical board outlives the test."""
 
@@ -177,6 +186,7 @@ class VirtualBoard(SerialBoard):
     """
 
     time_scale = 1.0
+    can_cut_power = True
     chip = "ESP32-D0WD-V3 (revision v3.0)"  # what esptool calls the twin (tests/virtual/test_esptool.py)
 
     def __init__(self, workdir: Path, *, transport: str = "rfc2217", mac: str | None = None,
@@ -264,13 +274,21 @@ class VirtualBoard(SerialBoard):
             line.reset_input_buffer()
         self.wire("EN 1")
 
-    def power_cycle(self, off: float = 0.05) -> None:
+    def power_cycle(self, listening: Callable[[], object] | None = None, off: float = 0.05) -> bool:
         """Cut the power and restore it after `off` seconds: the twin process is killed
         (SIGKILL, mid-instruction) and started again on the same flash file, which keeps
         every byte written before the cut, as a flash chip does. It boots its flash by
         itself, as a board whose IO0 is pulled up does. A pty comes back at the same path,
         holding what the chip said until a reader opens it (`open()` keeps it), as a USB-serial
-        adapter that stays on the bench would have shown it; over RFC2217 that is lost."""
+        adapter that stays on the bench would have shown it; over RFC2217 that is lost.
+        True: the port went away with the power (the monitor finds it again)."""
+        self.power_off()
+        time.sleep(off)
+        self.power_on()
+        return True
+
+    def power_off(self) -> None:
+        """The first half of `power_cycle`: the process is killed, its port goes with it."""
         if self.transport == "pty":
             Path(self.port).unlink(missing_ok=True)  # no reader may open a stale /dev/pts name
         else:
@@ -278,9 +296,11 @@ class VirtualBoard(SerialBoard):
         self.process.kill()
         self.process.wait()
         self._close_streams()
-        time.sleep(off)
+
+    def power_on(self) -> None:
+        """The second half of `power_cycle`: the twin starts again on its flash and port."""
         self.port = self._spawn()
-        log.info("virtual board power-cycled, now pid %d", self.process.pid)
+        log.info("virtual board powered up, now pid %d", self.process.pid)
 
     def time_lapse(self, rate: float, device_seconds: float) -> float:
         """Run the twin's clock `rate` times faster for its next `device_seconds` (see

@@ -410,6 +410,11 @@ class Monitor:
         return self._error
 
     @property
+    def away(self) -> bool:
+        """The port went away and the monitor is waiting for it to come back."""
+        return self._lost is not None
+
+    @property
     def cursor(self) -> int:
         """The serial.log line from which the next wait searches."""
         return self._cursor

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ota_rig.bench import labgrid_places
+from ota_rig.bench import labgrid_controls
 from ota_rig.bench.board import (
     BoardError,
     PortLock,
@@ -75,7 +75,11 @@ def ota_real_board(pytestconfig: pytest.Config, ota_bench: Bench) -> Iterator[Se
             port = find_by_mac(port[len("mac:"):], scan_ports(patterns))
         if ota_bench.place and ota_bench.coordinator:  # a farm's board: no local lock, the coordinator holds it
             address, place = ota_bench.coordinator, ota_bench.place
-            yield SerialBoard(port, locate=lambda: labgrid_places.locate(address, place), place=place)
+            board = labgrid_controls.place_board(port, address, place)  # its power switch and EN/IO0, if any
+            try:
+                yield board
+            finally:
+                board.controls.close()
             return
         with PortLock(port):
             yield SerialBoard(port)

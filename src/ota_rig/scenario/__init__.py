@@ -43,6 +43,8 @@ from ota_rig.server.pki import Pki, ServerCert
 from ota_rig.server.records import RequestRecord, ServerLog
 
 log = logging.getLogger(__name__)
+NO_POWER_SWITCH = ("no power switch on this board, so EN was pulled instead of the power cut "
+                   "(give its labgrid place a power resource: docs/hardware.md, \"Power and wired reset on a farm\")")
 progress = logging.getLogger("ota_rig.progress")  # what `rig run` shows while a scenario runs
 
 
@@ -256,22 +258,31 @@ class OtaScenario:
     def power_cut(self) -> str:
         """Cut the board's power wherever it is and bring it back, with the monitor following.
 
-        A twin's process is killed and started again on its flash ("power"), and boots it by
-        itself; a real board has EN pulled ("EN"), the nearest a bench without a power relay
-        gets: the chip stops mid-instruction either way and flash keeps what was written.
-        Returns which it was."""
+        A twin's process is killed and started again on its flash, and boots it by itself; a
+        farm's board is switched off and on through its place's power switch (a PDU outlet, a
+        USB hub port: ota_rig.bench.labgrid_controls), held in reset until the monitor reads its
+        port again if its EN is wired. Either returns "power". A board without a power switch
+        has EN pulled instead ("EN"), the nearest it gets, and the step says so: the chip stops
+        mid-instruction either way and flash keeps what was written."""
         assert self.monitor is not None, "start() the board first"
-        self._instant("power cut")
-        if not hasattr(self.board, "power_cycle"):
+        monitor = self.monitor
+        if not self.board.can_cut_power:
+            log.warning("%s: %s", self.folder.name, NO_POWER_SWITCH)
+            self._instant("power cut", NO_POWER_SWITCH)
             self.reset()
             return "EN"
-        reopened = self.monitor.reopened
-        self.board.power_cycle()
-        deadline = time.monotonic() + REAPPEAR_TIMEOUT
-        while self.monitor.reopened == reopened:  # back with the monitor reading the new port
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the monitor did not find {self.board.port} again after the power cut")
-            time.sleep(0.01)
+        self._instant("power cut")
+        reopened = monitor.reopened
+
+        def back(port_went: bool) -> None:
+            """Wait until the monitor reads the port again: found anew if it went with the power."""
+            deadline = time.monotonic() + REAPPEAR_TIMEOUT
+            while monitor.reopened == reopened and (port_went or monitor.away) and not monitor.error:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the monitor did not find {self.board.port} again after the power cut")
+                time.sleep(0.01)
+
+        back(self.board.power_cycle(listening=lambda: back(False)))
         return "power"
 
     def time_lapse(self, rate: float, device_seconds: float) -> float:
