@@ -58,11 +58,15 @@ def scenarios(tmp_path: Path) -> list[dict]:
 @pytest.mark.timeout(600)
 def test_a_scenario_runs_on_an_acquired_place_which_is_released_after(farm: Farm, tmp_path: Path) -> None:
     started = time.monotonic()
-    done = run_rig(farm, tmp_path, "labgrid:esp-a", "src/ota_rig/scenarios",
-                   "-k", "test_device_on_the_latest_version", "--ota-profile", "arduino-esp32-2.0")
-    print(f"1 place, 1 scenario: {time.monotonic() - started:.1f} s")
+    done = run_rig(farm, tmp_path, "labgrid:esp-a", "src/ota_rig/scenarios", "tests/hardware",
+                   "-k", "test_device_on_the_latest_version or test_bench", "--ota-profile", "arduino-esp32-2.0")
+    print(f"1 place, 1 scenario and the bench checks: {time.monotonic() - started:.1f} s")
     assert done.returncode == 0, done.stdout + done.stderr
-    [scenario] = scenarios(tmp_path)
+    # the bench checks (tests/hardware) run on a place, as on any real board: none is skipped
+    summary = [line for line in done.stdout.splitlines() if line.startswith(("PASSED", "SKIPPED", "FAILED", "ERROR"))]
+    bench_checks = [line for line in summary if "tests/hardware/test_bench.py::" in line]
+    assert len(bench_checks) == 2 and all(line.startswith("PASSED") for line in bench_checks), done.stdout
+    [scenario] = [s for s in scenarios(tmp_path) if "test_device_on_the_latest_version" in s["name"]]
     assert scenario["verdict"] == "passed"
     assert scenario["board"]["place"] == "esp-a" and scenario["board"]["port"] == farm.twins["esp-a"].port
     held = json.loads((tmp_path / "report" / "labgrid-places.json").read_text())
