@@ -301,7 +301,9 @@ class OtaScenario:
     def close(self) -> None:
         """The board first, so that no request of its is cut off by the server going away."""
         self._close_line()
+        stopping = time.monotonic()
         self.board.close()
+        self.timings["board stop"] = time.monotonic() - stopping
         with self._timed("server"):
             self.server.stop()
         try:
