@@ -255,7 +255,9 @@ class OtaScenario:
             self.reset()
             return "EN"
         reopened = self.monitor.reopened
+        cutting = time.monotonic()
         self.board.power_cycle()
+        self.timings["power cut"] += time.monotonic() - cutting  # the twin's process started again
         deadline = time.monotonic() + REAPPEAR_TIMEOUT
         while self.monitor.reopened == reopened:  # back with the monitor reading the new port
             if time.monotonic() > deadline:
