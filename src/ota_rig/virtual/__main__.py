@@ -35,7 +35,7 @@ the ROM reads IO0: `IO0 0`, `EN 0`, `EN 1` enters the loader, `IO0 1`, `EN 0`, `
 flash (IO0 held by --io0-low stays low until `IO0 1`). `USB 0` and `USB 1` take the port off
 the host and back, as a pulled cable; `NOISE <hex bytes>` puts bytes on the line as a flaky
 cable would; `CLOCK <rate> <seconds>` runs the chip's clock faster for that many device seconds.
-`OFF` powers the board off; `NEW {"flash": PATH, "pty": LINK, "log": PATH}` then puts a new one
+`OFF` powers the board off; `NEW {{"flash": PATH, "pty": LINK, "log": PATH}}` then puts a new one
 in this process, as a new process would start it (ota_rig.virtual.twin).
 Set {PACING_ENV}=1 to make the UART take the time a real line takes at its baud rate.
 """
