@@ -100,11 +100,11 @@ class Bench:
             answers.flush()
 
     def apply(self, command: str) -> str:
-        word = command.split(maxsplit=1)[:1]
-        if word == ["OFF"]:
+        word, _, rest = command.strip().partition(" ")
+        if word == "OFF":
             return self.power_off()
-        if word == ["NEW"]:
-            return self.new(command.split(maxsplit=1)[1] if len(command.split(maxsplit=1)) > 1 else "")
+        if word == "NEW":
+            return self.new(rest)
         if self.twin is None or self.twin.wires is None:
             return "error: no board is powered (send NEW first)"
         return self.twin.wires.apply(command)
