@@ -129,3 +129,14 @@ def test_a_board_powered_off_mid_download_leaves_nothing_to_the_next(
     assert first_line == (f"rig: twin process {pid} reused: a new board in it (NEW)" if second.process.pid == pid
                           else f"rig: new twin process (twin process {pid} did not power off cleanly: "
                                f"the virtual ESP32 refused 'OFF': error: the CPU did not stop within 2 s)")
+
+
+def test_a_board_still_open_is_not_shared_and_the_next_says_why(tmp_path: Path, keeper: TwinKeeper) -> None:
+    first = VirtualBoard(tmp_path / "a", transport="pty", keeper=keeper)  # its test has not ended
+    try:
+        with VirtualBoard(tmp_path / "b", transport="pty", keeper=keeper) as second:
+            assert second.process.pid != first.process.pid and first.alive
+        first_line = second.log_path.read_text().splitlines()[0]
+        assert first_line == "rig: new twin process (the last board did not hand its twin process back)"
+    finally:
+        first.close()

@@ -52,6 +52,7 @@ RESET_PULSE = 0.1  # seconds EN is held low through DTR/RTS (the bridge's RC cir
 WIRED_PULSE = 0.01  # a twin's wired EN acts when the command is answered: no circuit to settle
 REAPPEAR_TIMEOUT = 10.0  # seconds a vanished port gets to come back (USB re-enumeration takes 1-3 s)
 LOCK_DIR_ENV = "OTA_RIG_LOCK_DIR"
+NOT_HANDED_BACK = "the last board did not hand its twin process back"  # TwinKeeper.why_new
 
 
 class BoardError(RigError, RuntimeError):
@@ -208,6 +209,8 @@ class VirtualBoard(SerialBoard):
         if port is None:
             why = self._keeper.why_new if self._keeper else ""
             self._note(f"new twin process{f' ({why})' if why else ''}")
+            if self._keeper:
+                self._keeper.why_new = NOT_HANDED_BACK  # until the board closes and says otherwise
             port = self._spawn()
         super().__init__(port)
         self.start_seconds = time.monotonic() - started
@@ -371,7 +374,8 @@ class TwinKeeper:
         self.why_new = "the first board of this keeper"  # why the next board needs a new process
 
     def take(self, kind: tuple[str | None, bool]) -> subprocess.Popen | None:
-        """The kept process if it suits a board of `kind` (MAC, pacing) and still runs."""
+        """The kept process if it suits a board of `kind` (MAC, pacing) and still runs; None
+        when the board must start one (`why_new` says why)."""
         kept, self._kept = self._kept, None
         if kept is None:
             return None
@@ -380,6 +384,7 @@ class TwinKeeper:
                             if kept[1].poll() is not None else "the kept twin process has another MAC or pacing")
             _stop(kept[1])
             return None
+        self.why_new = NOT_HANDED_BACK  # until the board closes and says otherwise
         return kept[1]
 
     def keep(self, kind: tuple[str | None, bool], process: subprocess.Popen) -> None:
