@@ -5,6 +5,7 @@ labgrid-client (set-up only; the rig itself talks to the coordinator through lab
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -76,9 +77,12 @@ class Farm:
 
 @contextmanager
 def farm(folder: Path, ports: dict[str, str], tags: tuple[str, ...] = ("board=esp32", "lab=ci"),
-         exporter: str = "bench1") -> Iterator[Farm]:
+         exporter: str = "bench1", more: dict[str, dict[str, dict[str, object]]] | None = None) -> Iterator[Farm]:
     """A coordinator and an exporter publishing `ports` (place name: rfc2217://127.0.0.1:PORT) as
-    NetworkSerialPort resources, one place per port, each with `tags`; all stopped at the end."""
+    NetworkSerialPort resources, one place per port, each with `tags`; all stopped at the end.
+    `more` gives a place more resources ({place: {resource name: {"cls": ..., parameters}}}),
+    exported in its group and matched to it by class and name."""
+    more = more or {}
     port = free_port()
     address = f"127.0.0.1:{port}"
     with open(folder / "processes.log", "ab") as log, ExitStack() as processes:
@@ -92,6 +96,7 @@ def farm(folder: Path, ports: dict[str, str], tags: tuple[str, ...] = ("board=es
         for name, url in ports.items():
             where = urllib.parse.urlsplit(url)
             resources.append(f"{name}:\n  NetworkSerialPort:\n    host: {where.hostname}\n    port: {where.port}\n")
+            resources += [f"  {resource}: {json.dumps(params)}\n" for resource, params in more.get(name, {}).items()]
         (folder / "exporter.yaml").write_text("".join(resources))
         start(str(BIN / "labgrid-exporter"), "-c", address, "-n", exporter, "--hostname", "127.0.0.1",
               str(folder / "exporter.yaml"))
@@ -99,6 +104,8 @@ def farm(folder: Path, ports: dict[str, str], tags: tuple[str, ...] = ("board=es
         for name in ports:
             made.client("-p", name, "create")
             made.client("-p", name, "add-match", f"{exporter}/{name}/NetworkSerialPort")
+            for resource, params in more.get(name, {}).items():
+                made.client("-p", name, "add-match", f"{exporter}/{name}/{params['cls']}/{resource}")
             made.client("-p", name, "set-tags", *tags)
         deadline = time.monotonic() + 20
         while exporter not in made.client("resources").stdout and time.monotonic() < deadline:

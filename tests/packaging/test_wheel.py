@@ -72,3 +72,35 @@ def test_rig_version_is_the_installed_distributions(rig_venv: Venv, tmp_path: Pa
     assert metadata.stdout.strip() == PROJECT["version"]
     said = checked(run([rig_venv.bin("rig"), "--version"], tmp_path, rig_venv))
     assert said.stdout.split() == ["rig", PROJECT["version"]], said.stdout + said.stderr
+
+
+def test_without_the_labgrid_extra_pyserial_is_pyserials_own(rig_venv: Venv, tmp_path: Path) -> None:
+    """The extra is what brings pyserial-labgrid, which writes over pyserial's files
+    (docs/hardware.md, "pyserial"): without it, every file of the `serial` package is the one
+    pyserial 3.5's wheel recorded (its RECORD's sha256), and no fork is installed."""
+    check = ("import base64, hashlib, importlib.metadata as m, serial\n"
+             "dist = m.distribution('pyserial')\n"
+             "names = sorted(d.metadata['Name'] for d in m.distributions())\n"
+             "changed = [str(f) for f in dist.files if f.hash and f.hash.mode == 'sha256' and "
+             "base64.urlsafe_b64encode(hashlib.sha256(f.locate().read_bytes()).digest()).rstrip(b'=').decode() "
+             "!= f.hash.value]\n"
+             "serial_files = sum(str(f).startswith('serial/') for f in dist.files)\n"
+             "print(dist.version, serial.__version__, serial_files, changed, 'pyserial-labgrid' in names, "
+             "'labgrid' in names)\n")
+    said = checked(run([rig_venv.bin("python"), "-c", check], tmp_path, rig_venv)).stdout.split(maxsplit=3)
+    version, imported, files, rest = said
+    assert (version, imported) == ("3.5", "3.5") and int(files) > 20, said
+    assert rest.strip() == "[] False False", said  # no file changed since pip wrote it; neither labgrid nor its fork
+
+
+def test_without_the_labgrid_extra_a_farm_is_refused_in_one_sentence(rig_venv: Venv, tmp_path: Path) -> None:
+    env_board = ["--ota-board", "labgrid:x", "--ota-arduino-cli", str(ROOT / "tests" / "fakes" / "arduino-cli"),
+                 "--ota-host", "127.0.0.1", "--ota-wifi-ssid", "bench-ap", "--ota-wifi-password", "x"]
+    sentence = ('labgrid is not installed: install the extra with pip install "esp32-ota-rig[labgrid]" '
+                '(docs/hardware.md, "Board farms")')
+    done = run([rig_venv.bin("rig"), "run", *env_board], tmp_path, rig_venv, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip() == f"rig: {sentence}", done.stdout + done.stderr
+    assert not (tmp_path / "out" / "runs" / "latest").exists()
+    done = run([rig_venv.bin("python"), "-m", "pytest", "--pyargs", "ota_rig.scenarios", *env_board, "-q"],
+               tmp_path, rig_venv, timeout=120)
+    assert done.returncode == 4 and f"ERROR: {sentence}" in done.stderr, done.stdout + done.stderr

@@ -37,6 +37,9 @@ REFUSALS = [
     (["run", "--ota-board", "/dev/null", "--jobs", "2"], "a real board runs one scenario at a time; drop --jobs"),
     (["run", "--ota-board", "/dev/null,/dev/zero", "--jobs", "3"],
      "--jobs 3 needs 3 boards and --ota-board names 2; name more boards, or lower --jobs"),
+    (["run", "--ota-board", "/dev/null,/dev/zero", "--jobs", "1"],
+     "--jobs 1 tests on 1 of the 2 boards --ota-board names; drop --jobs (one worker a board), or name 1 board"),
+    (["run", "--ota-board-wait", "soon"], "argument --ota-board-wait: 'soon' is not a number of seconds"),
     (["run", "--ota-board", "labgrid:esp-a,board=esp32"],
      "--ota-board labgrid:esp-a,board=esp32 mixes place names and tags"),
     (["run", "--jobs", "0"], "argument --jobs/-j: '0' is not a count; pass 1 or more"),
@@ -64,6 +67,7 @@ REFUSALS = [
     ),
     (["run", *REAL, *WIFI, "--ota-board-network", "wlan0"], "'wlan0' is neither an IP address nor a network"),
     (["run", "--ota-hostname", "ota server"], "argument --ota-hostname: 'ota server' is not a DNS name"),
+    (["run", "--ota-baud", "0"], "argument --ota-baud: '0' is not a baud rate: pass a number such as 921600"),
     (["run", *REAL], "a real board needs Wi-Fi: set OTA_WIFI_SSID and OTA_WIFI_PASSWORD (or pass --ota-wifi-ssid"),
     (["run", *REAL, "--ota-wifi-ssid", "bench-ap"], "a real board needs Wi-Fi"),
     (

@@ -354,8 +354,9 @@ def test_results_point_at_serial_log_lines_after_the_monitor_let_lines_go(pty, l
     second.expect("firmware_version", timeout=1)
     second.stop()
 
-    observed, expected = scenario_record._serial(SimpleNamespace(monitors=[first, second], began=0.0))
+    observed, expected, findings = scenario_record._serial(SimpleNamespace(monitors=[first, second], began=0.0))
     logged = log_path.read_text().splitlines()
     assert [logged[event["line"]] for event in observed] == [event["text"] for event in observed] == [
         "Firmware version 0.1", "HTTP_UPDATE_OK", "Firmware version 0.2"]
     assert [logged[wait["line"]] for wait in expected] == ["HTTP_UPDATE_OK", "Firmware version 0.2"]
+    assert findings == []  # an update from 0.1 to 0.2, across two monitors, is no update loop

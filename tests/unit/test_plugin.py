@@ -83,6 +83,21 @@ A_BOARD = ("--ota-board", "rfc2217://127.0.0.1:9", "--ota-arduino-cli", str(FAKE
             "-n 3 needs 3 boards and --ota-board names 2; list at least 3 (comma-separated), or run fewer workers",
         ),
         (
+            ("--ota-board", "rfc2217://127.0.0.1:9,rfc2217://127.0.0.1:10", "--ota-arduino-cli", str(FAKE_CLI)),
+            WIFI,
+            "2 boards given but pytest runs one worker: pass -n 2 (pytest-xdist), or name one board",
+        ),
+        (
+            ("--ota-board", "labgrid:a,b,c", "--ota-arduino-cli", str(FAKE_CLI), "-n", "2"),
+            WIFI,
+            "3 boards given but -n 2 runs 2 workers: pass -n 3 (pytest-xdist), or name 2 boards",
+        ),
+        (
+            ("--ota-board", "rfc2217://127.0.0.1:9", "--ota-arduino-cli", str(FAKE_CLI), "--ota-board-wait", "60"),
+            WIFI,
+            "--ota-board-wait waits for labgrid places; drop it, or pass --ota-board labgrid:PLACE",
+        ),
+        (
             ("--ota-board", "rfc2217://127.0.0.1:9,/dev/ttyUSB97", "--ota-arduino-cli", str(FAKE_CLI)),
             WIFI,
             "--ota-board /dev/ttyUSB97: no such port; plug the board in",
@@ -103,6 +118,12 @@ A_BOARD = ("--ota-board", "rfc2217://127.0.0.1:9", "--ota-arduino-cli", str(FAKE
             WIFI,
             "--ota-board labgrid: names no place; pass labgrid:PLACE[,PLACE...] or labgrid:TAG=VALUE[,...]",
         ),
+        (("--ota-baud", "fast"), {}, "'fast' is not a baud rate: pass a number such as 921600 or 115200"),
+        (
+            ("--ota-board", "virtual"),
+            {"ESPTOOL_BAUD": "fast"},
+            "ESPTOOL_BAUD='fast' is not a baud rate: set it to a number such as 921600, or unset it",
+        ),
     ],
     ids=[
         "no-wifi",
@@ -114,10 +135,15 @@ A_BOARD = ("--ota-board", "rfc2217://127.0.0.1:9", "--ota-arduino-cli", str(FAKE
         "host-for-twin",
         "bad-warnings",
         "too-few-boards",
+        "a-list-without-n",
+        "a-list-with-too-few-workers",
+        "a-wait-without-labgrid",
         "one-of-the-list-missing",
         "too-few-places",
         "places-and-tags",
         "no-place",
+        "bad-baud",
+        "bad-esptool-baud",
     ],
 )
 def test_a_wrong_bench_stops_the_session_with_one_sentence(options, env, sentence) -> None:

@@ -52,6 +52,7 @@ RESET_PULSE = 0.1  # seconds EN is held low through DTR/RTS (the bridge's RC cir
 WIRED_PULSE = 0.01  # a twin's wired EN acts when the command is answered: no circuit to settle
 REAPPEAR_TIMEOUT = 10.0  # seconds a vanished port gets to come back (USB re-enumeration takes 1-3 s)
 LOCK_DIR_ENV = "OTA_RIG_LOCK_DIR"
+TwinKind = tuple[str | None, bool, int | None]  # what a twin process is started with: MAC, pacing, bridge's baud
 NOT_HANDED_BACK = "the last board did not hand its twin process back"  # TwinKeeper.why_new
 
 
@@ -68,6 +69,8 @@ class SerialBoard:
     # would let it talk to the update server before anyone watches).
     esptool_reset = ("default-reset", "no-reset")
     start_seconds = 0.0  # how long the board took to come up (a twin's process start)
+    baud_limit: int | None = None  # the rate esptool fell back to when the line refused a faster one
+    can_cut_power = False  # a power switch the rig drives: `power_cycle()` (a twin; a farm place's switch)
     # A real board's Wi-Fi join, NTP and TLS take seconds where the twin's loopback takes
     # milliseconds: the monitor multiplies every timeout a scenario states by this.
     time_scale = 6.0
@@ -84,6 +87,7 @@ class SerialBoard:
     @functools.cached_property
     def chip(self) -> str:
         """The chip as esptool names it ("ESP32-D0WD-V3 (revision v3.0)"), asked once."""
+        self.enter_bootloader()  # a wired board is put in its loader by the rig, not by esptool
         return Esptool(self.port, chip="auto", before=self.esptool_reset[0], after="no-reset").chip_info().chip
 
     def open(self, timeout: float = 0.1, reappear: float = REAPPEAR_TIMEOUT,
@@ -153,6 +157,13 @@ class SerialBoard:
             line.reset_input_buffer()
         line.rts = False
 
+    def power_cycle(self, listening: Callable[[], object] | None = None) -> bool:
+        """Switch the board off and on; True when its port went away with the power (the caller
+        waits for it). A board that can hold its chip in reset calls `listening` with the power
+        back and boots it once that returns (the caller reads the port by then). Only a board
+        that `can_cut_power` can."""
+        raise BoardError(f"the board on {self.port} has no power switch the rig can drive")
+
     def close(self) -> None:
         """A physical board outlives the test."""
 
@@ -170,16 +181,20 @@ class VirtualBoard(SerialBoard):
 
     `transport` is "rfc2217" (a free port on 127.0.0.1, DTR/RTS reset) or "pty" (a symlink in
     `workdir`, EN/IO0 wired to the twin's stdin). The twin's own log goes to `workdir/twin.log`.
-    It powers up as a board does, IO0 pulled up, booting its flash; `enter_bootloader()` puts
-    it in the ROM loader for esptool (OtaScenario does so before each esptool run).
+    It powers up as a board does, IO0 pulled up, booting its flash (with `io0_low`, BOOT held: it
+    waits in the ROM loader until `reset()`); `enter_bootloader()` puts it in the ROM loader for
+    esptool (OtaScenario does so before each esptool run).
+    `pacing` makes its UART take a real line's time at the rate in force (RIG_UART_PACING=1), and
+    `bridge_max_baud` gives it a USB bridge that takes no faster rate (the twin's --bridge-max-baud).
     """
 
     time_scale = 1.0
+    can_cut_power = True
     chip = "ESP32-D0WD-V3 (revision v3.0)"  # what esptool calls the twin (tests/virtual/test_esptool.py)
 
     def __init__(self, workdir: Path, *, transport: str = "rfc2217", mac: str | None = None,
-                 flash: Path | None = None, pacing: bool = False, start_timeout: float = 10.0,
-                 keeper: TwinKeeper | None = None) -> None:
+                 flash: Path | None = None, pacing: bool = False, bridge_max_baud: int | None = None,
+                 start_timeout: float = 10.0, io0_low: bool = False, keeper: TwinKeeper | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flash_file = Path(flash) if flash else self.workdir / "flash.bin"
@@ -194,16 +209,20 @@ class VirtualBoard(SerialBoard):
             raise ValueError(f"unknown transport {transport!r}: use 'rfc2217' or 'pty'")
         if mac:
             argv += ["--mac", mac]
+        if io0_low:  # powered up with BOOT held: it waits in the ROM loader until reset with IO0 high
+            argv.append("--io0-low")
+        if bridge_max_baud:
+            argv += ["--bridge-max-baud", str(bridge_max_baud)]
         started = time.monotonic()
         self._argv = argv
         self._env = {**os.environ, "RIG_VIRTUAL_LOG": "INFO", **({"RIG_UART_PACING": "1"} if pacing else {})}
         self._start_timeout = start_timeout
         self.log_path = self.workdir / "twin.log"
         self._log = open(self.log_path, "ab")
-        # A kept twin process is reused only for what a fresh one would be: a pty twin with
-        # the same MAC and pacing (both fixed when its process starts).
-        self._keeper = keeper if transport == "pty" else None
-        self._kind = (mac, pacing)
+        # A kept twin process is reused only for what a fresh one would be: a pty twin powered
+        # up with IO0 pulled up, with the MAC, pacing and bridge fixed when its process started.
+        self._keeper = keeper if transport == "pty" and not io0_low else None
+        self._kind: TwinKind = (mac, pacing, bridge_max_baud)
         kept = self._keeper.take(self._kind) if self._keeper else None
         port = self._renew(kept) if kept else None
         if port is None:
@@ -293,21 +312,31 @@ class VirtualBoard(SerialBoard):
             line.reset_input_buffer()
         self.wire("EN 1")
 
-    def power_cycle(self, off: float = 0.05) -> None:
+    def power_cycle(self, listening: Callable[[], object] | None = None, off: float = 0.05) -> bool:
         """Cut the power and restore it after `off` seconds: the twin process is killed
         (SIGKILL, mid-instruction) and started again on the same flash file, which keeps
         every byte written before the cut, as a flash chip does. It boots its flash by
         itself, as a board whose IO0 is pulled up does. A pty comes back at the same path,
         holding what the chip said until a reader opens it (`open()` keeps it), as a USB-serial
-        adapter that stays on the bench would have shown it; over RFC2217 that is lost."""
+        adapter that stays on the bench would have shown it; over RFC2217 that is lost.
+        True: the port went away with the power (the monitor finds it again)."""
+        self.power_off()
+        time.sleep(off)
+        self.power_on()
+        return True
+
+    def power_off(self) -> None:
+        """The first half of `power_cycle`: the process is killed, its port goes with it."""
         if self.transport == "pty":
             Path(self.port).unlink(missing_ok=True)  # no reader may open a stale /dev/pts name
         else:
             self._argv[self._argv.index("--rfc2217") + 1] = self.port.rsplit(":", 1)[1]  # same port
         self._kill()
-        time.sleep(off)
+
+    def power_on(self) -> None:
+        """The second half of `power_cycle`: the twin starts again on its flash and port."""
         self.port = self._spawn()
-        log.info("virtual board power-cycled, now pid %d", self.process.pid)
+        log.info("virtual board powered up, now pid %d", self.process.pid)
 
     def time_lapse(self, rate: float, device_seconds: float) -> float:
         """Run the twin's clock `rate` times faster for its next `device_seconds` (see
@@ -370,24 +399,25 @@ class TwinKeeper:
     (`why_new`). `close()` stops the kept process."""
 
     def __init__(self) -> None:
-        self._kept: tuple[tuple[str | None, bool], subprocess.Popen] | None = None
+        self._kept: tuple[TwinKind, subprocess.Popen] | None = None
         self.why_new = "the first board of this keeper"  # why the next board needs a new process
 
-    def take(self, kind: tuple[str | None, bool]) -> subprocess.Popen | None:
-        """The kept process if it suits a board of `kind` (MAC, pacing) and still runs; None
+    def take(self, kind: TwinKind) -> subprocess.Popen | None:
+        """The kept process if it suits a board of `kind` (MAC, pacing, bridge) and still runs; None
         when the board must start one (`why_new` says why)."""
         kept, self._kept = self._kept, None
         if kept is None:
             return None
         if kept[0] != kind or kept[1].poll() is not None:
-            self.why_new = (f"twin process {kept[1].pid} had exited (status {kept[1].returncode})"
-                            if kept[1].poll() is not None else "the kept twin process has another MAC or pacing")
+            exited = kept[1].poll() is not None
+            self.why_new = (f"twin process {kept[1].pid} had exited (status {kept[1].returncode})" if exited
+                            else "the kept twin process has another MAC, pacing or bridge")
             _stop(kept[1])
             return None
         self.why_new = NOT_HANDED_BACK  # until the board closes and says otherwise
         return kept[1]
 
-    def keep(self, kind: tuple[str | None, bool], process: subprocess.Popen) -> None:
+    def keep(self, kind: TwinKind, process: subprocess.Popen) -> None:
         if self._kept is not None:
             _stop(self._kept[1])
         self._kept = (kind, process)

@@ -13,6 +13,15 @@ by parsing labgrid-client's output, and turns a place's NetworkSerialPort into
 optional dependency (`pip install "esp32-ota-rig[labgrid]"`), imported only here and only when a
 farm is asked for. The places are acquired all or none, and released by `release`, which only
 ever releases places still held by this holder.
+
+With a wait (`--ota-board-wait SECONDS`) the rig queues as `labgrid-client reserve --wait` does
+(labgrid/remote/client.py, create_reservation and _wait_reservation): one reservation a place,
+whose filter is the request's tags or, for a place by name, the `name` tag the coordinator's
+scheduler gives every place (labgrid/remote/coordinator.py, schedule_reservations). It polls the
+reservations (a poll refreshes one; one not polled for 60 s expires: labgrid/remote/common.py,
+Reservation) until the coordinator has allocated each a place, which then only their owner may
+acquire, acquires those, and cancels the reservations however the wait ends: acquired, timed
+out, stopped by a signal. A SIGKILL leaves them to expire by themselves a minute later.
 """
 
 from __future__ import annotations
@@ -21,6 +30,9 @@ import asyncio
 import json
 import os
 import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +46,16 @@ CONNECT_TIMEOUT = 15.0  # seconds to reach the coordinator and read its places
 INSTALL = ('labgrid is not installed: install the extra with pip install "esp32-ota-rig[labgrid]" '
            '(docs/hardware.md, "Board farms")')
 RECORD = "labgrid-places.json"  # in the run's folder: what to release after a SIGKILL
+WAIT_POLL = 0.5  # seconds between polls of the run's reservations (labgrid-client polls each second)
 _TAG = re.compile(r"[a-z][a-z0-9_]*")  # labgrid's TAG_KEY
 
 
 class FarmError(BoardError):
     """The farm could not give the rig its boards; one sentence."""
+
+
+class WaitStopped(FarmError):
+    """A signal stopped the wait for places (its reservations are cancelled)."""
 
 
 @dataclass(frozen=True)
@@ -140,8 +157,9 @@ class Coordinator:
     def places(self) -> dict[str, Any]:
         return dict(self.session.places)
 
-    def choose(self, request: Request, count: int) -> list[str]:
-        """The places to acquire for `request`: those named, or `count` free ones with its tags."""
+    def candidates(self, request: Request) -> list[str]:
+        """The places that can serve `request`: those it names (FarmError for one the coordinator
+        does not have), or those carrying all its tags."""
         places = self.places()
         if request.places:
             missing = [name for name in request.places if name not in places]
@@ -149,8 +167,15 @@ class Coordinator:
                 raise FarmError(f"the labgrid coordinator at {self.address} has no place {missing[0]}; "
                                 f"pass one of: {', '.join(sorted(places)) or 'none (create one with labgrid-client)'}")
             return list(request.places)
-        tagged = sorted(name for name, place in places.items()
-                        if all(place.tags.get(key) == value for key, value in request.tags.items()))
+        return sorted(name for name, place in places.items()
+                      if all(place.tags.get(key) == value for key, value in request.tags.items()))
+
+    def choose(self, request: Request, count: int) -> list[str]:
+        """The places to acquire for `request`: those named, or `count` free ones with its tags."""
+        if request.places:
+            return self.candidates(request)
+        places = self.places()
+        tagged = self.candidates(request)
         free = [name for name in tagged if not places[name].acquired and not places[name].reservation]
         if len(free) < count:
             held = "; ".join(f"{name} held by {places[name].acquired}" for name in tagged if places[name].acquired)
@@ -184,6 +209,86 @@ class Coordinator:
         except BaseException:
             self.release(taken)
             raise
+
+    @contextmanager
+    def reservations(self, request: Request, count: int) -> Iterator[list[str]]:
+        """Reservations for the places `request` asks for (one a named place, or `count` with its
+        tags), whose tokens it yields; all cancelled when the block ends, however it ends."""
+        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb2
+
+        candidates = self.candidates(request)
+        if request.places:
+            filters = [{"name": name} for name in candidates]
+        elif len(candidates) < count:
+            raise FarmError(f"the labgrid coordinator at {self.address} has {len(candidates)} places tagged "
+                            f"{request.describe().removeprefix('places tagged ')} and the run needs {count}; tag more "
+                            "places (labgrid-client -p PLACE set-tags), or run fewer workers (-n)")
+        else:
+            filters = [request.tags] * count
+        tokens: list[str] = []
+        try:
+            for fltr in filters:
+                made = self._run(self.session.stub.CreateReservation(pb2.CreateReservationRequest(
+                    filters={"main": pb2.Reservation.Filter(filter=fltr)}, prio=0.0)))
+                tokens.append(made.reservation.token)
+            yield tokens
+        finally:
+            for token in tokens:
+                try:
+                    self._run(self.session.stub.CancelReservation(pb2.CancelReservationRequest(token=token)))
+                except Exception:  # noqa: BLE001 - a reservation gone already (expired) needs no cancelling
+                    pass
+
+    def wait(self, request: Request, tokens: list[str], seconds: float,
+             stopped: Callable[[], str | None] = lambda: None) -> list[str]:
+        """Poll the reservations `tokens` until the coordinator has allocated each a place, for at
+        most `seconds`: the places, in the order of the tokens. FarmError naming who holds the
+        places when the time is up; WaitStopped when `stopped()` names a signal."""
+        from labgrid.remote.common import Reservation, ReservationState
+        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb2
+
+        deadline = time.monotonic() + seconds
+        while True:
+            polled = [Reservation.from_pb2(self._run(self.session.stub.PollReservation(
+                pb2.PollReservationRequest(token=token))).reservation) for token in tokens]
+            lost = [res for res in polled if res.state in (ReservationState.expired, ReservationState.invalid)]
+            if lost:
+                raise FarmError(f"the labgrid coordinator at {self.address} dropped the run's reservation for "
+                                f"{request.describe()} ({lost[0].state.name}); start the run again")
+            if all(res.state is not ReservationState.waiting for res in polled):
+                self._run(self.session.sync_with_coordinator())
+                return [res.allocations["main"][0] for res in polled]
+            if stopped():
+                raise WaitStopped(f"{stopped()} stopped the wait for the labgrid places ({request.describe()}) "
+                                  f"on {self.address}; nothing is held or reserved")
+            if time.monotonic() >= deadline:
+                raise FarmError(f"waited {seconds:g} s for {request.describe()} on {self.address} and "
+                                f"{self.blockers(request, polled)}; wait longer (--ota-board-wait), or choose "
+                                "other places")
+            self._run(asyncio.sleep(WAIT_POLL))
+
+    def blockers(self, request: Request, polled: list[Any]) -> str:
+        """Who keeps the places of `request` the reservations `polled` still wait for: a clause."""
+        from labgrid.remote.generated import labgrid_coordinator_pb2 as pb2
+
+        self._run(self.session.sync_with_coordinator())
+        ours = {res.token for res in polled}
+        allocated = {name for res in polled for group in res.allocations.values() for name in group}
+        owners = {res.token: res.owner for res in
+                  self._run(self.session.stub.GetReservations(pb2.GetReservationsRequest())).reservations}
+        places = self.places()
+        taken = []
+        for name in self.candidates(request):
+            place = places[name]
+            if name in allocated:
+                continue
+            if place.acquired:
+                taken.append(f"{name} is held by {place.acquired}")
+            elif place.reservation and place.reservation not in ours:
+                taken.append(f"{name} is reserved for {owners.get(place.reservation, 'another client')}")
+        waiting = sum(not res.allocations for res in polled)
+        got = f"got {len(polled) - waiting} of {len(polled)}: " if len(polled) > 1 else ""
+        return got + ("; ".join(taken) if taken else "no place was allocated")
 
     def release(self, names: list[str], holder: str | None = None) -> list[str]:
         """Release each place in `names` still held by `holder` (this session's by default): a
@@ -232,14 +337,22 @@ class Coordinator:
         return f"rfc2217://{host}:{port}"
 
 
-def acquire(request: Request, count: int, address: str | None = None) -> Held:
-    """Acquire the places `request` asks for (at least `count` of them), all or none."""
+def acquire(request: Request, count: int, address: str | None = None, wait: float = 0.0,
+            stopped: Callable[[], str | None] = lambda: None) -> Held:
+    """Acquire the places `request` asks for (at least `count` of them), all or none: at once, or
+    with `wait` seconds, through reservations the coordinator allocates (Coordinator.wait;
+    `stopped()` names a signal that ends the wait)."""
     with Coordinator(address) as coordinator:
-        names = coordinator.choose(request, count)
-        if len(names) < count:
-            raise FarmError(f"--ota-board labgrid:{','.join(names)} names {len(names)} places and -n asks for "
-                            f"{count} workers; name at least {count} places, or run fewer workers")
-        coordinator.acquire(names)
+        if wait > 0:
+            with coordinator.reservations(request, count) as tokens:
+                names = coordinator.wait(request, tokens, wait, stopped)
+                coordinator.acquire(names)
+        else:
+            names = coordinator.choose(request, count)
+            if len(names) < count:
+                raise FarmError(f"--ota-board labgrid:{','.join(names)} names {len(names)} places and -n asks for "
+                                f"{count} workers; name at least {count} places, or run fewer workers")
+            coordinator.acquire(names)
         try:
             ports = tuple(coordinator.port(name) for name in names)
         except BaseException:

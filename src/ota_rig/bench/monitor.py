@@ -121,6 +121,39 @@ class Received:
     event: Event | None = None
 
 
+@dataclass(frozen=True)
+class UpdateLoop:
+    """An update that installed the version the device already ran: `HTTP_UPDATE_OK`, then the
+    reboot into the same `Firmware version`. A server that answers 200 to a device already on
+    its offer (a static file server answers 200 to every GET) makes the device install the same
+    version twice in a row, and again at every check: a reflash each time, wearing the flash and
+    never settling (shared/reference/esp32-ota-device.md section 3: HTTPUpdate installs the image of
+    any 200 whatever its version; only a 304 is HTTP_UPDATE_NO_UPDATES). `event` is the boot into the version again."""
+
+    version: str
+    event: Event
+
+    @property
+    def sentence(self) -> str:
+        return (f"update loop: version {self.version} was installed over itself (the same version twice in a "
+                "row); the server answers 200 to a device already on its offer, as a static file server does, "
+                "where it should answer 304")
+
+
+def update_loops(events: Iterable[Event]) -> list[UpdateLoop]:
+    """Each update in `events` after which the device booted the version it ran before it."""
+    loops, running, updated = [], None, False
+    for event in events:
+        if event.name == "update_ok":
+            updated = True
+        elif event.name == "firmware_version":
+            version = event.fields["version"]
+            if updated and version == running:
+                loops.append(UpdateLoop(version, event))
+            running, updated = version, False
+    return loops
+
+
 class _Recent:
     """The newest of the lines appended, as many as fit in `budget` bytes by `size`."""
 
@@ -363,6 +396,11 @@ class Monitor:
         return self.events_since(0)
 
     @property
+    def update_loops(self) -> list[UpdateLoop]:
+        """The updates among the held events that installed the running version again."""
+        return update_loops(self.events)
+
+    @property
     def bytes_read(self) -> int:
         """Bytes read from the port so far, in finished lines or not."""
         return self._bytes
@@ -371,6 +409,11 @@ class Monitor:
     def error(self) -> str | None:
         """Why the port stopped being readable, if it did."""
         return self._error
+
+    @property
+    def away(self) -> bool:
+        """The port went away and the monitor is waiting for it to come back."""
+        return self._lost is not None
 
     @property
     def cursor(self) -> int:

@@ -5,8 +5,11 @@
     rig certs                                     a CA and server certificates on disk
     rig sign APP --version V                      a signed release of an app image
     rig virtual --flash F --pty LINK              a virtual ESP32
+    rig build --url U --ca F --version V          the sketch's image for a server, for the twin
+    rig fleet URL --devices N                     N twins updating at once from a server
     rig report RESULTS                            report.html and junit.xml again from results.json
     rig compare OLD NEW                           what got worse between two runs
+    rig check-server URL --ca B --version V       what each ESP32 core does against an update server
 
 A failure is one sentence saying what is wrong and what to do about it; `--debug` adds the
 traceback.
@@ -21,6 +24,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ota_rig import __version__
+from ota_rig.cli import check_server
+from ota_rig.device.profiles import DEFAULT as DEFAULT_PROFILE
 from ota_rig.device.profiles import PROFILES
 from ota_rig.errors import RigError
 from ota_rig.pytest_plugin.options import add_bench_options, hostname
@@ -94,6 +99,16 @@ def new_file(text: str) -> Path:
             f"{path.parent} is no folder; make it first, or pass a file in a folder that is there"
         )
     return path
+
+
+def add_fault_options(serve: argparse.ArgumentParser) -> None:
+    """`rig serve`'s faults: how /update hands out --firmware wrong, to stage them on a board."""
+    faults = serve.add_argument_group("faults of /update (with --firmware)")
+    faults.add_argument("--rate", type=float, metavar="BYTES_PER_S", help="send the image at this rate, a slow link")
+    faults.add_argument("--stall-after", type=int, metavar="BYTES", help="send this many bytes, then nothing more")
+    faults.add_argument("--drop-after", type=int, metavar="BYTES",
+                        help="send this many bytes, then drop the connection (a server crash, a power cut)")
+    faults.add_argument("--status", type=int, metavar="CODE", help="answer this status with no body instead of 200")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="offer --firmware as a release signed with the key pair in DIR (made there if none), "
         "for a sketch built with its public half",
     )
+    add_fault_options(serve)
     serve.set_defaults(handler=_serve)
 
     sign = commands.add_parser("sign", help="write an app image as a signed release (for a sketch built with a key)")
@@ -203,6 +219,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     certs.add_argument("--ip", default=None, help="also an IP-address certificate for this address")
     certs.set_defaults(handler=_certs)
+
+    build = commands.add_parser("build", help="build the reference sketch for an update server, for the twin")
+    build.add_argument("--url", required=True, help="the update URL the device asks (https://host[:port]/path)")
+    build.add_argument("--ca", type=Path, required=True, help="PEM file of the CA certificate(s) the device trusts")
+    build.add_argument("--version", required=True, help="the firmware version it is built as (x-ESP32-version)")
+    build.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE, help="the core it is built for")
+    build.add_argument("--no-date-check", dest="check_dates", action="store_false",
+                       help="build without the sketch's certificate date check (as the stock core: dates unchecked)")
+    build.add_argument("--out", type=folder, default=Path("out/build"), help="where builds go (default out/build)")
+    build.add_argument("--flash", metavar="PORT", help="then write it with esptool through PORT (a twin's pty link)")
+    build.set_defaults(handler=_build)
+
+    fleet = commands.add_parser("fleet", help="N twins check and update at once against a server, with a report")
+    fleet.add_argument("url", help="the update URL the devices ask (a server on this machine: twins resolve any name "
+                       "to 127.0.0.1)")
+    fleet.add_argument("--devices", type=count, default=20, help="twins at once (default 20, at most 100)")
+    fleet.add_argument("--ca", type=Path, default=Path("out/serve/ca.pem"),
+                       help="PEM file of the CA(s) the devices trust (default out/serve/ca.pem, rig serve's)")
+    fleet.add_argument("--version", default="0.1", help="the version the devices run (default 0.1)")
+    fleet.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE, help="the core they run")
+    fleet.add_argument("--no-date-check", dest="check_dates", action="store_false",
+                       help="build without the sketch's certificate date check (the stock core's behaviour)")
+    fleet.add_argument("--timeout", type=float, default=120.0, help="seconds the fleet gets (default 120)")
+    fleet.add_argument("--out", type=folder, default=Path("out/fleet"), help="its folder goes here (default out/fleet)")
+    fleet.add_argument("--json", type=new_file, help="also write the result here (always: fleet.json in its folder)")
+    fleet.set_defaults(handler=_fleet)
 
     virtual = commands.add_parser(
         "virtual", help="start a virtual ESP32 (`rig virtual --help` for its options)", add_help=False
@@ -233,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--markdown", type=new_file, metavar="FILE", help="also write the comparison as markdown to FILE"
     )
     compare.set_defaults(handler=_compare)
+
+    check_server.add_parser(commands, new_file)
     return parser
 
 
@@ -253,7 +297,21 @@ def _serve(args: argparse.Namespace) -> int:
         firmware=args.firmware,
         firmware_version=args.firmware_version,
         signing_key=args.signing_key,
+        fault=args.status, stall_after=args.stall_after, drop_after=args.drop_after, rate=args.rate,
     )
+
+
+def _build(args: argparse.Namespace) -> int:
+    from ota_rig.cli.build import build
+
+    return build(args.url, args.ca, args.version, args.profile, args.out, args.check_dates, args.flash)
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    from ota_rig.cli.fleet import fleet
+
+    return fleet(args.url, args.devices, args.ca, args.version, args.profile, args.check_dates, args.timeout,
+                 args.out, args.json)
 
 
 def _sign(args: argparse.Namespace) -> int:

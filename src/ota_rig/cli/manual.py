@@ -8,6 +8,7 @@ every later one loads them and signs a fresh server certificate with them::
     rig certs --ip 192.168.1.5    # ca.pem/.key (kept), server.pem/.key, server-ip.pem/.key
     rig serve --firmware build/ota_https.ino.bin --firmware-version 0.2
     rig sign build/ota_https.ino.bin --version 0.2      # a signed release, for a sketch with a key
+    rig serve --firmware ... --firmware-version 0.2 --drop-after 300000   # a download cut short
 
 A sketch built with a signing key installs only signed releases (ota_rig.device.signing); its key pair
 lives in a folder too (default out/signing: private.pem, public.pem), made on first use and kept,
@@ -46,6 +47,7 @@ from ota_rig.device.signing import PUBLIC_PEM, KeyPair, sign, statement
 from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.errors import CommandError
 from ota_rig.server.app import UpdateServer
+from ota_rig.server.faults import Fault
 from ota_rig.server.pki import DEFAULT_HOST, ORGANIZATION, Authority, ServerCert, fingerprint, write_pem
 from ota_rig.server.records import CLOSED, ConnectionRecord
 
@@ -177,11 +179,19 @@ def serve(
     firmware: Path | None,
     firmware_version: str | None,
     signing_key: Path | None = None,
+    fault: int | None = None,
+    stall_after: int | None = None,
+    drop_after: int | None = None,
+    rate: float | None = None,
 ) -> int:
     """`rig serve`: the update server on `port` with the certificates of `folder`, offering
     `firmware` as `firmware_version` if given (as a release signed with the key pair in
-    `signing_key`, if given), until SIGINT or SIGTERM."""
+    `signing_key`, if given), until SIGINT or SIGTERM. `fault` (a status to answer instead of
+    200), `stall_after`, `drop_after` and `rate` make /update hand the offer out as a broken
+    server or a slow link would (ota_rig.server.faults.Fault)."""
     offered = _offered_image(firmware, firmware_version)
+    faults = served_faults(offered is not None, status=fault, stall_after=stall_after, drop_after=drop_after,
+                           rate=rate)
     keys = None if signing_key is None else KeyPair.load_or_create(signing_key)
     if keys is not None and offered is not None:
         version, image = offered
@@ -198,7 +208,7 @@ def serve(
         _explain_listen_error(err, address, port)
         raise
     if offered is not None:
-        server.offer(*offered)
+        server.offer(*offered, rate=rate, fault=faults)
     server.firmware_dir.mkdir(exist_ok=True)
     server.record_path.touch()
     with server.record_path.open(encoding="utf-8") as record:
@@ -207,7 +217,7 @@ def serve(
         previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             server.start()
-            _print_banner(server, certs, host is None, firmware, firmware_version, keys)
+            _print_banner(server, certs, host is None, firmware, firmware_version, keys, fault_words(faults, rate))
             while not stop.wait(POLL_SECONDS):  # a bare wait() can sleep through the signal handler
                 _print_new_connections(record)
         finally:
@@ -217,6 +227,40 @@ def serve(
         _print_new_connections(record)  # the connections the stop closed
     print("stopped", flush=True)
     return 0
+
+
+def served_faults(offering: bool, *, status: int | None, stall_after: int | None, drop_after: int | None,
+                  rate: float | None) -> Fault:
+    """The Fault `rig serve --status/--stall-after/--drop-after` asks for, checked; `rate` is
+    checked too (it is the offer's, not the fault's). They shape the answer to a device that
+    gets the image, so they need one on offer."""
+    if (status, stall_after, drop_after, rate) == (None, None, None, None):
+        return Fault()
+    if not offering:
+        raise CommandError("--status, --stall-after, --drop-after and --rate shape the image /update hands out; "
+                           "pass --firmware and --firmware-version too")
+    if status is not None and not 100 <= status <= 599:
+        raise CommandError(f"--status {status} is not an HTTP status; pass 100..599, such as 404 or 500")
+    for name, count in (("--stall-after", stall_after), ("--drop-after", drop_after)):
+        if count is not None and count < 0:
+            raise CommandError(f"{name} {count} is not a number of bytes; pass 0 or more")
+    if rate is not None and not rate > 0:
+        raise CommandError(f"--rate {rate:g} is not a rate; pass bytes per second above 0, such as 20000")
+    if stall_after is not None and drop_after is not None:
+        raise CommandError("a download is either stalled or dropped, not both; pass --stall-after or --drop-after")
+    if status is not None and (stall_after, drop_after, rate) != (None, None, None):
+        raise CommandError("--status answers with no body, so there is nothing to stall, drop or slow down; "
+                           "pass --status alone")
+    return Fault(status=status, stall_after=stall_after, drop_after=drop_after)
+
+
+def fault_words(fault: Fault, rate: float | None) -> str:
+    """How /update misbehaves, in a few words for the banner."""
+    words = [f"answers {fault.status} with no body" if fault.status is not None else "",
+             f"image at {rate:g} bytes/s" if rate else "",
+             f"stalls after {fault.stall_after} bytes" if fault.stall_after is not None else "",
+             f"drops the connection after {fault.drop_after} bytes" if fault.drop_after is not None else ""]
+    return ", ".join(word for word in words if word)
 
 
 def _offered_image(path: Path | None, version: str | None) -> tuple[str, bytes] | None:
@@ -283,6 +327,7 @@ def _print_banner(
     image: Path | None,
     version: str | None,
     keys: KeyPair | None,
+    faults: str = "",
 ) -> None:
     """What the user needs to point a sketch at the server, in the order it is needed."""
     url = server.url(SERVER)
@@ -295,6 +340,8 @@ def _print_banner(
     print(f"{certs.server.host} must resolve to {target} on the board's network")
     signed = " signed with the key below" if keys else ""
     print(f"offering {image} as version {version}{signed}" if image else "offering no firmware: /update answers 304")
+    if faults:
+        print(f"faults of /update: {faults}")
     print(f"files in {server.firmware_dir} are served at {url.removesuffix('/update')}/firmware/<name>.bin")
     print(f"CA certificate ({certs.authority.cert_pem}, {ca_state}):")
     print(certs.authority.pem, end="")

@@ -39,14 +39,18 @@ def run(args: argparse.Namespace) -> int:
     --compare-to, or 130 when a signal stopped the run."""
 
     virtual = args.board in VIRTUAL_BOARDS
-    # Twins spend most of their time waiting on ptys and sockets: 4 at a time pays even on 2 cores.
-    jobs = args.jobs if args.jobs is not None else (4 if virtual else 1)
     boards = board_count(args.board)  # None: a farm gives as many as asked for
+    # Twins spend most of their time waiting on ptys and sockets: 4 at a time pays even on 2 cores.
+    # Real boards: one scenario at a time on each board listed.
+    jobs = args.jobs if args.jobs is not None else (4 if virtual else boards or 1)
     if jobs > 1 and not virtual and boards is not None and boards < jobs:
         if boards == 1:
             raise CommandError("a real board runs one scenario at a time; drop --jobs")
         raise CommandError(f"--jobs {jobs} needs {jobs} boards and --ota-board names {boards}; "
                            "name more boards, or lower --jobs")
+    if not virtual and boards is not None and jobs < boards:
+        raise CommandError(f"--jobs {jobs} tests on {jobs} of the {boards} boards --ota-board names; "
+                           f"drop --jobs (one worker a board), or name {jobs} {'board' if jobs == 1 else 'boards'}")
     baseline = load(args.compare_to)[1] if args.compare_to else None
     stop = Interrupt()
     stop.install()  # from here to the end a signal stops the run, and its records are still written
@@ -76,6 +80,9 @@ def _run(args: argparse.Namespace, jobs: int, virtual: bool, baseline: dict | No
         run_folder.discard(folder)  # nothing ran: no record to keep
         raise CommandError(f"no scenario matches -k {args.keyword!r}; see the names in docs/scenarios.md")
     if not (folder / "results.json").exists():
+        if stop.signal:  # stopped before the session began (waiting for a farm's places): nothing ran
+            run_folder.discard(folder)
+            return 130
         return int(code) or 2  # pytest broke down and has said why
     results = load(folder)[1]
     run_folder.publish(args.out)
@@ -134,7 +141,7 @@ def arguments_for_pytest(args: argparse.Namespace, folder: Path, jobs: int, virt
     for flag in args.forwarded:  # the bench options given (ota_rig.pytest_plugin.options)
         value = getattr(args, flag.removeprefix("--").replace("-", "_"), None)
         if value is not None:
-            argv += [flag, value]
+            argv += [flag, str(value)]
     return argv + args.pytest_args
 
 
@@ -228,6 +235,7 @@ class ScenarioPrinter:
         if "observed" in test:
             steps = [event["transition"] for event in test["observed"] if event["transition"]]
             lines.append(f"      {' → '.join(steps) or 'no serial output'}")
+        lines += [f"      finding: {finding['text']}" for finding in test.get("findings", ())]
         if why and verdict != "passed":
             lines.append(f"      {'why' if verdict != 'skipped' else 'skipped'}: {why}")
         if "folder" in test.get("logs", {}):

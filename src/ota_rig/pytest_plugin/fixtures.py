@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ota_rig.bench import labgrid_places
+from ota_rig.bench import labgrid_controls
 from ota_rig.bench.board import (
     BoardError,
     PortLock,
@@ -76,7 +76,11 @@ def ota_real_board(pytestconfig: pytest.Config, ota_bench: Bench) -> Iterator[Se
             port = find_by_mac(port[len("mac:"):], scan_ports(patterns))
         if ota_bench.place and ota_bench.coordinator:  # a farm's board: no local lock, the coordinator holds it
             address, place = ota_bench.coordinator, ota_bench.place
-            yield SerialBoard(port, locate=lambda: labgrid_places.locate(address, place), place=place)
+            board = labgrid_controls.place_board(port, address, place)  # its power switch and EN/IO0, if any
+            try:
+                yield board
+            finally:
+                board.controls.close()
             return
         with PortLock(port):
             yield SerialBoard(port)
@@ -122,7 +126,7 @@ def ota_scenario(request: pytest.FixtureRequest, ota_test_dir: Path, ota_board: 
                  ota_listener_ports: dict[str, int]) -> Iterator[OtaScenario]:
     """One OTA scenario: certificates, the update server, builds and the board, wired together."""
     with OtaScenario(ota_test_dir, ota_board, ota_pki, ota_builder, ota_profile, wifi=ota_bench.wifi,
-                     ports=ota_listener_ports) as scenario:
+                     ports=ota_listener_ports, baud=ota_bench.baud) as scenario:
         scenario.timings["board"] = ota_board.start_seconds
         doc = (request.function.__doc__ or "").strip()
         scenario.about.update(board_kind=ota_bench.board if ota_bench.virtual else "serial",

@@ -13,11 +13,12 @@ Which board:
                                 (--ota-scan-ports narrows the search: paths, globs, rfc2217:// URLs)
   --ota-board rfc2217://h:p     a board exported by ser2net or labgrid (or a twin started by hand)
   --ota-board B1,B2,...         several boards (ports, mac:, rfc2217://): with -n N each xdist worker
-                                gets one of its own (N at most the number of boards); without -n, B1
+                                gets one of its own; N is the number of boards (refused otherwise)
   --ota-board labgrid:P1,P2     places on the labgrid coordinator at LG_COORDINATOR, acquired for the
   --ota-board labgrid:TAG=V,..  session (all or none; by tags: any free places, one per worker) and
                                 released when it ends, however it ends (ota_rig.bench.labgrid_places);
                                 the places held are in <report or out folder>/labgrid-places.json
+  --ota-board-wait SECONDS      wait that long for places others hold (a labgrid reservation)
 
 A real board (any --ota-board but the two virtual ones: a port that is there, a MAC, an
 rfc2217:// URL) is locked for the session, built with arduino-cli (--ota-arduino-cli,
@@ -145,7 +146,7 @@ def pytest_configure(config: pytest.Config) -> None:
         board, place, coordinator = worker[BOARD_INPUT]
         config.stash[BENCH] = bench = dataclasses.replace(bench, board=board, place=place, coordinator=coordinator)
     elif not worker and bench.farm is not None and not config.option.collectonly:
-        config.stash[BENCH] = bench = acquire_places(config, bench)
+        config.stash[BENCH] = bench = acquire_places(config, bench, stop)
     report = config.getoption("--ota-report")
     if report and not hasattr(config, "workerinput"):  # the controller gathers; xdist workers test
         cores = {profile: bench.arduino_cli.core_version() for profile in bench.profiles} if bench.arduino_cli else {}
@@ -161,15 +162,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         held.close()
 
 
-def acquire_places(config: pytest.Config, bench: Bench) -> Bench:
-    """Acquire the labgrid places --ota-board asks for, one per xdist worker (all or none), have
-    them released when the session ends however it ends (pytest runs a config's cleanups on a
-    normal end, a failure, Ctrl-C, SIGTERM turned into an interrupt, and a session start that
-    fails after this point), and write what is held into the run's folder for a CI step that
-    must release them after a SIGKILL (docs/hardware.md)."""
+def acquire_places(config: pytest.Config, bench: Bench, stop: Interrupt) -> Bench:
+    """Acquire the labgrid places --ota-board asks for, one per xdist worker (all or none), waiting
+    up to --ota-board-wait seconds for them (a signal ends the wait: `stop`), have them released
+    when the session ends however it ends (pytest runs a config's cleanups on a normal end, a
+    failure, Ctrl-C, SIGTERM turned into an interrupt, and a session start that fails after this
+    point), and write what is held into the run's folder for a CI step that must release them
+    after a SIGKILL (docs/hardware.md)."""
     assert bench.farm is not None
     try:
-        held = labgrid_places.acquire(bench.farm, max(1, workers_of(config)))
+        held = labgrid_places.acquire(bench.farm, max(1, workers_of(config)), wait=config.getoption("--ota-board-wait"),
+                                      stopped=lambda: stop.signal)
+    except labgrid_places.WaitStopped as err:
+        pytest.exit(str(err), returncode=pytest.ExitCode.INTERRUPTED)
     except labgrid_places.FarmError as err:
         raise pytest.UsageError(str(err)) from None
     record = config.invocation_params.dir / (config.getoption("--ota-report") or config.getoption("--ota-out"))

@@ -22,6 +22,9 @@ def add_bench_options(add: Callable[..., object]) -> None:
     env = os.environ.get
     add("--ota-scan-ports", default="",
         help="comma-separated ports, globs or rfc2217:// URLs that --ota-board mac: searches (default: all)")
+    add("--ota-board-wait", default=0.0, type=seconds, metavar="SECONDS",
+        help="with --ota-board labgrid:...: wait up to SECONDS for places others hold, through a labgrid "
+        "reservation (default 0: refuse at once)")
     add("--ota-builder", default="auto", choices=("auto", "virtual", "arduino-cli"),
         help="who builds the sketch (auto: virtual for the twin, arduino-cli for a real board)")
     add("--ota-arduino-cli", default=env("ARDUINO_CLI", "arduino-cli"),
@@ -50,8 +53,38 @@ def add_bench_options(add: Callable[..., object]) -> None:
         type=hostname,
         help=f"the server's DNS name in certificates and update URLs (env OTA_HOSTNAME; default {DEFAULT_HOST})",
     )
+    add(
+        "--ota-baud",
+        default=None,
+        type=baud_rate,
+        help="the rate esptool switches the board's line to once its stub runs "
+        "(default: ESPTOOL_BAUD, esptool's own variable, else 921600; 115200 is the ROM's, no switch); "
+        "a bridge that does not take it gets 115200",
+    )
     add("--ota-wifi-ssid", default=env("OTA_WIFI_SSID"), help="Wi-Fi network a real board joins (env OTA_WIFI_SSID)")
     add("--ota-wifi-password", default=env("OTA_WIFI_PASSWORD"), help="its password (env OTA_WIFI_PASSWORD)")
+
+
+def baud_rate(text: str) -> int:
+    """`text` as a baud rate, a positive whole number (an argparse type)."""
+    try:
+        baud = int(text)
+    except ValueError:
+        baud = 0
+    if baud <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a baud rate: pass a number such as 921600 or 115200")
+    return baud
+
+
+def seconds(text: str) -> float:
+    """`text` as a number of seconds, 0 or more (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds; pass one such as 300")
+    return value
 
 
 def hostname(text: str) -> str:

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 import pytest
 
 from ota_rig.bench import labgrid_places, network
+from ota_rig.bench.flash import line_baud
 from ota_rig.build.arduino_cli import ArduinoCliBuilder
 from ota_rig.device import profiles
+from ota_rig.errors import RigError
 from ota_rig.server.pki import DEFAULT_IP
 
 VIRTUAL_BOARDS = {"virtual": "pty", "virtual-rfc2217": "rfc2217"}
@@ -36,6 +38,7 @@ class Bench:
     place: str | None = None  # the labgrid place `board` is in
     coordinator: str | None = None  # the labgrid coordinator that holds `place`
     farm: labgrid_places.Request | None = None  # what --ota-board labgrid:... asks for (the controller acquires it)
+    baud: int | None = None  # esptool's line rate (--ota-baud, ESPTOOL_BAUD, 921600)
 
     @property
     def virtual(self) -> bool:
@@ -51,6 +54,10 @@ OFF = ("the OTA rig is off in this session: pass an --ota- option (--ota-board v
 def settle_bench(config: pytest.Config) -> Bench:
     """Check the options against each other and fill in what they leave to the rig."""
     option = config.getoption
+    try:
+        baud = line_baud(option("--ota-baud"))
+    except RigError as err:
+        raise pytest.UsageError(str(err)) from None
     board = option("--ota-board")
     boards = split_boards(board)
     for one in boards:
@@ -61,6 +68,10 @@ def settle_bench(config: pytest.Config) -> Bench:
             farm = labgrid_places.parse(board)
         except labgrid_places.FarmError as err:
             raise pytest.UsageError(str(err)) from None
+    if option("--ota-board-wait") and farm is None:
+        raise pytest.UsageError(
+            "--ota-board-wait waits for labgrid places; drop it, or pass --ota-board labgrid:PLACE"
+        )
     if option("--ota-scan-ports") and not board.startswith("mac:"):
         raise pytest.UsageError(
             "--ota-scan-ports narrows the search for --ota-board mac:<MAC>; drop it, or pass the MAC"
@@ -87,7 +98,7 @@ def settle_bench(config: pytest.Config) -> Bench:
             raise pytest.UsageError(
                 "the virtual board reaches the server on its loopback: --ota-host is for real boards"
             )
-        return Bench(board, builder, tuple(chosen), DEFAULT_IP, option("--ota-hostname"), None)
+        return Bench(board, builder, tuple(chosen), DEFAULT_IP, option("--ota-hostname"), None, baud=baud)
     if not (option("--ota-wifi-ssid") and option("--ota-wifi-password") is not None):
         raise pytest.UsageError(
             "a real board needs Wi-Fi: set OTA_WIFI_SSID and OTA_WIFI_PASSWORD "
@@ -107,6 +118,8 @@ def settle_bench(config: pytest.Config) -> Bench:
             f"-n {workers} needs {workers} boards and --ota-board names {len(boards)}; "
             f"list at least {workers} (comma-separated), or run fewer workers"
         )
+    if not hasattr(config, "workerinput"):  # an xdist worker tests on the one board its session gave it
+        check_every_board_used(len(farm.places) if farm else len(boards), workers)
     ota_host = option("--ota-host") or network.host_address(option("--ota-board-network"))
     return Bench(
         boards[0],
@@ -117,7 +130,21 @@ def settle_bench(config: pytest.Config) -> Bench:
         (option("--ota-wifi-ssid"), option("--ota-wifi-password")),
         boards=tuple(boards),
         farm=farm,
+        baud=baud,
     )
+
+
+def check_every_board_used(boards: int, workers: int) -> None:
+    """UsageError, before anything is acquired or locked, for a list of boards (or labgrid places)
+    that the session's workers would not all use: a worker tests on one board, so N boards need
+    `-n N`. Refused rather than quietly testing on the first: a user who lists boards means them to
+    be used, and a farm's place acquired for nobody is one another job waits for."""
+    if boards > 1 and max(workers, 1) < boards:
+        runs = "pytest runs one worker" if not workers else f"-n {workers} runs {workers} workers"
+        raise pytest.UsageError(
+            f"{boards} boards given but {runs}: pass -n {boards} (pytest-xdist), or name "
+            f"{f'{workers} boards' if workers > 1 else 'one board'}"
+        )
 
 
 def workers_of(config: pytest.Config) -> int:

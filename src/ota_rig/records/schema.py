@@ -56,6 +56,7 @@ SCENARIO = {
     "steps?": [{"step": TEXT, "start": NUMBER, "end": NUMBER, "detail": MAYBE_TEXT}],
     "observed?": [{"t": NUMBER, "event": TEXT, "fields": Map(TEXT), "line": int, "transition": MAYBE_TEXT}],
     "expected?": [{"t": NUMBER, "what": TEXT, "outcome": TEXT, "line": (int, NULL)}],
+    "findings?": [{"finding": TEXT, "t": NUMBER, "line": int, "text": TEXT}],
     "connections?": [CONNECTION], "connections_total?": int,
     "durations?": {"download?": Maybe(DOWNLOAD), **{f"{phase}?": MAYBE_NUMBER for phase in
                                                     ("build", "flash", "boot", "tls_handshake", "reboot", "total")}},

@@ -3,7 +3,8 @@
 `section(key, scenario, run_dir)` is a <section> with the test's verdict, module, name and
 total time as its (clickable) summary, open when the verdict is in BAD. Inside: the test's
 docstring and message, then, when the test reached its scenario, what it built, offered and
-presented (setup), what it waited for against the transitions the device showed, side by
+presented (setup), what the rig found wrong in the device's story (findings: an update
+loop), what it waited for against the transitions the device showed, side by
 side, its timeline (timeline.py), the server's record of connections, the serial log with the
 lines the verdict rests on marked (serial_log.py), and links to the scenario's files. A test
 that never reached its scenario (a setup error) has just its verdict and message. Every id in
@@ -40,6 +41,7 @@ def section(key: str, scenario: dict[str, Any], run_dir: Path) -> str:
         log = serial_log.read(scenario, run_dir)
         parts += [
             _setup(scenario),
+            _findings(key, scenario, log),
             "<div class=\"pair\">" + _expected(key, scenario, log) + _transitions(key, scenario, log) + "</div>",
             timeline.render(scenario),
             _server(scenario),
@@ -87,6 +89,13 @@ def _transitions(key: str, scenario: dict[str, Any], log: serial_log.Log | None)
     none = "<p class=\"note\">The device showed no transition.</p>"
     shown = table("t:num|Observed transition|Line:num", rows) if rows else none
     return f"<div><h3>Observed</h3>{shown}</div>"
+
+
+def _findings(key: str, scenario: dict[str, Any], log: serial_log.Log | None) -> str:
+    """What the rig found wrong in the device's story whatever the verdict (an update loop), or nothing."""
+    rows = [[at(finding["t"]), f"<strong>{e(finding['finding'])}</strong>: {e(finding['text'])}",
+             serial_log.link(key, finding["line"], log)] for finding in scenario.get("findings", ())]
+    return f"<div class=\"findings\"><h3>Findings</h3>{table('t:num|Finding|Line:num', rows)}</div>" if rows else ""
 
 
 def _server(scenario: dict[str, Any]) -> str:

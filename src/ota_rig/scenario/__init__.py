@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ota_rig.bench.board import REAPPEAR_TIMEOUT, SerialBoard
-from ota_rig.bench.flash import ChipInfo, Esptool, FlashError, connected_chip
+from ota_rig.bench.flash import ChipInfo, Esptool, connected_chip, line_baud, skipped_writes
 from ota_rig.bench.monitor import Monitor
 from ota_rig.build import preflight
 from ota_rig.build.arduino_cli import ArduinoCliBuilder
@@ -43,6 +43,8 @@ from ota_rig.server.pki import Pki, ServerCert
 from ota_rig.server.records import RequestRecord, ServerLog
 
 log = logging.getLogger(__name__)
+NO_POWER_SWITCH = ("no power switch on this board, so EN was pulled instead of the power cut "
+                   "(give its labgrid place a power resource: docs/hardware.md, \"Power and wired reset on a farm\")")
 progress = logging.getLogger("ota_rig.progress")  # what `rig run` shows while a scenario runs
 
 
@@ -80,6 +82,7 @@ class OtaScenario:
         profile: str,
         wifi: tuple[str, str] | None = None,
         ports: dict[str, int] | None = None,
+        baud: int | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -89,6 +92,7 @@ class OtaScenario:
         self.profile = profile
         self.wifi = wifi  # (SSID, password) the sketch joins; None: SketchConfig's defaults
         self.ports = {} if ports is None else ports  # listener name -> port, shared by a session
+        self.baud = line_baud(baud)  # esptool's --baud (ota_rig.bench.flash.line_baud)
         self.timings: dict[str, float] = defaultdict(float)  # seconds the rig itself spent, by step
         self.began = time.monotonic()  # the scenario's clock starts here
         self.began_at = datetime.datetime.now(datetime.timezone.utc)
@@ -108,17 +112,20 @@ class OtaScenario:
         self._chip = "esp32"  # esptool's --chip: what the last flashed build is for
 
     @contextmanager
-    def _timed(self, step: str, detail: str = "") -> Iterator[None]:
-        """Count the time in `step`; a step the board sees is also a Step of the timeline."""
+    def _timed(self, step: str, detail: str = "") -> Iterator[list[str]]:
+        """Count the time in `step`; a step the board sees is also a Step of the timeline, whose
+        detail gets what the caller adds to the list it is given."""
         started = time.monotonic()
         if step != "server":
             progress.info("%s %s", step, detail)
+        notes: list[str] = []
         try:
-            yield
+            yield notes
         finally:
             ended = time.monotonic()
             self.timings[step] += ended - started
             if step != "server":
+                detail = "; ".join([detail, *notes]) if notes else detail
                 self.steps.append(Step(step, started - self.began, ended - self.began, detail))
 
     def _instant(self, step: str, detail: str = "") -> None:
@@ -207,11 +214,17 @@ class OtaScenario:
 
     def flash(self, artifacts: Artifacts) -> str:
         """Check the artifact set against the board (ota_rig.build.preflight), then write it with
-        esptool, as a user would; esptool.log keeps its output."""
+        esptool, as a user would; esptool.log keeps its output. A file whose region already
+        holds it is not written again (`write-flash --skip-flashed`): the flash step's detail
+        names those regions ("already in flash: 0x1000 0x8000"), esptool.log says so for each."""
         preflight.check(artifacts, self.board.chip)
         self._chip = artifacts.chip
-        with self._timed("flash", artifacts.version):
-            return self._esptool(lambda tool: tool.write(artifacts.flash_files()))
+        with self._timed("flash", artifacts.version) as notes, self._esptool() as tool:
+            output = tool.write(artifacts.flash_files(), skip_flashed=True)
+            skipped = skipped_writes(output)
+            if skipped:
+                notes.append("already in flash: " + " ".join(f"0x{offset:x}" for offset in skipped))
+            return output
 
     def start(self, artifacts: Artifacts) -> Monitor:
         """Flash `artifacts`, open the port, reset the board into them and follow its UART."""
@@ -245,24 +258,34 @@ class OtaScenario:
     def power_cut(self) -> str:
         """Cut the board's power wherever it is and bring it back, with the monitor following.
 
-        A twin's process is killed and started again on its flash ("power"), and boots it by
-        itself; a real board has EN pulled ("EN"), the nearest a bench without a power relay
-        gets: the chip stops mid-instruction either way and flash keeps what was written.
-        Returns which it was."""
+        A twin's process is killed and started again on its flash, and boots it by itself; a
+        farm's board is switched off and on through its place's power switch (a PDU outlet, a
+        USB hub port: ota_rig.bench.labgrid_controls), held in reset until the monitor reads its
+        port again if its EN is wired. Either returns "power". A board without a power switch
+        has EN pulled instead ("EN"), the nearest it gets, and the step says so: the chip stops
+        mid-instruction either way and flash keeps what was written."""
         assert self.monitor is not None, "start() the board first"
-        self._instant("power cut")
-        if not hasattr(self.board, "power_cycle"):
+        monitor = self.monitor
+        if not self.board.can_cut_power:
+            log.warning("%s: %s", self.folder.name, NO_POWER_SWITCH)
+            self._instant("power cut", NO_POWER_SWITCH)
             self.reset()
             return "EN"
-        reopened = self.monitor.reopened
+        self._instant("power cut")
+        reopened = monitor.reopened
+
+        def back(port_went: bool) -> None:
+            """Wait until the monitor reads the port again: found anew if it went with the power."""
+            deadline = time.monotonic() + REAPPEAR_TIMEOUT
+            while monitor.reopened == reopened and (port_went or monitor.away) and not monitor.error:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the monitor did not find {self.board.port} again after the power cut")
+                time.sleep(0.01)
+
         cutting = time.monotonic()
-        self.board.power_cycle()
-        self.timings["power cut"] += time.monotonic() - cutting  # the twin's process started again
-        deadline = time.monotonic() + REAPPEAR_TIMEOUT
-        while self.monitor.reopened == reopened:  # back with the monitor reading the new port
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the monitor did not find {self.board.port} again after the power cut")
-            time.sleep(0.01)
+        went = self.board.power_cycle(listening=lambda: back(False))
+        self.timings["power cut"] += time.monotonic() - cutting  # the power off and on (a twin: a new process)
+        back(went)
         return "power"
 
     def time_lapse(self, rate: float, device_seconds: float) -> float:
@@ -274,24 +297,36 @@ class OtaScenario:
 
     def read_flash(self, offset: int, size: int) -> bytes:
         """Read flash back with esptool (the monitor stops: the port is esptool's now)."""
-        with self._timed("read-back", f"0x{offset:x}+0x{size:x}"):
-            return self._esptool(lambda tool: tool.read(offset, size))
+        with self._timed("read-back", f"0x{offset:x}+0x{size:x}"), self._esptool() as tool:
+            return tool.read(offset, size)
 
-    def _esptool(self, action):
-        """Run an esptool action on the board in download mode; esptool.log keeps its output."""
+    @contextmanager
+    def reading_flash(self, detail: str = "") -> Iterator[Esptool]:
+        """esptool in one session for several read-backs (one connection, one stub upload):
+        `read(offset, size)` for bytes a verdict needs, `holds(offset, path)` for a region that
+        must hold a file, compared by MD5 on the chip (`esptool verify-flash`)."""
+        with self._timed("read-back", detail), self._esptool() as tool, tool.session():
+            yield tool
+
+    @contextmanager
+    def _esptool(self) -> Iterator[Esptool]:
+        """esptool for the board in download mode, at the scenario's baud rate, or at the rate
+        the board fell back to earlier (SerialBoard.baud_limit); esptool.log keeps its output."""
         self._close_line()
         self.board.enter_bootloader()
         before, after = self.board.esptool_reset
-        tool = Esptool(self.board.port, chip=self._chip, before=before, after=after)
-        with (self.folder / "esptool.log").open("a") as record:
-            try:
-                result = action(tool)
-            except FlashError as err:
-                record.write(err.output)
-                raise
-            record.write(tool.last_output)
-        self.chip_seen = self.chip_seen or connected_chip(tool.last_output)
-        return result
+        baud = min(self.baud, self.board.baud_limit or self.baud)
+        tool = Esptool(self.board.port, chip=self._chip, baud=baud, before=before, after=after, in_process=True,
+                       reconnect=self.board.enter_bootloader)
+        try:
+            yield tool
+        finally:
+            output = "".join(tool.output)
+            with (self.folder / "esptool.log").open("a") as record:
+                record.write(output)
+            if tool.fell_back:
+                self.board.baud_limit = tool.baud
+            self.chip_seen = self.chip_seen or connected_chip(output)
 
     def _close_line(self) -> None:
         if self.monitor is not None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
+from ota_rig.bench.monitor import Event, update_loops
 from ota_rig.server.pki import fingerprint
 from ota_rig.server.records import ServerLog
 
@@ -53,7 +54,7 @@ def transition(name: str, fields: dict[str, str]) -> str | None:
 
 def scenario_record(scenario: OtaScenario) -> dict[str, Any]:
     """Everything `scenario` saw and did, as JSON values, on the scenario's clock."""
-    observed, expected = _serial(scenario)
+    observed, expected, findings = _serial(scenario)
     connections = _connections(scenario.server.log, scenario.began_at)
     steps = [{"step": s.name, "start": round(s.start, 4), "end": round(s.end, 4), "detail": s.detail}
              for s in scenario.steps]
@@ -71,6 +72,7 @@ def scenario_record(scenario: OtaScenario) -> dict[str, Any]:
         "steps": steps,
         "observed": observed,
         "expected": expected,
+        "findings": findings,
         "connections": connections[:MAX_CONNECTIONS],
         "connections_total": len(connections),
         "durations": durations(steps, observed, connections),
@@ -93,13 +95,18 @@ def rig_limitations(twin_log: Path) -> list[str]:
             if marker in line]
 
 
-def _serial(scenario: OtaScenario) -> tuple[list[dict], list[dict]]:
-    """The events the UART showed and the waits the test made, numbered by serial.log line."""
+def _serial(scenario: OtaScenario) -> tuple[list[dict], list[dict], list[dict]]:
+    """The events the UART showed, the waits the test made and what the monitors found wrong in
+    the device's story (an update loop), numbered by serial.log line."""
     observed: list[dict] = []
     expected: list[dict] = []
+    story: list[Event] = []  # every monitor's events, one story
+    lines: dict[int, int] = {}  # id of each event in the story: its serial.log line
     first_line = 0  # serial.log holds each monitor's lines, one monitor after the other
     for monitor in scenario.monitors:
         for event in monitor.events:
+            story.append(event)
+            lines[id(event)] = first_line + event.index
             observed.append({"t": _on_clock(scenario, event.t), "event": event.name, "fields": event.fields,
                              "line": first_line + event.index, "text": event.raw,
                              "transition": transition(event.name, event.fields)})
@@ -107,7 +114,11 @@ def _serial(scenario: OtaScenario) -> tuple[list[dict], list[dict]]:
             expected.append({"t": _on_clock(scenario, wait.t), "what": wait.what, "outcome": wait.outcome,
                              "line": None if wait.index is None else first_line + wait.index})
         first_line += monitor.mark()  # the lines it wrote, held in memory or not
-    return observed, expected
+    # One story across the monitors: an update seen by one and the boot after it by the next.
+    findings = [{"finding": "update loop", "t": _on_clock(scenario, loop.event.t), "line": lines[id(loop.event)],
+                 "text": loop.sentence}
+                for loop in update_loops(story)]
+    return observed, expected, findings
 
 
 def _on_clock(scenario: OtaScenario, monotonic: float) -> float:

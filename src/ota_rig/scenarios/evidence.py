@@ -44,20 +44,26 @@ def read_otadata(ota: OtaScenario, artifacts: Artifacts) -> bytes:
 
 def assert_boots_slot_holding(ota: OtaScenario, artifacts: Artifacts,
                               state: firmware.OtaState = firmware.OtaState.VALID) -> None:
-    """Read otadata and the slot it selects back with esptool: both otadata entries are whole
-    (erased or with a matching CRC, never half-written), the selected one is in rollback
-    `state` (VALID: the app confirmed itself at boot), and its slot holds the served image."""
+    """Read otadata back with esptool and check the slot it selects, in one esptool session:
+    both otadata entries are whole (erased or with a matching CRC, never half-written), the
+    selected one is in rollback `state` (VALID: the app confirmed itself at boot), and its slot
+    holds the served image (the chip's MD5 of the slot against the image's: `esptool verify-flash`)."""
     table = partition_table(artifacts)
-    otadata = read_otadata(ota, artifacts)
-    entries = firmware.ota_entries(otadata)
-    assert all(entry.is_whole for entry in entries), f"otadata is half-written: {entries}"
-    sector = firmware.active_sector(entries)
-    assert sector is not None, "otadata selects no slot"
-    assert entries[sector].state == state, f"the selected otadata entry is {entries[sector]}, not {state.name}"
-    slot = firmware.active_ota_slot(otadata, len(table.ota_slots))
-    assert slot is not None, "otadata selects no OTA slot"
-    image = artifacts.app.read_bytes()
-    assert ota.read_flash(table.ota_slots[slot].offset, len(image)) == image
+    otadata_partition = table.otadata
+    assert otadata_partition is not None, "the build's partition table has no otadata partition"
+    with ota.reading_flash("otadata and the slot it selects") as flash:
+        otadata = flash.read(otadata_partition.offset, 2 * firmware.OTADATA_SECTOR)
+        entries = firmware.ota_entries(otadata)
+        assert all(entry.is_whole for entry in entries), f"otadata is half-written: {entries}"
+        sector = firmware.active_sector(entries)
+        assert sector is not None, "otadata selects no slot"
+        assert entries[sector].state == state, f"the selected otadata entry is {entries[sector]}, not {state.name}"
+        slot = firmware.active_ota_slot(otadata, len(table.ota_slots))
+        assert slot is not None, "otadata selects no OTA slot"
+        offset = table.ota_slots[slot].offset
+        assert flash.holds(offset, artifacts.app), (
+            f"ota_{slot} at 0x{offset:x} does not hold the served image {artifacts.app.name} (esptool verify-flash)"
+        )
 
 
 def refused_before_any_request(ota: OtaScenario) -> TlsRecord:

@@ -4,6 +4,7 @@ finds nothing newer; a device already on the latest version downloads nothing.""
 from __future__ import annotations
 
 import hashlib
+import shutil
 
 import pytest
 
@@ -78,3 +79,26 @@ def test_the_request_carries_exactly_the_cores_headers(ota, pki) -> None:
     if ota.profile == "arduino-esp32-3":
         expected["x-ESP32-BASE-MAC"] = mac
     assert {name: request.header(name) for name in expected} == expected
+
+
+def test_a_static_file_server_makes_an_update_loop(ota, pki) -> None:
+    """A static file server (the seed tutorial's Express `download()`, nginx serving a .bin)
+    answers 200 with the image to every GET: a device already on it installs it again, at every
+    check. The monitor flags the update loop; the record and the report carry the finding."""
+    listener = ota.listen(pki.dns())
+    new = ota.build("0.2", url=ota.server.url(listener.name, "/firmware/release.bin"))
+    old = ota.build("0.1", url=ota.server.url(listener.name, "/firmware/release.bin"))
+    ota.server.firmware_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(new.app, ota.server.firmware_dir / "release.bin")
+
+    monitor = ota.start(old)
+    monitor.expect_sequence([
+        ("firmware_version", {"version": "0.1"}), "update_ok", ("firmware_version", {"version": "0.2"}),
+        "update_ok", ("firmware_version", {"version": "0.2"}),
+    ], timeout=3 * BOOT_TIMEOUT)
+
+    first, second = ota.server_log.downloads()[:2]
+    assert (first.header("x-ESP32-version"), second.header("x-ESP32-version")) == ("0.1", "0.2")
+    assert first.bytes_sent == second.bytes_sent == new.app.stat().st_size
+    [loop, *_] = monitor.update_loops
+    assert loop.version == "0.2" and loop.event.raw == "Firmware version 0.2"

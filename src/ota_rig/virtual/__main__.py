@@ -1,7 +1,7 @@
 """Command line of the virtual ESP32.
 
     python -m ota_rig.virtual --flash PATH (--rfc2217 PORT | --pty LINK) [--io0-low] [--mac XX:XX:XX:XX:XX:XX]
-                          [--owner PID]
+                          [--owner PID] [--bridge-max-baud BAUD]
 
 It prints one line saying where it listens, then runs until SIGTERM or SIGINT (or, with
 --owner, until that process ends), when it flushes the flash to its file, removes its pty link
@@ -62,6 +62,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "does: the ROM waits in download mode for esptool (default: IO0 pulled up, the "
         "chip boots from flash)",
     )
+    parser.add_argument(
+        "--bridge-max-baud",
+        type=int,
+        metavar="BAUD",
+        help="the fastest rate the USB bridge takes: over RFC2217 a faster one is refused (the server "
+        "answers with the rate in force); on either port, while the chip's UART runs faster nothing "
+        "crosses the line (default: any rate)",
+    )
     parser.add_argument("--mac", default=DEFAULT_MAC, help=f"factory MAC in eFuse (default {DEFAULT_MAC})")
     parser.add_argument(
         "--owner",
@@ -91,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot use {args.flash} as flash: {err}", file=sys.stderr)
         return 2
     try:
-        twin = Twin(flash, args.mac, port, pacing=pacing, io0_low=args.io0_low)
+        twin = Twin(flash, args.mac, port, pacing=pacing, bridge_max_baud=args.bridge_max_baud, io0_low=args.io0_low)
     except FileExistsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
         print(f"error: cannot listen: {err}", file=sys.stderr)
         return 2
-    bench = Bench(twin, args.mac, pacing)
+    bench = Bench(twin, args.mac, pacing, args.bridge_max_baud)
     if args.pty is not None:  # EN, IO0 and the rest come on standard input (ota_rig.virtual.twin.Bench)
         threading.Thread(target=bench.serve, args=(sys.stdin, sys.stdout), name="wires", daemon=True).start()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from ota_rig.device import profiles
@@ -82,9 +83,12 @@ def setup(core: Core, config: SketchConfig) -> None:
 
 
 def check_for_update(core: Core, config: SketchConfig, http_update: HttpUpdate,
-                     verified: VerifiedUpdate | None) -> None:
+                     verified: VerifiedUpdate | None,
+                     new_client: Callable[[Core, str | None], SecureClient] = SecureClient) -> None:
+    """One pass of loop(). `new_client(core, ca_bundle)` makes the sketch's WiFiClientSecure (a
+    device client passes one that records what goes over it: ota_rig.virtual.device_client)."""
     core.report("update_checking", url=config.update_url)
-    with SecureClient(core, None if config.insecure else config.ca_bundle) as client:
+    with new_client(core, None if config.insecure else config.ca_bundle) as client:
         if config.check_dates and not dates_acceptable(core, config, client):
             return
         if verified is not None:

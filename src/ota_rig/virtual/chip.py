@@ -60,12 +60,18 @@ class Flash:
     NOR semantics: erasing sets a whole 4 KB sector to 0xFF, programming can only clear bits
     (new = old AND data). Writing 0xFF padding therefore never changes anything, exactly as on
     the chip. The file is memory-mapped: a write lands in the page cache at once and survives
-    even a killed twin; `flush()` forces it to disk.
+    even a killed twin; `flush()` forces it to disk. `path` None is a flash in memory only (a
+    device client that runs one check: ota_rig.virtual.device_client).
     """
 
-    def __init__(self, path: Path, size: int = FLASH_SIZE) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path | None, size: int = FLASH_SIZE) -> None:
         self.size = size
+        self.path: Path | None = None
+        if path is None:
+            self._map = mmap.mmap(-1, size)
+            self._map[:] = b"\xff" * size
+            return
+        self.path = Path(path)
         fresh = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -282,7 +288,16 @@ class Uart:
     """UART0 as the CPU sees it: a receive FIFO filled by the transport, a transmit line.
 
     With `pacing` on, bytes take the time they take on a wire at the current baud rate (10 bits a
-    byte) in both directions; off, the line is as fast as the host machine.
+    byte) in both directions; off, the line is as fast as the host machine. The rate is the
+    one the ROM starts at (115200) and esptool's CHANGE_BAUDRATE sets (ota_rig.virtual.rom), so a
+    paced line runs at the negotiated rate as a real UART does.
+
+    `bridge_max_baud` is the fastest rate the USB bridge in front of the chip takes: while the
+    chip's UART runs faster, nothing crosses the line either way (the bridge cannot sample the
+    chip's bits nor send at its rate: esptool then finds no answer after "Changed.", as in
+    espressif/esptool#255 and #435). UNVERIFIED: a real bridge delivers garbage bytes rather
+    than nothing; esptool fails either way ("Timed out waiting for packet header" or "Invalid
+    head of packet").
     """
 
     def __init__(self, chip: Chip, pacing: bool = False) -> None:
@@ -292,6 +307,7 @@ class Uart:
         self._sink_lock = threading.Lock()
         self.pacing = pacing
         self.baud = 115200
+        self.bridge_max_baud: int | None = None
         self._tx_busy_until = 0.0
         self._rx_busy_until = 0.0
 
@@ -305,8 +321,14 @@ class Uart:
         return start + nbytes * 10 / self.baud
 
     # --- host side (transport threads) ---
+    def _beyond_bridge(self) -> bool:
+        return self.bridge_max_baud is not None and self.baud > self.bridge_max_baud
+
     def feed(self, data: bytes) -> None:
-        """Bytes arriving from the host; lost while the chip is held in reset."""
+        """Bytes arriving from the host; lost while the chip is held in reset, or while it runs
+        faster than the bridge takes."""
+        if self._beyond_bridge():
+            return
         if self.pacing:
             self._rx_busy_until = self._pace(self._rx_busy_until, len(data))
             time.sleep(max(0.0, self._rx_busy_until - time.monotonic()))
@@ -343,7 +365,7 @@ class Uart:
             self._chip.sleep(self._tx_busy_until - time.monotonic())
         with self._sink_lock:
             sink = self._sink
-        if sink is not None:
+        if sink is not None and not self._beyond_bridge():
             sink(data)
 
     def print(self, text: str) -> None:

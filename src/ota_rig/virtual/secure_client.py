@@ -40,6 +40,10 @@ class SecureClient:
         self.session: tls.TlsSession | None = None
         self.last_error = 0
         self.last_error_text = ""
+        self.failure: tls.TlsError | tls.RigLimitation | None = None  # why the last connect() failed
+        # Where the device's DNS sends the URL's host: None is the twin's network (every name is
+        # 127.0.0.1); a device client on the host's network sets the host's own answer.
+        self.address: str | None = None
         self._buffer = b""
         self._eof = False
 
@@ -57,16 +61,18 @@ class SecureClient:
         self.stop()
         try:
             self.session = tls.connect(host, port, self.ca_bundle, self.core.profile, timeout=timeout,
-                                       unix_time=self.core.unix_time())
+                                       address=self.address, unix_time=self.core.unix_time())
         except tls.TlsError as err:
+            self.failure = err
             self._log_failure(err)
             return False
         except tls.RigLimitation as limit:
+            self.failure = limit
             # Not the device's verdict: the twin cannot tell what the device does next, so it
             # prints nothing more and says why in its own log (the rig's record reads it there).
             log.warning("%s %s; the app stops here", RIG_LIMITATION, limit)
             self.core.halt()
-        self.last_error, self.last_error_text = 0, ""
+        self.last_error, self.last_error_text, self.failure = 0, "", None
         self._buffer, self._eof = b"", False
         return True
 

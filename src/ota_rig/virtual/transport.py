@@ -44,8 +44,15 @@ class _SerialLines:
 
     @baudrate.setter
     def baudrate(self, value: int) -> None:
-        self._baudrate = value  # the host's side of the line; the chip keeps its own divider
         self.baudrate_requests += 1
+        limit = self._chip.uart.bridge_max_baud
+        if limit is not None and value > limit:
+            # A port that cannot take the rate raises ValueError; pyserial's PortManager then
+            # answers SET-BAUDRATE with the rate in force (serial/rfc2217.py,
+            # _telnet_process_subnegotiation), and its client raises "remote rejected value
+            # for option 'baudrate'" (TelnetSubnegotiation.is_ready).
+            raise ValueError(f"the bridge does not take {value} baud (at most {limit})")
+        self._baudrate = value  # the host's side of the line; the chip keeps its own divider
 
     @property
     def dtr(self) -> bool:

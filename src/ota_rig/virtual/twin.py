@@ -43,9 +43,11 @@ class Twin:
     both and closes the flash. Raises OSError when the port cannot be had (the flash is closed
     then), FileExistsError for a pty path that is no twin's link."""
 
-    def __init__(self, flash: Flash, mac: bytes, port: Port, *, pacing: bool = False, io0_low: bool = False) -> None:
+    def __init__(self, flash: Flash, mac: bytes, port: Port, *, pacing: bool = False,
+                 bridge_max_baud: int | None = None, io0_low: bool = False) -> None:
         self.flash = flash
         self.chip = Chip(flash, EFuses(mac), pacing=pacing)
+        self.chip.uart.bridge_max_baud = bridge_max_baud
         self.chip.pins.io0_low = self.chip.download_strap = io0_low  # the ROM reads IO0 as power comes up
         try:
             if port.pty is not None:
@@ -88,10 +90,11 @@ class Bench:
     (JSON) puts a new board in its place, powered up booting its flash (IO0 pulled up), with the
     process's standard error, where its log goes, reopened on `log` (appended)."""
 
-    def __init__(self, twin: Twin, mac: bytes, pacing: bool) -> None:
+    def __init__(self, twin: Twin, mac: bytes, pacing: bool, bridge_max_baud: int | None = None) -> None:
         self.twin: Twin | None = twin
-        self.mac = mac
+        self.mac = mac  # the process's settings, each new board's too
         self.pacing = pacing
+        self.bridge_max_baud = bridge_max_baud
         self.boards = 1  # boards this process has run
 
     def serve(self, commands: TextIO, answers: TextIO) -> None:
@@ -130,7 +133,8 @@ class Bench:
             sys.stderr.flush()
             os.dup2(descriptor, sys.stderr.fileno())  # the log handler writes to fd 2: now this file
             os.close(descriptor)
-            twin = Twin(Flash(flash), self.mac, Port(pty=link), pacing=self.pacing)
+            twin = Twin(Flash(flash), self.mac, Port(pty=link), pacing=self.pacing,
+                        bridge_max_baud=self.bridge_max_baud)
         except (OSError, ValueError) as err:
             return f"error: {err}"
         twin.power_on()

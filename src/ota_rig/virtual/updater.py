@@ -24,6 +24,7 @@ from ota_rig.virtual.chip import Chip
 log = logging.getLogger(__name__)
 
 SECTOR = 4096
+ESP32_CHIP_ID = 0  # esp_image_header_t.chip_id of a classic ESP32 image (reference section 13.4)
 BLOCK = 0x10000
 HELD_BACK = 16
 
@@ -173,9 +174,18 @@ class Updater:
         self.chip.flash.program(self.target.offset, self._held_back)
         image = self.chip.flash.read(self.target.offset, self.size)
         try:
-            firmware.parse_image(image, base=self.target.offset)
+            parsed = firmware.parse_image(image, base=self.target.offset)
         except FirmwareFormatError as err:
             self.idf_errors.append(("esp_image", idf_image_error(err)))
+            return self._fail(ERROR_ACTIVATE)
+        if parsed.chip_id != ESP32_CHIP_ID:
+            # bootloader_common_check_chip_validity(), part of the same verification (reference
+            # section 10: "header, <= 16 segments, checksum, SHA-256, chip id"); its line as a
+            # public ESP32 log shows it: "boot_comm: mismatch chip ID, expected 0, found 65535".
+            # UNVERIFIED: that public line is a bootloader's; that the app's own verification at
+            # Update.end() prints the same line (ESP-IDF logs at ERROR in the core's libraries) is
+            # inferred, not seen in a log.
+            self.idf_errors.append(("boot_comm", f"mismatch chip ID, expected {ESP32_CHIP_ID}, found {parsed.chip_id}"))
             return self._fail(ERROR_ACTIVATE)
         otadata.select(self.chip, self.table, self.target)
         return True

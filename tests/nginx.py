@@ -1,0 +1,79 @@
+"""Debian's nginx serving a folder over HTTPS, as a release engineer puts firmware on a static
+server or CDN: a real `nginx` process with a temporary configuration, its access log recording
+each request with the x-ESP32-version it carried (the evidence a test reads)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+NGINX = shutil.which("nginx") or next((path for path in ("/usr/sbin/nginx",) if Path(path).exists()), None)
+MISSING = "nginx is not installed (Debian: apt-get install nginx-light; .ci/run installs it)"
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def nginx(folder: Path, docroot: Path, cert: Path, key: Path, port: int | None = None) -> Iterator[tuple[int, Path]]:
+    """nginx on 127.0.0.1:`port` (a free one by default) serving `docroot` with `cert`/`key`,
+    its files under `folder`: (port, access log). Stopped (SIGTERM, then killed) at the end."""
+    assert NGINX is not None, MISSING
+    port = port or free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    access = folder / "access.log"
+    # As root, nginx's worker drops to `user`: root here, since pytest's folders are private to root.
+    user = "user root root;" if os.geteuid() == 0 else ""
+    config = folder / "nginx.conf"
+    config.write_text(f"""
+{user}
+worker_processes 1;
+daemon off;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    log_format device '$remote_addr "$request" $status $body_bytes_sent '
+                      '"$http_x_esp32_version" "$http_x_esp32_sta_mac"';
+    access_log {access} device;
+    client_body_temp_path {folder}/body; proxy_temp_path {folder}/proxy; fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi; scgi_temp_path {folder}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl backlog=1024;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        root {docroot};
+        default_type application/octet-stream;
+    }}
+}}
+""")
+    process = subprocess.Popen([NGINX, "-p", str(folder), "-e", str(folder / "error.log"), "-c", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    errors = folder / "error.log"
+                    said = errors.read_text() if errors.exists() else ""
+                    raise RuntimeError(f"nginx did not start: {said}") from None
+                time.sleep(0.05)
+        yield port, access
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
