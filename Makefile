@@ -34,7 +34,7 @@ hardware: $(VENV)/.installed
 	$(PY) -m pytest tests/hardware src/ota_rig/scenarios --ota-board "$(BOARD)" --timeout 900 --ota-report out/hardware $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
-	$(PY) bench/ota_scenarios.py
+	$(PY) bench/overhead.py
 	$(PY) bench/flash_speed.py
 	$(PY) bench/monitor_flood.py
 	$(PY) bench/stalled_readers.py --path /firmware/big.bin

@@ -24,6 +24,7 @@ import errno
 import fcntl
 import functools
 import glob
+import json
 import logging
 import os
 import re
@@ -51,6 +52,8 @@ RESET_PULSE = 0.1  # seconds EN is held low through DTR/RTS (the bridge's RC cir
 WIRED_PULSE = 0.01  # a twin's wired EN acts when the command is answered: no circuit to settle
 REAPPEAR_TIMEOUT = 10.0  # seconds a vanished port gets to come back (USB re-enumeration takes 1-3 s)
 LOCK_DIR_ENV = "OTA_RIG_LOCK_DIR"
+TwinKind = tuple[str | None, bool, int | None]  # what a twin process is started with: MAC, pacing, bridge's baud
+NOT_HANDED_BACK = "the last board did not hand its twin process back"  # TwinKeeper.why_new
 
 
 class BoardError(RigError, RuntimeError):
@@ -191,7 +194,7 @@ class VirtualBoard(SerialBoard):
 
     def __init__(self, workdir: Path, *, transport: str = "rfc2217", mac: str | None = None,
                  flash: Path | None = None, pacing: bool = False, bridge_max_baud: int | None = None,
-                 start_timeout: float = 10.0, io0_low: bool = False) -> None:
+                 start_timeout: float = 10.0, io0_low: bool = False, keeper: TwinKeeper | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flash_file = Path(flash) if flash else self.workdir / "flash.bin"
@@ -216,9 +219,44 @@ class VirtualBoard(SerialBoard):
         self._start_timeout = start_timeout
         self.log_path = self.workdir / "twin.log"
         self._log = open(self.log_path, "ab")
-        super().__init__(self._spawn())
+        # A kept twin process is reused only for what a fresh one would be: a pty twin powered
+        # up with IO0 pulled up, with the MAC, pacing and bridge fixed when its process started.
+        self._keeper = keeper if transport == "pty" and not io0_low else None
+        self._kind: TwinKind = (mac, pacing, bridge_max_baud)
+        kept = self._keeper.take(self._kind) if self._keeper else None
+        port = self._renew(kept) if kept else None
+        if port is None:
+            why = self._keeper.why_new if self._keeper else ""
+            self._note(f"new twin process{f' ({why})' if why else ''}")
+            if self._keeper:
+                self._keeper.why_new = NOT_HANDED_BACK  # until the board closes and says otherwise
+            port = self._spawn()
+        super().__init__(port)
         self.start_seconds = time.monotonic() - started
         log.info("virtual board on %s (pid %d)", self.port, self.process.pid)
+
+    def _note(self, text: str) -> None:
+        """A line of the rig's own in twin.log, before what the twin writes there."""
+        self._log.write(f"rig: {text}\n".encode())
+        self._log.flush()
+
+    def _renew(self, process: subprocess.Popen) -> str | None:
+        """Put a new board in a kept twin process (ota_rig.virtual.twin.Bench's NEW): its pty
+        link, its flash file and this board's log. The link, or None (the process killed and
+        the keeper told why) when the twin refuses."""
+        self.process = process
+        self._note(f"twin process {process.pid} reused: a new board in it (NEW)")
+        link = self._argv[self._argv.index("--pty") + 1]
+        spec = json.dumps({"flash": str(self.flash_file), "pty": link, "log": str(self.log_path)})
+        try:
+            self.wire(f"NEW {spec}")
+        except BoardError as err:
+            assert self._keeper is not None
+            self._keeper.why_new = f"the kept twin process {process.pid} refused a new board: {err}"
+            log.warning("%s; starting a new twin process", self._keeper.why_new)
+            self._kill()
+            return None
+        return link
 
     def _spawn(self) -> str:
         """Start the twin process; its port URL once it listens."""
@@ -293,9 +331,7 @@ class VirtualBoard(SerialBoard):
             Path(self.port).unlink(missing_ok=True)  # no reader may open a stale /dev/pts name
         else:
             self._argv[self._argv.index("--rfc2217") + 1] = self.port.rsplit(":", 1)[1]  # same port
-        self.process.kill()
-        self.process.wait()
-        self._close_streams()
+        self._kill()
 
     def power_on(self) -> None:
         """The second half of `power_cycle`: the twin starts again on its flash and port."""
@@ -322,24 +358,91 @@ class VirtualBoard(SerialBoard):
         return self.process.poll() is None
 
     def close(self) -> None:
-        """Stop the twin the way a user would (SIGTERM): it flushes its flash and exits."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        """Stop the twin the way a user would (SIGTERM): it flushes its flash and exits. A
+        board from a keeper is powered off instead (OFF: its CPU stopped, its flash flushed and
+        closed, its pty link gone) and its process handed back; a twin that does not power off
+        cleanly (a CPU thread stuck past the twin's wait) is killed, and the keeper says why
+        when it starts the next one. Closing again does nothing."""
+        if self._log.closed:
+            return
+        if self._keeper is not None and self.process.poll() is None:
             try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._close_streams()
+                self.wire("OFF")
+            except BoardError as err:
+                self._keeper.why_new = f"twin process {self.process.pid} did not power off cleanly: {err}"
+                log.warning("%s; it is killed", self._keeper.why_new)
+                self._note(f"{self._keeper.why_new}; killed")
+                self._kill()
+            else:
+                self._keeper.keep(self._kind, self.process)
+                self._log.close()
+                return
+        elif self._keeper is not None:
+            self._keeper.why_new = f"twin process {self.process.pid} had exited (status {self.process.returncode})"
+        _stop(self.process)
         self._log.close()
 
-    def _close_streams(self) -> None:
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
+    def _kill(self) -> None:
+        self.process.kill()
+        _stop(self.process)
+
+
+class TwinKeeper:
+    """One twin process kept for a test session (each xdist worker has its own) and handed
+    from board to board: a VirtualBoard given the keeper puts a new board into the kept process
+    (ota_rig.virtual.twin: new silicon, its own flash file, pty and log) instead of starting
+    one, about 0.2 s of interpreter start and imports saved a scenario, and powers it off when
+    it closes. A board gets exactly what a fresh process would give it: its flash file
+    (erased when new), a POWERON_RESET boot, its own twin.log; nothing of the last board
+    survives. Should the kept twin fail to power off or refuse a new board, it is killed and
+    the next board starts a new process, with the reason as the first line of its twin.log
+    (`why_new`). `close()` stops the kept process."""
+
+    def __init__(self) -> None:
+        self._kept: tuple[TwinKind, subprocess.Popen] | None = None
+        self.why_new = "the first board of this keeper"  # why the next board needs a new process
+
+    def take(self, kind: TwinKind) -> subprocess.Popen | None:
+        """The kept process if it suits a board of `kind` (MAC, pacing, bridge) and still runs; None
+        when the board must start one (`why_new` says why)."""
+        kept, self._kept = self._kept, None
+        if kept is None:
+            return None
+        if kept[0] != kind or kept[1].poll() is not None:
+            exited = kept[1].poll() is not None
+            self.why_new = (f"twin process {kept[1].pid} had exited (status {kept[1].returncode})" if exited
+                            else "the kept twin process has another MAC, pacing or bridge")
+            _stop(kept[1])
+            return None
+        self.why_new = NOT_HANDED_BACK  # until the board closes and says otherwise
+        return kept[1]
+
+    def keep(self, kind: TwinKind, process: subprocess.Popen) -> None:
+        if self._kept is not None:
+            _stop(self._kept[1])
+        self._kept = (kind, process)
+
+    def close(self) -> None:
+        if self._kept is not None:
+            _stop(self._kept[1])
+            self._kept = None
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """End a twin process (SIGTERM: it flushes its flash), killed if it does not within 5 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for stream in (process.stdin, process.stdout):
+        if stream:
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
 def read_until(line: serial.SerialBase, until: bytes, timeout: float, record: BinaryIO | None = None) -> bytes:

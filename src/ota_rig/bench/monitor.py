@@ -263,12 +263,13 @@ class Monitor:
             if thread is None:
                 return
             self._stopping.set()
-            thread.join(min(timeout, 0.5))  # the port's short read timeout ends the loop
+            # A read under way ends at once where the port can cancel it (a local port; the
+            # thread exits before reading again), else at the port's short read timeout.
             cancel = getattr(self.port, "cancel_read", None)
-            if thread.is_alive() and cancel is not None:  # a port opened without a read timeout
+            if cancel is not None:
                 try:
                     cancel()
-                except Exception:  # a closed or foreign port: nothing more to wake
+                except Exception:  # a closed or foreign port: its read timeout ends the loop
                     pass
             thread.join(timeout)
             if thread.is_alive():

@@ -15,6 +15,7 @@ from ota_rig.pytest_plugin.fixtures import (
     ota_real_board,
     ota_scenario,
     ota_test_dir,
+    ota_twin_keeper,
 )
 from ota_rig.pytest_plugin.hooks import (
     pytest_addoption,
@@ -28,6 +29,6 @@ from ota_rig.pytest_plugin.hooks import (
 
 __all__ = [
     "ota_bench", "ota_board", "ota_builder", "ota_listener_ports", "ota_out_dir", "ota_pki", "ota_real_board",
-    "ota_scenario", "ota_test_dir", "pytest_addoption", "pytest_collection_modifyitems", "pytest_configure",
-    "pytest_configure_node", "pytest_generate_tests", "pytest_sessionstart", "pytest_unconfigure",
+    "ota_scenario", "ota_test_dir", "ota_twin_keeper", "pytest_addoption", "pytest_collection_modifyitems",
+    "pytest_configure", "pytest_configure_node", "pytest_generate_tests", "pytest_sessionstart", "pytest_unconfigure",
 ]

@@ -16,6 +16,7 @@ from ota_rig.bench.board import (
     BoardError,
     PortLock,
     SerialBoard,
+    TwinKeeper,
     VirtualBoard,
     find_by_mac,
     scan_ports,
@@ -87,11 +88,27 @@ def ota_real_board(pytestconfig: pytest.Config, ota_bench: Bench) -> Iterator[Se
         pytest.fail(str(err), pytrace=False)
 
 
+@pytest.fixture(scope="session")
+def ota_twin_keeper(pytestconfig: pytest.Config) -> Iterator[TwinKeeper | None]:
+    """The twin process this session (this xdist worker) hands from test to test, or None with
+    --ota-fresh-twin (a process per test)."""
+    if pytestconfig.getoption("--ota-fresh-twin"):
+        yield None
+        return
+    keeper = TwinKeeper()
+    try:
+        yield keeper
+    finally:
+        keeper.close()
+
+
 @pytest.fixture
 def ota_board(request: pytest.FixtureRequest, ota_bench: Bench, ota_test_dir: Path) -> Iterator[SerialBoard]:
-    """The board under test: a fresh twin per test, or the session's real board."""
+    """The board under test: a new twin board per test (in the session's kept twin process
+    unless --ota-fresh-twin), or the session's real board."""
     if ota_bench.virtual:
-        with VirtualBoard(ota_test_dir / "board", transport=VIRTUAL_BOARDS[ota_bench.board]) as twin:
+        keeper = request.getfixturevalue("ota_twin_keeper")
+        with VirtualBoard(ota_test_dir / "board", transport=VIRTUAL_BOARDS[ota_bench.board], keeper=keeper) as twin:
             yield twin
     else:
         yield request.getfixturevalue("ota_real_board")

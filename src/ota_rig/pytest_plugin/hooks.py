@@ -96,6 +96,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_bench_options(group.addoption)
     group.addoption("--ota-profile", default=None, choices=sorted(profiles.PROFILES),
                     help="device profile to build for (default: each_profile tests run for every profile)")
+    group.addoption("--ota-fresh-twin", action="store_true",
+                    help="start a twin process for each test (default: each worker keeps one and puts a new "
+                         "board in it for each test; for debugging the twin itself)")
     group.addoption("--ota-out", default="out/tests", help="folder for each test's records (default out/tests)")
     group.addoption("--ota-report", default=None, metavar="DIR",
                     help="write the run's results.json, junit.xml and report.html into DIR")

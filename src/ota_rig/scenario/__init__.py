@@ -282,7 +282,10 @@ class OtaScenario:
                     raise AssertionError(f"the monitor did not find {self.board.port} again after the power cut")
                 time.sleep(0.01)
 
-        back(self.board.power_cycle(listening=lambda: back(False)))
+        cutting = time.monotonic()
+        went = self.board.power_cycle(listening=lambda: back(False))
+        self.timings["power cut"] += time.monotonic() - cutting  # the power off and on (a twin: a new process)
+        back(went)
         return "power"
 
     def time_lapse(self, rate: float, device_seconds: float) -> float:
@@ -335,7 +338,9 @@ class OtaScenario:
     def close(self) -> None:
         """The board first, so that no request of its is cut off by the server going away."""
         self._close_line()
+        stopping = time.monotonic()
         self.board.close()
+        self.timings["board stop"] = time.monotonic() - stopping
         with self._timed("server"):
             self.server.stop()
         try:

@@ -6,7 +6,8 @@ reference sketch), the parts of arduino-esp32 it uses (arduino: Serial and the l
 httpupdate: HTTPClient and HTTPUpdate; updater: Update and otadata; secure_client:
 WiFiClientSecure), tls (ssl_client.cpp on Mbed TLS: the connection), certificate_check (Mbed
 TLS's verification of the server's chain), mbedtls_errors (its error codes and texts), x509
-(its certificate parser), transport (RFC2217 server, pty with wired EN/IO0); the profiles
+(its certificate parser), transport (RFC2217 server, pty with wired EN/IO0), twin (a board in
+the process, from power-on to power-off, and the next one in its place); the profiles
 (2.0.x vs 3.x) are ota_rig.device.profiles. Start it with `python -m ota_rig.virtual --help`.
 
 It reads only what the real sketch and core read: the sketch's constants where the compiled

@@ -20,9 +20,8 @@ import sys
 import threading
 from pathlib import Path
 
-from ota_rig.virtual import boot
-from ota_rig.virtual.chip import DEFAULT_MAC, Chip, EFuses, Flash, parse_mac
-from ota_rig.virtual.transport import PtyServer, Rfc2217Server, Wires
+from ota_rig.virtual.chip import DEFAULT_MAC, Flash, parse_mac
+from ota_rig.virtual.twin import Bench, Port, Twin
 
 PACING_ENV = "RIG_UART_PACING"
 
@@ -36,6 +35,8 @@ the ROM reads IO0: `IO0 0`, `EN 0`, `EN 1` enters the loader, `IO0 1`, `EN 0`, `
 flash (IO0 held by --io0-low stays low until `IO0 1`). `USB 0` and `USB 1` take the port off
 the host and back, as a pulled cable; `NOISE <hex bytes>` puts bytes on the line as a flaky
 cable would; `CLOCK <rate> <seconds>` runs the chip's clock faster for that many device seconds.
+`OFF` powers the board off; `NEW {{"flash": PATH, "pty": LINK, "log": PATH}}` then puts a new one
+in this process, as a new process would start it (ota_rig.virtual.twin).
 Set {PACING_ENV}=1 to make the UART take the time a real line takes at its baud rate.
 """
 
@@ -90,47 +91,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=os.environ.get("RIG_VIRTUAL_LOG", "WARNING"), format="twin %(name)s: %(message)s")
+    pacing = os.environ.get(PACING_ENV) == "1"
+    port = Port(pty=args.pty) if args.pty is not None else Port(rfc2217=args.rfc2217, plain=args.plain_rfc2217)
     try:
         flash = Flash(args.flash)
     except (OSError, ValueError) as err:
         print(f"error: cannot use {args.flash} as flash: {err}", file=sys.stderr)
         return 2
-    chip = Chip(flash, EFuses(args.mac), pacing=os.environ.get(PACING_ENV) == "1")
-    chip.uart.bridge_max_baud = args.bridge_max_baud
-    chip.pins.io0_low = chip.download_strap = args.io0_low  # the ROM reads IO0 as power comes up
     try:
-        if args.rfc2217 is not None:
-            server: Rfc2217Server | PtyServer = Rfc2217Server(chip, args.rfc2217, plain=args.plain_rfc2217)
-        else:
-            server = PtyServer(chip, args.pty)
-            threading.Thread(
-                target=Wires(chip, server, sys.stdin, sys.stdout).serve_forever, name="wires", daemon=True
-            ).start()
+        twin = Twin(flash, args.mac, port, pacing=pacing, bridge_max_baud=args.bridge_max_baud, io0_low=args.io0_low)
     except FileExistsError as err:
         print(f"error: {err}", file=sys.stderr)
-        flash.close()
         return 2
     except OSError as err:
         print(f"error: cannot listen: {err}", file=sys.stderr)
-        flash.close()
         return 2
+    bench = Bench(twin, args.mac, pacing, args.bridge_max_baud)
+    if args.pty is not None:  # EN, IO0 and the rest come on standard input (ota_rig.virtual.twin.Bench)
+        threading.Thread(target=bench.serve, args=(sys.stdin, sys.stdout), name="wires", daemon=True).start()
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    cpu = threading.Thread(target=chip.run, args=(boot.power_up,), name="cpu", daemon=True)
-    threading.Thread(target=server.serve_forever, name="transport", daemon=True).start()
-    cpu.start()
+    twin.power_on()
     mac = ":".join(f"{b:02x}" for b in args.mac)
-    print(f"virtual ESP32 {mac} listening on {server.url}", flush=True)
+    print(f"virtual ESP32 {mac} listening on {twin.url}", flush=True)
     # A bare wait() can sleep through the signal handler. An owner that died leaves the twin
     # to another parent: it stops then, so no twin outlives the rig that started it.
     while not stop.wait(0.2) and (args.owner is None or os.getppid() == args.owner):
         pass
-    chip.stop()
-    server.close()
-    cpu.join(timeout=2)
-    flash.close()
+    bench.power_off()
     return 0
 
 

@@ -18,7 +18,6 @@ import threading
 import time
 import tty
 from pathlib import Path
-from typing import TextIO
 
 # pyserial ships no type information (pyproject's mypy settings let its imports be untyped).
 import serial.rfc2217
@@ -342,8 +341,8 @@ class Wires:
     whose pins hang on relays or GPIOs of the test host (labgrid's DigitalOutput), and its USB
     port on a switchable hub port.
 
-    Reads commands from a text stream, one a line: `EN 0` holds the chip in reset, `EN 1`
-    releases it (the ROM latches IO0 then), `IO0 0` / `IO0 1` drive the boot-mode pin, `USB 0`
+    Commands come one a line (ota_rig.virtual.twin.Bench reads them): `EN 0` holds the chip in
+    reset, `EN 1` releases it (the ROM latches IO0 then), `IO0 0` / `IO0 1` drive the boot-mode pin, `USB 0`
     takes the port off the host and `USB 1` brings it back. `NOISE <hex bytes>` puts those bytes
     on the host's side of the line as if the chip had sent them: what a flaky cable, a floating
     TX pin during reset or a baud-rate mismatch delivers to the host. `CLOCK <rate> <seconds>`
@@ -354,16 +353,9 @@ class Wires:
 
     PINS = {"EN": "en_low", "IO0": "io0_low"}
 
-    def __init__(self, chip: Chip, port: PtyServer, commands: TextIO, answers: TextIO) -> None:
+    def __init__(self, chip: Chip, port: PtyServer) -> None:
         self.chip = chip
         self.port = port
-        self.commands = commands
-        self.answers = answers
-
-    def serve_forever(self) -> None:
-        for command in self.commands:
-            self.answers.write(self.apply(command) + "\n")
-            self.answers.flush()
 
     def apply(self, command: str) -> str:
         words = command.split()
