@@ -44,9 +44,13 @@ def line(name: str, fleet: Fleet) -> str:
     times = fleet.time_to_update()
     failures = "; ".join(f"{count} × {cause}" for cause, count in fleet.failures().items()) or "none"
     loops = sum(device.update_loop for device in fleet.devices)
-    return (f"{name:<34} updated {len(fleet.updated):>2}/{len(fleet.devices)}  loops {loops:>2}  "
-            f"p50/p90/max {times['p50']}/{times['p90']}/{times['max']} s  "
-            f"{fleet.updated_per_second} devices/s  failures: {failures}")
+    if not fleet.updated:
+        speed = "no device updated"
+    else:
+        speed = (f"p50/p90/max {times['p50']}/{times['p90']}/{times['max']} s  "
+                 f"{fleet.updated_per_second} devices/s")
+    return (f"{name:<35} updated {len(fleet.updated):>2}/{len(fleet.devices)}  loops {loops:>2}  {speed}  "
+            f"failures: {failures}")
 
 
 def release(folder: Path, url: str, ca_bundle: str) -> Path:
