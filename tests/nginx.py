@@ -15,6 +15,8 @@ from typing import Iterator
 
 NGINX = shutil.which("nginx") or next((path for path in ("/usr/sbin/nginx",) if Path(path).exists()), None)
 MISSING = "nginx is not installed (Debian: apt-get install nginx-light; .ci/run installs it)"
+# Each request with the version and MAC the device sent: the evidence a fleet test reads.
+DEVICE_LOG = """'$remote_addr "$request" $status $body_bytes_sent "$http_x_esp32_version" "$http_x_esp32_sta_mac"'"""
 
 
 def free_port() -> int:
@@ -23,9 +25,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def nginx(folder: Path, docroot: Path, cert: Path, key: Path, port: int | None = None) -> Iterator[tuple[int, Path]]:
+def nginx(folder: Path, docroot: Path, cert: Path, key: Path, port: int | None = None, *,
+          protocols: str = "TLSv1.2 TLSv1.3", log_format: str = DEVICE_LOG, server: str = "",
+          ) -> Iterator[tuple[int, Path]]:
     """nginx on 127.0.0.1:`port` (a free one by default) serving `docroot` with `cert`/`key`,
-    its files under `folder`: (port, access log). Stopped (SIGTERM, then killed) at the end."""
+    its files under `folder`: (port, access log). `protocols` is its ssl_protocols, `log_format`
+    its access log's format, `server` more lines for its server block (a location, say).
+    Stopped (SIGTERM, then killed) at the end."""
     assert NGINX is not None, MISSING
     port = port or free_port()
     folder.mkdir(parents=True, exist_ok=True)
@@ -38,11 +44,10 @@ def nginx(folder: Path, docroot: Path, cert: Path, key: Path, port: int | None =
 worker_processes 1;
 daemon off;
 pid {folder}/nginx.pid;
-error_log {folder}/error.log warn;
+error_log {folder}/error.log info;  # info: TLS handshake failures too
 events {{ worker_connections 1024; }}
 http {{
-    log_format device '$remote_addr "$request" $status $body_bytes_sent '
-                      '"$http_x_esp32_version" "$http_x_esp32_sta_mac"';
+    log_format device {log_format};
     access_log {access} device;
     client_body_temp_path {folder}/body; proxy_temp_path {folder}/proxy; fastcgi_temp_path {folder}/fastcgi;
     uwsgi_temp_path {folder}/uwsgi; scgi_temp_path {folder}/scgi;
@@ -50,8 +55,10 @@ http {{
         listen 127.0.0.1:{port} ssl backlog=1024;
         ssl_certificate {cert};
         ssl_certificate_key {key};
+        ssl_protocols {protocols};
         root {docroot};
         default_type application/octet-stream;
+        {server}
     }}
 }}
 """)

@@ -9,6 +9,7 @@ no code under test.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -28,11 +29,17 @@ from ota_rig.build.virtual_builder import virtual_app
 from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.server.app import UpdateServer
 from ota_rig.server.pki import Pki, ServerCert
+from tests.nginx import MISSING as NGINX_MISSING
+from tests.nginx import NGINX
+from tests.nginx import nginx as start_nginx
 
 HERE = Path(__file__).resolve().parent
 EXPRESS_APP = HERE.parent.parent / "bench" / "express"  # its package-lock.json pins express
 OFFERED = "0.2"
 IMAGE_SIZE = 300_000
+# nginx's access log: a JSON object a request, with the version headers of both chips
+PROBE_LOG = ("""escape=json '{"method": "$request_method", "status": $status, "esp32": "$http_x_esp32_version", """
+             """"esp8266": "$http_x_esp8266_version", "bytes": $body_bytes_sent}'""")
 
 
 @dataclass
@@ -144,55 +151,25 @@ class Nginx:
 def nginx(tmp_path: Path) -> Iterator:
     """nginx(cert, image, md5=..., protocols=...) serves `image` at /update: every GET gets the
     file, whatever it says (a static file server, or a CDN in front of one)."""
-    program = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
-    if program is None:
-        pytest.skip("nginx is not installed (Debian: apt-get install nginx-light; .ci/run installs it)")
-    processes: list[subprocess.Popen] = []
+    if NGINX is None:
+        pytest.skip(NGINX_MISSING)
+    started = 0
+    with contextlib.ExitStack() as running:
 
-    def start(cert: ServerCert, image: bytes, md5: str | None = "", protocols: str = "TLSv1.2 TLSv1.3") -> Nginx:
-        root = tmp_path / f"nginx-{len(processes)}"
-        root.mkdir()
-        (root / "update.bin").write_bytes(image)
-        md5 = hashlib.md5(image).hexdigest() if md5 == "" else md5
-        port = _free_port()
-        # The master runs as this user; as root nginx would hand its workers to nobody, who
-        # cannot read pytest's private tmp folders.
-        user = "user root;" if os.geteuid() == 0 else ""
-        (root / "nginx.conf").write_text(f"""
-{user}
-worker_processes 1;
-daemon off;
-pid {root}/nginx.pid;
-error_log {root}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    log_format probe escape=json '{{"method": "$request_method", "status": $status, '
-        '"esp32": "$http_x_esp32_version", "esp8266": "$http_x_esp8266_version", "bytes": $body_bytes_sent}}';
-    access_log {root}/access.log probe;
-    client_body_temp_path {root}/body; proxy_temp_path {root}/proxy; fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {cert.cert_pem};
-        ssl_certificate_key {cert.key_pem};
-        ssl_protocols {protocols};
-        location = /update {{
-            alias {root}/update.bin;
-            default_type application/octet-stream;
-            {f"add_header x-MD5 {md5};" if md5 else ""}
-        }}
-    }}
-}}
-""")
-        process = subprocess.Popen([program, "-p", str(root), "-e", str(root / "error.log"), "-c",
-                                    str(root / "nginx.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        processes.append(process)
-        _wait_listening(port, process, "nginx")
-        return Nginx(port, root / "access.log", root / "error.log")
+        def start(cert: ServerCert, image: bytes, md5: str | None = "", protocols: str = "TLSv1.2 TLSv1.3") -> Nginx:
+            nonlocal started
+            started += 1
+            root = tmp_path / f"nginx-{started}"
+            root.mkdir()
+            (root / "update.bin").write_bytes(image)
+            md5 = hashlib.md5(image).hexdigest() if md5 == "" else md5
+            location = (f"location = /update {{ alias {root}/update.bin; "
+                        f"{f'add_header x-MD5 {md5};' if md5 else ''} }}")
+            port, access = running.enter_context(start_nginx(
+                root, root, cert.cert_pem, cert.key_pem, protocols=protocols, log_format=PROBE_LOG, server=location))
+            return Nginx(port, access, root / "error.log")
 
-    yield start
-    for process in processes:
-        _stop(process)
+        yield start
 
 
 def _express_modules() -> Path:
