@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ota_rig.bench import esptool_cli
 from ota_rig.bench.board import VirtualBoard
 from ota_rig.bench.flash import Esptool, skipped_writes
 from ota_rig.build.artifacts import Artifacts
@@ -110,3 +111,17 @@ def test_esptool_in_process_prints_what_the_cli_prints(pty_board: VirtualBoard) 
 
     assert lines(here) == lines(cli)
     assert set(re.findall(r"^MAC:\s+(\S+)$", here, re.M)) == {TWIN_MAC}
+
+
+def test_esptool_in_process_dumps_packets_only_for_a_trace_asked_for(pty_board: VirtualBoard) -> None:
+    """esptool 5.6 formats a hex dump of every packet even without --trace (esptool_trace_fix):
+    the rig's runs skip that work, and a run with --trace still gets esptool's own dumps."""
+    argv = ["--chip", "esp32", "--port", pty_board.port, "--before", "no-reset", "--after", "no-reset", "read-mac"]
+    pty_board.enter_bootloader()
+    status, traced = esptool_cli.in_process(["--trace", *argv])
+    assert status == 0, traced
+    # the SYNC command esptool sends first, SLIP-framed, as its HexFormatter dumps it
+    assert re.search(r"Write 46 bytes:\s+\n\s+c000082400000000 0007071220555555 ", traced), traced[:2000]
+    pty_board.enter_bootloader()
+    status, quiet = esptool_cli.in_process(argv)
+    assert status == 0 and "TRACE" not in quiet and set(re.findall(r"^MAC:\s+(\S+)$", quiet, re.M)) == {TWIN_MAC}

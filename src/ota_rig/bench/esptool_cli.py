@@ -6,8 +6,9 @@ in this one.
 is `python -m esptool ARGS...`: the same arguments, esptool's own `__main__` run as `-m esptool`
 runs it (so its program name, output and exit status are esptool's), after
 `ota_rig.bench.rfc2217_fix.apply()` has fixed the installed pyserial where it renegotiates the
-line on every timeout change (a no-op where it does not). So an rfc2217:// port costs esptool
-what a local one does.
+line on every timeout change (a no-op where it does not), and `esptool_trace_fix.quiet()` has
+stopped esptool from making hex dumps of every packet for a trace that was not asked for. So an
+rfc2217:// port costs esptool what a local one does, and a packet costs no more than its bytes.
 
 `in_process(ARGS)` runs the same command line in the calling process through
 `esptool.main(argv, esp)`, the entry point esptool documents for scripts ("Embedding into Custom
@@ -23,19 +24,22 @@ status.
 
 from __future__ import annotations
 
-import gc
+import contextlib
 import io
 import runpy
+import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
-from ota_rig.bench import rfc2217_fix
+from ota_rig.bench import esptool_trace_fix, rfc2217_fix
 
 
 def main() -> None:
     rfc2217_fix.apply()
+    esptool_trace_fix.quiet(esptool_trace_fix.trace_asked(sys.argv[1:]))
     runpy.run_module("esptool", run_name="__main__", alter_sys=True)
 
 
@@ -46,19 +50,21 @@ def in_process(argv: list[str], esp: Any = None) -> tuple[int, str]:
     (it stays open: its owner closes it)."""
     import esptool  # imported on first use: a rig that runs esptool as a process never loads it
 
-    return captured(lambda: esptool.main(argv, esp=esp))
+    trace = esptool_trace_fix.trace_asked(argv) or bool(getattr(esp, "_trace_enabled", False))
+    return captured(lambda: esptool.main(argv, esp=esp), trace)
 
 
-def captured(call: Callable[[], object]) -> tuple[int, str]:
+def captured(call: Callable[[], object], trace: bool = False) -> tuple[int, str]:
     """Call esptool code in this process as its CLI would run it: (exit status, everything it
-    printed, stdout and stderr). Ctrl-C is not caught: it stops the rig as it stops esptool."""
+    printed, stdout and stderr); `trace` when it was asked for esptool's trace. Ctrl-C is not
+    caught: it stops the rig as it stops esptool."""
     import serial
     from esptool.util import FatalError
 
     rfc2217_fix.apply()
-    already_open = {id(port) for port in _open_ports(serial.SerialBase)}
+    esptool_trace_fix.quiet(trace)
     output = io.StringIO()
-    with redirect_stdout(output), redirect_stderr(output):
+    with redirect_stdout(output), redirect_stderr(output), _ports_esptool_opens() as opened:
         # What esptool's `_main` does with each failure (esptool/__init__.py, 5.6.0): the same
         # first sentence and exit status; anything else is an uncaught exception, printed as
         # Python prints one, with the exit status 1 Python gives it.
@@ -84,15 +90,47 @@ def captured(call: Callable[[], object]) -> tuple[int, str]:
         # baud changed (esptool/__init__.py `prepare_esp_object`): a failure before that leaves
         # the port open, which a process's exit closes. Here the rig closes it, or the port (an
         # RFC2217 server takes one client, a local port is locked) stays taken.
-        for port in _open_ports(serial.SerialBase):
-            if id(port) not in already_open:
+        for port in opened:
+            if port.is_open:
                 port.close()
     return status, output.getvalue()
 
 
-def _open_ports(kind: type) -> list[Any]:
-    gc.collect()
-    return [thing for thing in gc.get_objects() if isinstance(thing, kind) and getattr(thing, "is_open", False)]
+class _SerialSeenByEsptool:
+    """pyserial as esptool's loader sees it once `_ports_esptool_opens` has put this in place of
+    its `serial` (esptool/loader.py opens every port with `serial.serial_for_url`): the same
+    module, except that a port opened in a thread that is watching is noted. Only the calling
+    thread's own ports are noted, so a failed run never closes a port another thread opened."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+        self._watching = threading.local()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def serial_for_url(self, *args: Any, **kwargs: Any) -> Any:
+        port = self._module.serial_for_url(*args, **kwargs)
+        opened = getattr(self._watching, "ports", None)
+        if opened is not None:
+            opened.append(port)
+        return port
+
+
+@contextlib.contextmanager
+def _ports_esptool_opens() -> Iterator[list[Any]]:
+    """The ports esptool opens in this thread while the block runs."""
+    import esptool.loader
+
+    seen = esptool.loader.serial
+    if not isinstance(seen, _SerialSeenByEsptool):
+        seen = esptool.loader.serial = _SerialSeenByEsptool(seen)
+    opened: list[Any] = []
+    seen._watching.ports = opened
+    try:
+        yield opened
+    finally:
+        seen._watching.ports = None
 
 
 if __name__ == "__main__":
