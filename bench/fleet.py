@@ -308,6 +308,7 @@ async def one_download(port: int, context: ssl.SSLContext, size: int) -> float:
 
 
 async def run_round(server: Server, context: ssl.SSLContext, clients: int, downloads: int, size: int) -> Round:
+    """A turn of `downloads` with this process as the load generator."""
     left = downloads
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -329,6 +330,46 @@ async def run_round(server: Server, context: ssl.SSLContext, clients: int, downl
     seconds = time.monotonic() - start
     return Round(seconds, latencies, sum(errors.values()), server.cpu_seconds() - cpu,
                  (time.process_time() - client) / seconds, errors)
+
+
+def run_round_c(server: Server, loadgen: list[str], clients: int, downloads: int, size: int) -> Round:
+    """A turn of `downloads` with the C load generator (`loadgen`: its command up to PORT)."""
+    assert server.port is not None
+    cpu = server.cpu_seconds()
+    start = time.monotonic()
+    process = subprocess.Popen([loadgen[0], str(server.port), *loadgen[1:3], str(clients), str(downloads),
+                                str(size), loadgen[3]], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.monotonic() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"the load generator exited with {process.returncode}")
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    for line in output.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "ok":
+            latencies.append(float(rest))
+        else:
+            errors[rest[:60]] = errors.get(rest[:60], 0) + 1
+    return Round(seconds, latencies, sum(errors.values()), server.cpu_seconds() - cpu,
+                 (usage.ru_utime + usage.ru_stime) / seconds, errors)
+
+
+def build_loadgen(folder: Path) -> Path | str:
+    """bench/loadgen.c compiled into `folder`, or why it cannot be."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return "no C compiler: the load generator is this Python process."
+    program = folder / "loadgen"
+    built = subprocess.run([compiler, "-O2", "-o", str(program), str(HERE / "bench" / "loadgen.c"), "-lssl", "-lcrypto"],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        return (f"bench/loadgen.c did not build ({built.stderr.strip().splitlines()[-1:]}; Debian: apt-get install "
+                "libssl-dev): the load generator is this Python process.")
+    return program
 
 
 def client_context(ca: str, cipher: str) -> ssl.SSLContext:
@@ -359,6 +400,8 @@ def main() -> int:
     parser.add_argument("--cipher", default="ECDHE-ECDSA-AES128-GCM-SHA256")
     parser.add_argument("--before", metavar="REV", help="also the rig's server as it is at REV (git archive)")
     parser.add_argument("--only", nargs="*", help="server names to run (rig, rig@REV, nginx, express)")
+    parser.add_argument("--loadgen", choices=("c", "python"), default="c",
+                        help="the load generator: bench/loadgen.c (built with cc) or this Python process")
     args = parser.parse_args()
 
     sys.path.insert(0, str(HERE / "src"))
@@ -397,6 +440,21 @@ def main() -> int:
         authority = cert.authority
         assert authority is not None
         context = client_context(authority.pem, args.cipher)
+        loadgen: list[str] | None = None
+        if args.loadgen == "c":
+            built = build_loadgen(folder)
+            if isinstance(built, str):
+                print(built)
+            else:
+                (folder / "ca.pem").write_text(authority.pem)
+                (folder / "request").write_bytes(REQUEST)
+                loadgen = [str(built), str(folder / "ca.pem"), args.cipher, str(folder / "request")]
+
+        def turn(server: Server, downloads: int) -> Round:
+            if loadgen is not None:
+                return run_round_c(server, loadgen, args.clients, downloads, args.size)
+            return asyncio.run(run_round(server, context, args.clients, downloads, args.size))
+
         print(f"{len(cores)} cores: servers on core {server_core}, load generator on core {client_core}; "
               f"{args.clients} clients, {args.downloads} downloads of {args.size} bytes a turn, {args.rounds} rounds")
         for server in servers:
@@ -404,11 +462,11 @@ def main() -> int:
             print(f"  {server.name:<12} {negotiated(server.port, context)}")
         results: dict[str, list[Round]] = {server.name: [] for server in servers}
         for server in servers:  # a warm-up turn each, not counted
-            asyncio.run(run_round(server, context, args.clients, args.clients, args.size))
+            turn(server, args.clients)
         for number in range(args.rounds):
             order = servers[number % len(servers):] + servers[:number % len(servers)]
             for server in order:
-                result = asyncio.run(run_round(server, context, args.clients, args.downloads, args.size))
+                result = turn(server, args.downloads)
                 results[server.name].append(result)
                 print(f"round {number + 1} {server.name:<12} {args.downloads / result.seconds:7.1f}/s "
                       f"p50 {percentile(result.latencies, 0.5):6.3f} s p99 {percentile(result.latencies, 0.99):6.3f} s "
