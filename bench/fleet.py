@@ -5,21 +5,29 @@ tutorial's.
     python bench/fleet.py [--clients 200] [--downloads 2000] [--rounds 3] [--before main]
 
 Every server presents the same certificate (a Pki ECDSA P-256 leaf for ota.local) and serves
-the same `--size` bytes on GET /update with an x-MD5. The load generator is this process:
-asyncio and Python's ssl, `--clients` clients at once, each one after the other opening a new
-TCP connection, a full TLS 1.2 handshake (no session, no ticket: nothing to resume), checking
-the certificate as a device does, with the one cipher `--cipher` offered, so every server
-negotiates the same; then the request arduino-esp32 2.0's HTTPUpdate sends (HTTP/1.0, its
-headers: STOCK_HEADERS of scenarios/evidence.py, a version older than the offer), reading the
-whole body. A download counts once its last byte is in; anything else (an error, a short body,
-not 200, over 60 s) is a failure. Latency is from the connect to the last byte.
+the same `--size` bytes on GET /update with an x-MD5. The load generator (`--loadgen c`, the
+default) is bench/loadgen.c, built here with cc and OpenSSL (libssl-dev): `--clients` clients
+at once on epoll, each one after the other opening a new TCP connection, a full TLS 1.2
+handshake (a new SSL object, no session cache, no ticket: a resumed handshake counts as a
+failure), checking the certificate as a device does, with the one cipher `--cipher` offered,
+so every server negotiates the same; then the request arduino-esp32 2.0's HTTPUpdate sends
+(HTTP/1.0, its headers: STOCK_HEADERS of scenarios/evidence.py, a version older than the
+offer), reading the whole body. A download counts once its last byte is in; anything else (an
+error, a short body, not 200, over 60 s) is a failure. Latency is from the connect to the last
+byte. `--loadgen python` does the same from this process with asyncio and Python's ssl (used
+when there is no C compiler); it takes a core's worth of CPU at about 200 downloads/s, so
+then the figures are the client's ceiling more than the servers'.
 
 With 2 cores or more, the servers run on the first core and the load generator on the second
 (sched_setaffinity), and nginx has one worker, so each server has one core. The servers
 take turns, `--downloads` downloads a turn, in a rotated order each round; a server's
 figures are the medians of its rounds: downloads/s, p50 and p99 latency, failures (summed),
 the server's CPU time per download (its processes, from /proc) and the load generator's CPU
-share (near 100 %: the figures are the client's ceiling, not the server's).
+share (well under 100 %: the server is the bottleneck). Then the ratios issue 19 sets goals
+for: the rig's downloads/s over nginx's (goal at least 0.8) and over Express's (at least 2),
+its p99 over nginx's (at most 1.5), and its CPU per download over nginx's. The machine's load
+average is printed before and after: on a shared machine the CPU per download is the figure
+least disturbed.
 
 Servers: `rig` is this checkout's UpdateServer, in a process of its own; `--before REV` adds
 `rig@REV`, the same from `git archive REV` (the server as it was, in the same run). `nginx` is
@@ -308,6 +316,7 @@ async def one_download(port: int, context: ssl.SSLContext, size: int) -> float:
 
 
 async def run_round(server: Server, context: ssl.SSLContext, clients: int, downloads: int, size: int) -> Round:
+    """A turn of `downloads` with this process as the load generator."""
     left = downloads
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -329,6 +338,47 @@ async def run_round(server: Server, context: ssl.SSLContext, clients: int, downl
     seconds = time.monotonic() - start
     return Round(seconds, latencies, sum(errors.values()), server.cpu_seconds() - cpu,
                  (time.process_time() - client) / seconds, errors)
+
+
+def run_round_c(server: Server, loadgen: list[str], clients: int, downloads: int, size: int) -> Round:
+    """A turn of `downloads` with the C load generator (`loadgen`: its command up to PORT)."""
+    assert server.port is not None
+    cpu = server.cpu_seconds()
+    start = time.monotonic()
+    process = subprocess.Popen([loadgen[0], str(server.port), *loadgen[1:3], str(clients), str(downloads),
+                                str(size), loadgen[3]], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.monotonic() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"the load generator exited with {process.returncode}")
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    for line in output.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "ok":
+            latencies.append(float(rest))
+        else:
+            errors[rest[:60]] = errors.get(rest[:60], 0) + 1
+    return Round(seconds, latencies, sum(errors.values()), server.cpu_seconds() - cpu,
+                 (usage.ru_utime + usage.ru_stime) / seconds, errors)
+
+
+def build_loadgen(folder: Path) -> Path | str:
+    """bench/loadgen.c compiled into `folder`, or why it cannot be."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return "no C compiler: the load generator is this Python process."
+    program = folder / "loadgen"
+    source = HERE / "bench" / "loadgen.c"
+    built = subprocess.run([compiler, "-O2", "-o", str(program), str(source), "-lssl", "-lcrypto"],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        return (f"bench/loadgen.c did not build ({built.stderr.strip().splitlines()[-1:]}; Debian: apt-get install "
+                "libssl-dev): the load generator is this Python process.")
+    return program
 
 
 def client_context(ca: str, cipher: str) -> ssl.SSLContext:
@@ -359,6 +409,8 @@ def main() -> int:
     parser.add_argument("--cipher", default="ECDHE-ECDSA-AES128-GCM-SHA256")
     parser.add_argument("--before", metavar="REV", help="also the rig's server as it is at REV (git archive)")
     parser.add_argument("--only", nargs="*", help="server names to run (rig, rig@REV, nginx, express)")
+    parser.add_argument("--loadgen", choices=("c", "python"), default="c",
+                        help="the load generator: bench/loadgen.c (built with cc) or this Python process")
     args = parser.parse_args()
 
     sys.path.insert(0, str(HERE / "src"))
@@ -397,28 +449,50 @@ def main() -> int:
         authority = cert.authority
         assert authority is not None
         context = client_context(authority.pem, args.cipher)
-        print(f"{len(cores)} cores: servers on core {server_core}, load generator on core {client_core}; "
+        loadgen: list[str] | None = None
+        if args.loadgen == "c":
+            built = build_loadgen(folder)
+            if isinstance(built, str):
+                print(built)
+            else:
+                (folder / "ca.pem").write_text(authority.pem)
+                (folder / "request").write_bytes(REQUEST)
+                loadgen = [str(built), str(folder / "ca.pem"), args.cipher, str(folder / "request")]
+
+        def turn(server: Server, downloads: int) -> Round:
+            if loadgen is not None:
+                return run_round_c(server, loadgen, args.clients, downloads, args.size)
+            return asyncio.run(run_round(server, context, args.clients, downloads, args.size))
+
+        print(f"load average {_load()} at the start")
+        print(f"{len(cores)} cores: servers on core {server_core}, load generator "
+              f"({'bench/loadgen.c' if loadgen else 'Python'}) on core {client_core}; "
               f"{args.clients} clients, {args.downloads} downloads of {args.size} bytes a turn, {args.rounds} rounds")
         for server in servers:
             assert server.port is not None
             print(f"  {server.name:<12} {negotiated(server.port, context)}")
         results: dict[str, list[Round]] = {server.name: [] for server in servers}
         for server in servers:  # a warm-up turn each, not counted
-            asyncio.run(run_round(server, context, args.clients, args.clients, args.size))
+            turn(server, args.clients)
         for number in range(args.rounds):
             order = servers[number % len(servers):] + servers[:number % len(servers)]
             for server in order:
-                result = asyncio.run(run_round(server, context, args.clients, args.downloads, args.size))
+                result = turn(server, args.downloads)
                 results[server.name].append(result)
                 print(f"round {number + 1} {server.name:<12} {args.downloads / result.seconds:7.1f}/s "
                       f"p50 {percentile(result.latencies, 0.5):6.3f} s p99 {percentile(result.latencies, 0.99):6.3f} s "
                       f"failures {result.failures} {result.errors or ''}", flush=True)
         print_table(results, args.downloads)
+        print(f"load average {_load()} at the end (2 cores: over 2 means other work took CPU)")
     finally:
         for server in servers:
             server.stop()
         shutil.rmtree(folder, ignore_errors=True)
     return 0
+
+
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def print_table(results: dict[str, list[Round]], downloads: int) -> None:
@@ -438,10 +512,12 @@ def print_table(results: dict[str, list[Round]], downloads: int) -> None:
     for name, (rate, p50, p99, failures, cpu, client) in rows.items():
         print(f"{name:<12} {rate:11.1f} {p50:7.3f} {p99:7.3f} {failures:8d} {cpu:9.2f} {client:10.0f}%")
     for name in (name for name in rows if name.startswith("rig")):
-        for other in ("nginx", "express"):
-            if other in rows:
-                print(f"{name}/{other}: {rows[name][0] / rows[other][0]:.2f}x downloads/s, "
-                      f"p99 {rows[name][2] / rows[other][2]:.2f}x")
+        if "nginx" in rows:
+            rate, p99, cpu = (rows[name][i] / rows["nginx"][i] for i in (0, 2, 4))
+            print(f"{name}/nginx: {rate:.2f}x downloads/s (goal >= 0.8), p99 {p99:.2f}x (goal <= 1.5), "
+                  f"CPU ms/download {cpu:.2f}x")
+        if "express" in rows:
+            print(f"{name}/express: {rows[name][0] / rows['express'][0]:.2f}x downloads/s (goal >= 2)")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ of the body went out. `ServerLog` reads a record back for a test's verdict.
 import json
 import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,12 @@ class ConnectionRecord:
     ended: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        """One JSON object, the fields in their order, as `dataclasses.asdict` would give them,
+        built from the instances' own dicts: asdict deep-copies every header pair, which cost a
+        tenth of the server's CPU under a fleet."""
+        record = {**vars(self), "tls": None if self.tls is None else vars(self.tls),
+                  "requests": [vars(request) for request in self.requests]}
+        return json.dumps(record)
 
     @classmethod
     def from_json(cls, line: str) -> "ConnectionRecord":
