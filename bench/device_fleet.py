@@ -37,7 +37,8 @@ from ota_rig.device.sketch_config import SketchConfig  # noqa: E402
 from ota_rig.scenario.fleet import Fleet, FleetPlan, rehearse  # noqa: E402
 from ota_rig.server.app import UpdateServer  # noqa: E402
 from ota_rig.server.pki import Pki  # noqa: E402
-from tests.nginx import MISSING, NGINX, free_port, nginx  # noqa: E402
+from tests.nginx import MISSING, NGINX, nginx  # noqa: E402
+from tests.servers import free_port  # noqa: E402
 
 
 def line(name: str, fleet: Fleet) -> str:

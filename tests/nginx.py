@@ -6,22 +6,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from tests.servers import free_port, stop, wait_listening
 
 NGINX = shutil.which("nginx") or next((path for path in ("/usr/sbin/nginx",) if Path(path).exists()), None)
 MISSING = "nginx is not installed (Debian: apt-get install nginx-light; .ci/run installs it)"
 # Each request with the version and MAC the device sent: the evidence a fleet test reads.
 DEVICE_LOG = """'$remote_addr "$request" $status $body_bytes_sent "$http_x_esp32_version" "$http_x_esp32_sta_mac"'"""
-
-
-def free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        return probe.getsockname()[1]
 
 
 @contextmanager
@@ -65,22 +60,11 @@ http {{
     process = subprocess.Popen([NGINX, "-p", str(folder), "-e", str(folder / "error.log"), "-c", str(config)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    errors = folder / "error.log"
-                    said = errors.read_text() if errors.exists() else ""
-                    raise RuntimeError(f"nginx did not start: {said}") from None
-                time.sleep(0.05)
+        try:
+            wait_listening(port, process, "nginx", timeout=10)
+        except AssertionError as refused:
+            errors = folder / "error.log"
+            raise RuntimeError(f"{refused}: {errors.read_text() if errors.exists() else ''}") from None
         yield port, access
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)

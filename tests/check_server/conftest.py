@@ -15,10 +15,8 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from ota_rig.server.pki import Pki, ServerCert
 from tests.nginx import MISSING as NGINX_MISSING
 from tests.nginx import NGINX
 from tests.nginx import nginx as start_nginx
+from tests.servers import stop
 
 HERE = Path(__file__).resolve().parent
 EXPRESS_APP = HERE.parent.parent / "bench" / "express"  # its package-lock.json pins express
@@ -107,35 +106,6 @@ def rig_server(tmp_path: Path) -> Iterator:
         server.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_listening(port: int, process: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{what} exited with {process.returncode} before it listened on {port}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"{what} did not listen on {port} within 20 s")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @dataclass
 class Nginx:
     port: int
@@ -198,7 +168,7 @@ class Express:
     def requests(self) -> list[dict]:
         """The request lines the server printed so far (it prints one per answered request)."""
         assert self.process.stdout is not None
-        _stop(self.process)
+        stop(self.process)
         return [json.loads(line) for line in self.process.stdout.read().splitlines() if line.startswith("{")]
 
 
@@ -220,10 +190,10 @@ def seed_express(tmp_path: Path) -> Iterator:
         assert process.stdout is not None
         first = process.stdout.readline()
         if not first.startswith("listening on "):
-            _stop(process)
+            stop(process)
             raise AssertionError(f"the Express server did not start: {first!r}")
         return Express(int(first.split()[-1]), process)
 
     yield start
     for process in processes:
-        _stop(process)
+        stop(process)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ota_rig.bench.board import VirtualBoard
+from tests.servers import free_port, stop, wait_listening
 
 BIN = Path(sys.executable).parent
 try:
@@ -27,32 +27,6 @@ try:
 except ImportError:
     MISSING = 'labgrid is not installed (pip install -e ".[labgrid]"; docs/hardware.md, "Board farms")'
 SER2NET = shutil.which("ser2net") or ("/usr/sbin/ser2net" if os.path.exists("/usr/sbin/ser2net") else None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @dataclass
@@ -91,7 +65,7 @@ def farm(folder: Path, ports: dict[str, str], tags: tuple[str, ...] = ("board=es
             processes.callback(stop, process)
 
         start(str(BIN / "labgrid-coordinator"), "-l", address)
-        wait_port(port)
+        wait_listening(port)
         resources = []
         for name, url in ports.items():
             where = urllib.parse.urlsplit(url)
@@ -132,7 +106,7 @@ def ser2net(folder: Path, device: str) -> Iterator[str]:
         process = subprocess.Popen([SER2NET, "-n", "-c", str(config), "-P", str(folder / "ser2net.pid")],
                                    cwd=folder, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_port(port)
+            wait_listening(port)
             yield f"rfc2217://127.0.0.1:{port}"
         finally:
             stop(process)

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from ota_rig.bench.board import SerialBoard, VirtualBoard
-from tests.farm.lab import MISSING, SER2NET, Farm, free_port, ser2net
+from tests.farm.lab import MISSING, SER2NET, Farm, ser2net
 from tests.farm.lab import farm as start_farm
+from tests.servers import free_port
 
 if MISSING:
     pytest.skip(MISSING, allow_module_level=True)

@@ -17,8 +17,9 @@ import pytest
 
 from ota_rig.bench.board import VirtualBoard
 from ota_rig.bench.labgrid_places import Coordinator
-from tests.farm.lab import BIN, MISSING, Farm, stop
+from tests.farm.lab import BIN, MISSING, Farm
 from tests.farm.test_farm import NOBODY, ROOT, rig_argv, rig_env
+from tests.servers import stop
 
 if MISSING:
     pytest.skip(MISSING, allow_module_level=True)

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.farm.lab import MISSING, Farm, free_port, stop, wait_port
+from tests.farm.lab import MISSING, Farm
 from tests.farm.test_farm import NOBODY, ROOT, rig_argv, rig_env
+from tests.servers import free_port, stop, wait_listening
 
 if MISSING:
     pytest.skip(MISSING, allow_module_level=True)
@@ -86,7 +87,7 @@ def gateway(folder: Path) -> Iterator[Gateway]:
     process = subprocess.Popen([SSHD, "-D", "-f", str(folder / "sshd_config"), "-E", str(log)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        wait_port(port)
+        wait_listening(port)
         yield Gateway(port, log, bin_folder)
     finally:
         stop(process)

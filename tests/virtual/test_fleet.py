@@ -17,7 +17,8 @@ from ota_rig.device.sketch_config import SketchConfig
 from ota_rig.scenario.fleet import FleetPlan, rehearse
 from ota_rig.server.app import UpdateServer
 from ota_rig.server.pki import Pki
-from tests.nginx import MISSING, NGINX, free_port, nginx
+from tests.nginx import MISSING, NGINX, nginx
+from tests.servers import free_port
 from tests.virtual.test_manual_session import RIG, ROOT, Output
 
 DEVICES = 20
