@@ -75,8 +75,11 @@ def test_every_traversal_answered_200_is_a_finding(leaky, pki, tmp_path):
     assert all(SECRET in a.received and a.outcome == "http 200" for a in traversals)
     hung_up = {a.case.name for a in result.attempts if a.outcome == "hung up"}
     assert hung_up == {c.name for c in cases if c.then != "read"}
-    # OpenSSL answers a record longer than TLS allows with a record_overflow alert
-    assert result.by_case()["TLS record of 64 kB announced"] == {"tls alert": 2}
+    # OpenSSL answers a record longer than TLS allows with a record_overflow alert and closes.
+    # It closes with the rest of the 105 bytes unread, so Linux may send a reset, which throws
+    # away an alert the client has not read yet: then the client sees the connection closed.
+    overflow = result.by_case()["TLS record of 64 kB announced"]
+    assert sum(overflow.values()) == 2 and set(overflow) <= {"tls alert", "closed"}, overflow
 
 
 def test_a_server_that_never_closes_shows_as_timeout_at_the_deadline(silent, pki, tmp_path):
