@@ -64,7 +64,7 @@ def captured(call: Callable[[], object], trace: bool = False) -> tuple[int, str]
     rfc2217_fix.apply()
     esptool_trace_fix.quiet(trace)
     output = io.StringIO()
-    with redirect_stdout(output), redirect_stderr(output), _ports_esptool_opens() as opened:
+    with redirect_stdout(output), redirect_stderr(output), _SerialSeenByEsptool.watching() as opened:
         # What esptool's `_main` does with each failure (esptool/__init__.py, 5.6.0): the same
         # first sentence and exit status; anything else is an uncaught exception, printed as
         # Python prints one, with the exit status 1 Python gives it.
@@ -97,10 +97,10 @@ def captured(call: Callable[[], object], trace: bool = False) -> tuple[int, str]
 
 
 class _SerialSeenByEsptool:
-    """pyserial as esptool's loader sees it once `_ports_esptool_opens` has put this in place of
-    its `serial` (esptool/loader.py opens every port with `serial.serial_for_url`): the same
-    module, except that a port opened in a thread that is watching is noted. Only the calling
-    thread's own ports are noted, so a failed run never closes a port another thread opened."""
+    """pyserial as esptool's loader sees it once `watching()` has put this in place of its
+    `serial` (esptool/loader.py opens every port with `serial.serial_for_url`): the same module,
+    except that a port opened in a thread that is watching is noted. Only the calling thread's
+    own ports are noted, so a failed run never closes a port another thread opened."""
 
     def __init__(self, module: Any) -> None:
         self._module = module
@@ -116,21 +116,21 @@ class _SerialSeenByEsptool:
             opened.append(port)
         return port
 
+    @classmethod
+    @contextlib.contextmanager
+    def watching(cls) -> Iterator[list[Any]]:
+        """The ports esptool opens in this thread while the block runs."""
+        import esptool.loader
 
-@contextlib.contextmanager
-def _ports_esptool_opens() -> Iterator[list[Any]]:
-    """The ports esptool opens in this thread while the block runs."""
-    import esptool.loader
-
-    seen = esptool.loader.serial
-    if not isinstance(seen, _SerialSeenByEsptool):
-        seen = esptool.loader.serial = _SerialSeenByEsptool(seen)
-    opened: list[Any] = []
-    seen._watching.ports = opened
-    try:
-        yield opened
-    finally:
-        seen._watching.ports = None
+        seen = esptool.loader.serial
+        if not isinstance(seen, cls):
+            seen = esptool.loader.serial = cls(seen)
+        opened: list[Any] = []
+        seen._watching.ports = opened
+        try:
+            yield opened
+        finally:
+            seen._watching.ports = None
 
 
 if __name__ == "__main__":
