@@ -59,9 +59,10 @@ class Flash:
 
     NOR semantics: erasing sets a whole 4 KB sector to 0xFF, programming can only clear bits
     (new = old AND data). Writing 0xFF padding therefore never changes anything, exactly as on
-    the chip. The file is memory-mapped: a write lands in the page cache at once and survives
-    even a killed twin; `flush()` forces it to disk. `path` None is a flash in memory only (a
-    device client that runs one check: ota_rig.virtual.device_client).
+    the chip. The file is memory-mapped (shared): a write is in the page cache at once, so it
+    survives a killed twin and any reader of the file sees it. Nothing forces it to disk (msync
+    cost 10-25 ms a call and a twin's flash need not outlive the machine). `path` None is a
+    flash in memory only (a device client that runs one check: ota_rig.virtual.device_client).
     """
 
     def __init__(self, path: Path | None, size: int = FLASH_SIZE) -> None:
@@ -72,20 +73,17 @@ class Flash:
             self._map[:] = b"\xff" * size
             return
         self.path = Path(path)
-        fresh = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             current = os.fstat(fd).st_size
-            if current != size:
-                if not fresh and current > 0:
-                    raise ValueError(f"flash file {self.path} holds {current} bytes, expected {size}")
-                os.ftruncate(fd, size)
-                fresh = True
+            if current == 0:  # a new chip comes with its flash erased (one write: no page faults)
+                if os.pwrite(fd, b"\xff" * size, 0) != size:
+                    raise OSError(f"could not write {size} bytes to the flash file {self.path}")
+            elif current != size:
+                raise ValueError(f"flash file {self.path} holds {current} bytes, expected {size}")
             self._map = mmap.mmap(fd, size)
         finally:
             os.close(fd)
-        if fresh:  # a new chip comes with its flash erased
-            self._map[:] = b"\xff" * size
 
     def _check(self, addr: int, length: int) -> None:
         if addr < 0 or length < 0 or addr + length > self.size:
@@ -111,13 +109,8 @@ class Flash:
         new = old & int.from_bytes(data, "little")
         self._map[addr : addr + len(data)] = new.to_bytes(len(data), "little")
 
-    def flush(self) -> None:
-        self._map.flush()
-
     def close(self) -> None:
-        if not self._map.closed:
-            self._map.flush()
-            self._map.close()
+        self._map.close()
 
 
 def mac_crc8(mac: bytes) -> int:

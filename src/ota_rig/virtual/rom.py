@@ -296,7 +296,6 @@ class Loader:
         if self.stub and write is not None and write.written < write.size:
             raise LoaderError(0x06, 0xC8, "flash end before all data was written")
         self._write = None
-        self.flash.flush()
         self._send(op)
         if flag == 0:
             # Reboot. The strapping pins stay latched, so this lands in the ROM loader again.
@@ -346,7 +345,6 @@ class Loader:
 
     def _erase_flash(self, op: int, data: bytes, checksum: int) -> None:
         self.flash.erase(0, self.flash.size)
-        self.flash.flush()
         self._send(op)
 
     def _erase_region(self, op: int, data: bytes, checksum: int) -> None:
@@ -354,7 +352,6 @@ class Loader:
         if addr % SECTOR_SIZE or size % SECTOR_SIZE:
             raise LoaderError(0x01, 0xC0, "erase region not sector aligned")
         self.flash.erase(addr, size)
-        self.flash.flush()
         self._send(op)
 
     def _read_flash(self, op: int, data: bytes, checksum: int) -> None:

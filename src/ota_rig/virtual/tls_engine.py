@@ -14,11 +14,13 @@ The only module of the rig that imports tlslite. ota_rig/virtual/tls.py says wha
   drops the connection with MBEDTLS_ERR_SSL_INVALID_RECORD and no alert), and a peer's
   close_notify is not answered (Mbed TLS does not answer one either);
 * AES-GCM, AES-CCM and AES-CBC run on `cryptography` (tlslite's own are pure Python) through a
-  record layer whose cipher settings map to them.
+  record layer whose cipher settings map to them, and so do the ECDHE exchange (X25519 and the
+  NIST, secp256k1 and Brainpool curves) and the ECDSA check of the ServerKeyExchange.
 
 It overrides private methods of tlslite-ng (`_clientSendClientHello`, `_getNextRecord`,
 `_sendError`, `_sendMsg`, `RecordLayer._getCipherSettings`; it reads `_readBuffer` and its
-socket wrapper's `_read_buffer`): pyproject pins the exact version,
+socket wrapper's `_read_buffer`) and replaces two names in its modules
+(`keyexchange.ECDHKeyExchange`, `x509._create_public_ecdsa_key`): pyproject pins the exact version,
 and `ENGINE_VERSION` checks it at import.
 """
 
@@ -36,17 +38,23 @@ from dataclasses import dataclass
 with warnings.catch_warnings():  # tlslite's asyncore integration, on Pythons that still have it
     warnings.simplefilter("ignore", DeprecationWarning)
     import tlslite
-from cryptography.exceptions import InvalidTag
+import tlslite.x509
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
-from tlslite import HandshakeSettings, TLSConnection
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from tlslite import HandshakeSettings, TLSConnection, keyexchange
 from tlslite.constants import AlertDescription, AlertLevel, CipherSuite, ContentType, GroupName, HandshakeType
-from tlslite.errors import TLSAbruptCloseError, TLSLocalAlert, TLSRemoteAlert
+from tlslite.errors import TLSAbruptCloseError, TLSIllegalParameterException, TLSLocalAlert, TLSRemoteAlert
 from tlslite.handshakesettings import ALL_CURVE_NAMES
 from tlslite.messages import ClientHello, Message
 from tlslite.recordlayer import RecordLayer
 from tlslite.utils import cipherfactory
 from tlslite.utils.codec import Parser
+from tlslite.utils.python_ecdsakey import Python_ECDSAKey
 
 from ota_rig.virtual.mbedtls_tables import SUITE_NAMES
 
@@ -145,6 +153,102 @@ def _cbc(key, iv, _impl=None):
 
 _CIPHERS = {cipherfactory.createAESGCM: _gcm, cipherfactory.createAESCCM: _ccm,
             cipherfactory.createAESCCM_8: _ccm8, cipherfactory.createAES: _cbc}
+
+
+# --- elliptic curves on `cryptography` ----------------------------------------------------------
+# tlslite's ECDHE and its ECDSA check of the ServerKeyExchange are pure Python (its own X25519,
+# python-ecdsa for the NIST curves): about a third of the twin's CPU time in a scenario. The same
+# values from cryptography (OpenSSL): the same shared secret, the same public value bytes, the
+# same verdict on a signature, and tlslite's own exceptions for a bad key share or point.
+
+_EC_CURVES: dict[int, ec.EllipticCurve] = {
+    GroupName.secp256r1: ec.SECP256R1(), GroupName.secp384r1: ec.SECP384R1(),
+    GroupName.secp521r1: ec.SECP521R1(), GroupName.secp256k1: ec.SECP256K1(),
+    GroupName.brainpoolP256r1: ec.BrainpoolP256R1(), GroupName.brainpoolP384r1: ec.BrainpoolP384R1(),
+    GroupName.brainpoolP512r1: ec.BrainpoolP512R1(),
+}
+# python-ecdsa's curve names, as tlslite's certificate parsing gives them
+_ECDSA_CURVES: dict[str, ec.EllipticCurve] = {
+    "NIST256p": ec.SECP256R1(), "NIST384p": ec.SECP384R1(), "NIST521p": ec.SECP521R1(),
+    "SECP256k1": ec.SECP256K1(), "BRAINPOOLP256r1": ec.BrainpoolP256R1(),
+    "BRAINPOOLP384r1": ec.BrainpoolP384R1(), "BRAINPOOLP512r1": ec.BrainpoolP512R1(),
+}
+_DIGESTS_BY_SIZE = {20: hashes.SHA1(), 28: hashes.SHA224(), 32: hashes.SHA256(), 48: hashes.SHA384(),
+                    64: hashes.SHA512()}
+
+
+class _Ecdh(keyexchange.ECDHKeyExchange):
+    """tlslite's ECDHE (a client's side) with X25519 and the curves of _EC_CURVES on cryptography;
+    any other group stays tlslite's."""
+
+    def __init__(self, group, version):
+        # tlslite's __init__ calls super(ECDHKeyExchange, self), and that module name is this
+        # class once replaced (below): its parent's __init__ directly instead.
+        keyexchange.RawDHKeyExchange.__init__(self, group, version)
+
+    def get_random_private_key(self):
+        if self.group == GroupName.x25519:
+            return x25519.X25519PrivateKey.generate()
+        if self.group in _EC_CURVES:
+            return ec.generate_private_key(_EC_CURVES[self.group])
+        return super().get_random_private_key()
+
+    def calc_public_value(self, private, point_format="uncompressed"):
+        if isinstance(private, x25519.X25519PrivateKey):
+            return bytearray(private.public_key().public_bytes_raw())
+        if isinstance(private, ec.EllipticCurvePrivateKey):
+            form = PublicFormat.CompressedPoint if point_format == "compressed" else PublicFormat.UncompressedPoint
+            return bytearray(private.public_key().public_bytes(Encoding.X962, form))
+        return super().calc_public_value(private, point_format)
+
+    def calc_shared_key(self, private, peer_share, valid_point_formats=("uncompressed",)):
+        if isinstance(private, x25519.X25519PrivateKey):
+            try:  # OpenSSL refuses a share whose result is all zeros, as tlslite does
+                return bytearray(private.exchange(x25519.X25519PublicKey.from_public_bytes(bytes(peer_share))))
+            except ValueError:
+                raise TLSIllegalParameterException("Invalid key share") from None
+        if isinstance(private, ec.EllipticCurvePrivateKey):
+            share = bytes(peer_share)
+            encoding = {4: "uncompressed", 2: "compressed", 3: "compressed"}.get(share[0] if share else -1)
+            if encoding not in set(valid_point_formats):
+                raise TLSIllegalParameterException("Invalid ECC point")
+            try:
+                peer = ec.EllipticCurvePublicKey.from_encoded_point(private.curve, share)
+                return bytearray(private.exchange(ec.ECDH(), peer))
+            except ValueError:
+                raise TLSIllegalParameterException("Invalid ECC point") from None
+        return super().calc_shared_key(private, peer_share, valid_point_formats)
+
+
+class _EcdsaKey(Python_ECDSAKey):
+    """tlslite's ECDSA public key of a certificate, checking signatures with cryptography. The
+    digest tlslite passes (already cut to the curve's size) is checked as it is: ECDSA uses only
+    the digest's bytes, so any hash of that length gives the same verdict."""
+
+    def __init__(self, x, y, curve_name, secret_multiplier=None):
+        super().__init__(x, y, curve_name, secret_multiplier)
+        curve = _ECDSA_CURVES.get(curve_name)
+        self._rig_key = None if curve is None else ec.EllipticCurvePublicNumbers(x, y, curve).public_key()
+
+    def _verify(self, signature, hash_bytes):
+        digest = _DIGESTS_BY_SIZE.get(len(hash_bytes))
+        if self._rig_key is None or digest is None:
+            return super()._verify(signature, hash_bytes)
+        try:
+            self._rig_key.verify(bytes(signature), bytes(hash_bytes), ec.ECDSA(Prehashed(digest)))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+def _ecdsa_key(point_x, point_y, curve_name, implementations=("python",)):
+    return _EcdsaKey(point_x, point_y, curve_name)
+
+
+# tlslite looks both names up in its modules when it needs them (keyexchange.py: the key
+# exchanges make an ECDHKeyExchange; x509.py: a certificate's ECDSA key).
+keyexchange.ECDHKeyExchange = _Ecdh
+tlslite.x509._create_public_ecdsa_key = _ecdsa_key
 
 
 class _RecordLayer(RecordLayer):

@@ -70,14 +70,14 @@ class Twin:
         self._cpu.start()
 
     def power_off(self, timeout: float = STOP_SECONDS) -> bool:
-        """Stop the chip and close its port; flush and close the flash once the CPU thread has
-        ended. False if it did not end within `timeout`: the flash is then flushed and left
-        open, as the thread may still write it, and only ending the process ends it."""
+        """Stop the chip and close its port; close the flash once the CPU thread has ended.
+        False if it did not end within `timeout`: the flash is then left open, as the thread
+        may still write it, and only ending the process ends it (its writes are in the file's
+        page cache all along: Flash)."""
         self.chip.stop()
         self.server.close()
         self._cpu.join(timeout)
         if self._cpu.is_alive():
-            self.flash.flush()
             return False
         self.flash.close()
         return True
