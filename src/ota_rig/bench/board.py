@@ -70,6 +70,7 @@ class SerialBoard:
     esptool_reset = ("default-reset", "no-reset")
     start_seconds = 0.0  # how long the board took to come up (a twin's process start)
     baud_limit: int | None = None  # the rate esptool fell back to when the line refused a faster one
+    line_has_rate = True  # False: bytes cross at once at any rate (an unpaced pty twin), so esptool keeps 115200
     can_cut_power = False  # a power switch the rig drives: `power_cycle()` (a twin; a farm place's switch)
     # A real board's Wi-Fi join, NTP and TLS take seconds where the twin's loopback takes
     # milliseconds: the monitor multiplies every timeout a scenario states by this.
@@ -205,6 +206,9 @@ class VirtualBoard(SerialBoard):
         elif transport == "pty":
             argv += ["--pty", str(self.workdir / "ttyESP32")]
             self.esptool_reset = ("no-reset", "no-reset")
+            # A pty moves bytes at once whatever its rate: switching it would cost esptool's
+            # 50 ms settle after the change (esptool/loader.py change_baud) and buy nothing.
+            self.line_has_rate = pacing or bridge_max_baud is not None
         else:
             raise ValueError(f"unknown transport {transport!r}: use 'rfc2217' or 'pty'")
         if mac:

@@ -81,6 +81,7 @@ BOARD_INPUT = "ota_rig_board"  # xdist workerinput key: [board, labgrid place or
 MARKERS = (
     "each_profile: the verdict depends on the device profile; run it for each",
     "hardware: needs a real ESP32 board attached (skipped on the twin)",
+    "long: takes several times as long as a typical scenario; pytest-xdist workers start it first",
 )
 PACKAGE = Path(__file__).resolve().parents[1]
 
@@ -254,7 +255,13 @@ def end_with_the_session(controller: int) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.stash[ACTIVE] or not config.stash[BENCH].virtual:
+    if not config.stash[ACTIVE]:
+        return
+    if hasattr(config, "workerinput"):
+        # pytest-xdist hands the workers the tests in this order (every worker sorts alike): a
+        # long test started last would keep the run waiting on one worker after the others end.
+        items.sort(key=lambda item: item.get_closest_marker("long") is None)
+    if not config.stash[BENCH].virtual:
         return
     skip = pytest.mark.skip(reason=f"needs a real board: {REAL_BOARD_HINT}")
     for item in items:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ota_rig.bench.board import REAPPEAR_TIMEOUT, SerialBoard
-from ota_rig.bench.flash import ChipInfo, Esptool, connected_chip, line_baud, skipped_writes
+from ota_rig.bench.flash import ROM_BAUD, ChipInfo, Esptool, connected_chip, line_baud, skipped_writes
 from ota_rig.bench.monitor import Monitor
 from ota_rig.build import preflight
 from ota_rig.build.arduino_cli import ArduinoCliBuilder
@@ -311,13 +311,17 @@ class OtaScenario:
     @contextmanager
     def _esptool(self) -> Iterator[Esptool]:
         """esptool for the board in download mode, at the scenario's baud rate, or at the rate
-        the board fell back to earlier (SerialBoard.baud_limit); esptool.log keeps its output."""
+        the board fell back to earlier (SerialBoard.baud_limit), or at the ROM's on a line whose
+        rate changes nothing (SerialBoard.line_has_rate); esptool.log keeps its output."""
         self._close_line()
         self.board.enter_bootloader()
         before, after = self.board.esptool_reset
-        baud = min(self.baud, self.board.baud_limit or self.baud)
+        baud = min(self.baud, self.board.baud_limit or self.baud) if self.board.line_has_rate else ROM_BAUD
         tool = Esptool(self.board.port, chip=self._chip, baud=baud, before=before, after=after, in_process=True,
                        reconnect=self.board.enter_bootloader)
+        if not self.board.line_has_rate:
+            tool.output.append(f"[rig] esptool stays at {ROM_BAUD} baud: the rate of this board's line changes "
+                               "nothing (an unpaced twin's pty)\n\n")
         try:
             yield tool
         finally:

@@ -16,6 +16,8 @@ import ssl
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
+import pytest
+
 from ota_rig.server import hostile
 from ota_rig.server.records import ConnectionRecord
 
@@ -54,6 +56,7 @@ def fetch(address: str, port: int, host: str, ca_pem: str, path: str) -> tuple[i
             return response.status, response.read()
 
 
+@pytest.mark.long
 def test_a_thousand_hostile_connections_during_an_update(ota, pki) -> None:
     listener = ota.listen(pki.dns())
     old, new = ota.build("0.1", listener), ota.build("0.2", listener)
