@@ -101,8 +101,10 @@ def main() -> int:
     args = parser.parse_args()
     clock = Clock()
     with tempfile.TemporaryDirectory(prefix="rig-overhead-") as out:
-        pytest_args = [str(ROOT / "src" / "ota_rig" / "scenarios"), "-q", "-p", "no:cacheprovider", "-n", "0",
-                       "--ota-out", f"{out}/scenarios", "--ota-report", f"{out}/run"]
+        # -p no:labgrid as `rig run` passes it: labgrid's own plugin, where installed, takes a
+        # second to import and is not the rig's
+        pytest_args = [str(ROOT / "src" / "ota_rig" / "scenarios"), "-q", "-p", "no:cacheprovider", "-p", "no:labgrid",
+                       "-n", "0", "--ota-out", f"{out}/scenarios", "--ota-report", f"{out}/run"]
         pytest_args += ["-k", args.keyword] if args.keyword else []
         pytest_args += ["--ota-fresh-twin"] if args.ota_fresh_twin else []
         profiler = cProfile.Profile() if args.profile else None
