@@ -18,7 +18,10 @@ from ota_rig.bench import esptool_cli
 from ota_rig.bench.board import VirtualBoard
 from ota_rig.bench.flash import Esptool, skipped_writes
 from ota_rig.build.artifacts import Artifacts
+from ota_rig.build.virtual_builder import VirtualBuilder
 from ota_rig.device import firmware
+from ota_rig.scenario import OtaScenario
+from ota_rig.server.pki import Pki
 
 from .conftest import TWIN_MAC, esptool, flash_image
 
@@ -57,6 +60,27 @@ def test_a_bridge_that_takes_921600_runs_at_921600(pty_board: VirtualBoard) -> N
     tool.read(0x1000, 0x100)
     assert tool.fell_back is None and "Changed." in tool.last_output
     assert "baud rate now 921600" in pty_board.log_path.read_text()  # the twin's UART switched
+
+
+@pytest.mark.parametrize("paced", [False, True], ids=["unpaced", "paced"])
+def test_a_scenario_switches_the_rate_only_on_a_line_that_has_one(tmp_path: Path, paced: bool) -> None:
+    """An unpaced pty twin moves bytes at once at any rate: the scenario's esptool stays at the
+    ROM's 115200 there (no switch, no 50 ms settle) and esptool.log says why; a paced twin's line
+    takes its rate's time, so there esptool switches to 921600 as on a board."""
+    pki = Pki(tmp_path / "pki", hostname="ota.local", address="127.0.0.1")
+    builder = VirtualBuilder(tmp_path / "builds")
+    with OtaScenario(tmp_path / "s", VirtualBoard(tmp_path / "s" / "board", transport="pty", pacing=paced),
+                     pki, builder, "arduino-esp32-2.0", baud=921600) as scenario:
+        scenario.flash(scenario.build("0.1", scenario.listen(pki.dns())))
+        twin_log = scenario.board.log_path.read_text()  # type: ignore[attr-defined]
+    record = (tmp_path / "s" / "esptool.log").read_text()
+    assert "Hash of data verified." in record  # esptool wrote the build either way
+    if paced:
+        assert "Changing baud rate to 921600" in record and "baud rate now 921600" in twin_log
+        assert "esptool stays at" not in record
+    else:
+        assert "Changing baud rate" not in record and "baud rate now" not in twin_log
+        assert "[rig] esptool stays at 115200 baud: the rate of this board's line changes nothing" in record
 
 
 def test_skip_flashed_writes_only_the_region_that_changed(tmp_path: Path, artifacts: Artifacts) -> None:
