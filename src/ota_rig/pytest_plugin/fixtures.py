@@ -8,10 +8,10 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from ota_rig.bench import labgrid_controls
 from ota_rig.bench.board import (
     BoardError,
     PortLock,
@@ -22,11 +22,14 @@ from ota_rig.bench.board import (
     scan_ports,
 )
 from ota_rig.build.arduino_cli import ArduinoCliBuilder
-from ota_rig.build.virtual_builder import VirtualBuilder
 from ota_rig.pytest_plugin.settings import ACTIVE, BENCH, OFF, REAL_BOARD_HINT, VIRTUAL_BOARDS, Bench
 from ota_rig.records.run_folder import folder_name
-from ota_rig.scenario import OtaScenario
 from ota_rig.server.pki import Pki
+
+if TYPE_CHECKING:  # imported where a fixture first needs them: the update server (aiohttp) and
+    # the builder cost every pytest session on a machine with the rig installed 0.4 s otherwise
+    from ota_rig.build.virtual_builder import VirtualBuilder
+    from ota_rig.scenario import OtaScenario
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +55,8 @@ def ota_pki(tmp_path_factory: pytest.TempPathFactory, ota_bench: Bench) -> Pki:
 @pytest.fixture(scope="session")
 def ota_builder(tmp_path_factory: pytest.TempPathFactory, ota_bench: Bench) -> VirtualBuilder | ArduinoCliBuilder:
     """Who builds the sketch: arduino-cli for a real board, the rig's virtual builds for the twin."""
+    from ota_rig.build.virtual_builder import VirtualBuilder
+
     return ota_bench.arduino_cli or VirtualBuilder(tmp_path_factory.mktemp("builds"))
 
 
@@ -76,6 +81,8 @@ def ota_real_board(pytestconfig: pytest.Config, ota_bench: Bench) -> Iterator[Se
             port = find_by_mac(port[len("mac:"):], scan_ports(patterns))
         if ota_bench.place and ota_bench.coordinator:  # a farm's board: no local lock, the coordinator holds it
             address, place = ota_bench.coordinator, ota_bench.place
+            from ota_rig.bench import labgrid_controls
+
             board = labgrid_controls.place_board(port, address, place)  # its power switch and EN/IO0, if any
             try:
                 yield board
@@ -125,6 +132,8 @@ def ota_scenario(request: pytest.FixtureRequest, ota_test_dir: Path, ota_board: 
                  ota_builder: VirtualBuilder | ArduinoCliBuilder, ota_bench: Bench, ota_profile: str,
                  ota_listener_ports: dict[str, int]) -> Iterator[OtaScenario]:
     """One OTA scenario: certificates, the update server, builds and the board, wired together."""
+    from ota_rig.scenario import OtaScenario
+
     with OtaScenario(ota_test_dir, ota_board, ota_pki, ota_builder, ota_profile, wifi=ota_bench.wifi,
                      ports=ota_listener_ports, baud=ota_bench.baud) as scenario:
         scenario.timings["board"] = ota_board.start_seconds
