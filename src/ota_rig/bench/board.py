@@ -433,7 +433,7 @@ class TwinKeeper:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """End a twin process (SIGTERM: it flushes its flash), killed if it does not within 5 s."""
+    """End a twin process (SIGTERM: it powers its board off), killed if it does not within 5 s."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
