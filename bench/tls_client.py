@@ -104,7 +104,8 @@ def worker(size: int) -> dict[str, dict[str, object]]:
 
 
 def run_tree(tree: Path, size: int) -> dict[str, dict[str, object]]:
-    code = (f"import sys, json; sys.path.insert(0, {str(tree)!r}); sys.path.insert(1, {str(HERE / 'bench')!r}); "
+    source = tree / "src" if (tree / "src" / "ota_rig").is_dir() else tree  # the src layout, or an older checkout's
+    code = (f"import sys, json; sys.path.insert(0, {str(source)!r}); sys.path.insert(1, {str(HERE / 'bench')!r}); "
             f"import tls_client; print(json.dumps(tls_client.worker({size})))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tree)
     if done.returncode:
