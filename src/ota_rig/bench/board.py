@@ -52,6 +52,7 @@ RESET_PULSE = 0.1  # seconds EN is held low through DTR/RTS (the bridge's RC cir
 WIRED_PULSE = 0.01  # a twin's wired EN acts when the command is answered: no circuit to settle
 REAPPEAR_TIMEOUT = 10.0  # seconds a vanished port gets to come back (USB re-enumeration takes 1-3 s)
 LOCK_DIR_ENV = "OTA_RIG_LOCK_DIR"
+PACING_ENV = "RIG_UART_PACING"  # the twin's variable (ota_rig.virtual.__main__): "1", a paced UART
 TwinKind = tuple[str | None, bool, int | None]  # what a twin process is started with: MAC, pacing, bridge's baud
 NOT_HANDED_BACK = "the last board did not hand its twin process back"  # TwinKeeper.why_new
 
@@ -185,7 +186,8 @@ class VirtualBoard(SerialBoard):
     It powers up as a board does, IO0 pulled up, booting its flash (with `io0_low`, BOOT held: it
     waits in the ROM loader until `reset()`); `enter_bootloader()` puts it in the ROM loader for
     esptool (OtaScenario does so before each esptool run).
-    `pacing` makes its UART take a real line's time at the rate in force (RIG_UART_PACING=1), and
+    `pacing` makes its UART take a real line's time at the rate in force (as RIG_UART_PACING=1 in
+    the environment, which the twin inherits, does too), and
     `bridge_max_baud` gives it a USB bridge that takes no faster rate (the twin's --bridge-max-baud).
     """
 
@@ -200,6 +202,7 @@ class VirtualBoard(SerialBoard):
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flash_file = Path(flash) if flash else self.workdir / "flash.bin"
         self.transport = transport
+        pacing = pacing or os.environ.get(PACING_ENV) == "1"
         argv = [sys.executable, "-m", "ota_rig.virtual", "--flash", str(self.flash_file), "--owner", str(os.getpid())]
         if transport == "rfc2217":
             argv += ["--rfc2217", "0"]
@@ -219,7 +222,7 @@ class VirtualBoard(SerialBoard):
             argv += ["--bridge-max-baud", str(bridge_max_baud)]
         started = time.monotonic()
         self._argv = argv
-        self._env = {**os.environ, "RIG_VIRTUAL_LOG": "INFO", **({"RIG_UART_PACING": "1"} if pacing else {})}
+        self._env = {**os.environ, "RIG_VIRTUAL_LOG": "INFO", **({PACING_ENV: "1"} if pacing else {})}
         self._start_timeout = start_timeout
         self.log_path = self.workdir / "twin.log"
         self._log = open(self.log_path, "ab")

@@ -229,6 +229,11 @@ class OtaScenario:
     def start(self, artifacts: Artifacts) -> Monitor:
         """Flash `artifacts`, open the port, reset the board into them and follow its UART."""
         self.flash(artifacts)
+        return self.boot(artifacts)
+
+    def boot(self, artifacts: Artifacts) -> Monitor:
+        """Open the port, reset the board into `artifacts` (which `flash` wrote) and follow its
+        UART: `start` without the flashing, for a test that readies something in between."""
         self._line = self.board.open(held_in_reset=True)
         self.board.reset(self._line, discard_pending=True)
         self._instant("reset", artifacts.version)

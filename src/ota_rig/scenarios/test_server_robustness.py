@@ -13,6 +13,7 @@ import multiprocessing
 import shutil
 import socket
 import ssl
+import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
@@ -31,6 +32,14 @@ SERVER_PATIENCE = 1.0  # the server's handshake and request timeouts, on the twi
 # clean-clone CI run with 8 workers (the flood at 56 attempts/s, a quarter of its idle rate) one
 # attempt in 1000 outlasted 1 + 4 s, though the server closes idle connections after 1 s.
 CLIENT_SLACK = 9.0
+FLOOD_ON = 20  # hostile connections the server has recorded before the device boots
+
+
+def records_written(ota) -> int:
+    """The connections the server has written to its record so far (whole lines only: one may
+    be on its way)."""
+    path = ota.server.log.path
+    return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
 def is_device(connection: ConnectionRecord) -> bool:
@@ -71,12 +80,17 @@ def test_a_thousand_hostile_connections_during_an_update(ota, pki) -> None:
     ota.server.handshake_timeout = ota.server.request_timeout = patience
 
     # The attacker is another process, as it would be, so that it does not share the server's
-    # interpreter. It starts first; the device boots into the flood and downloads through it.
+    # interpreter. It starts once the board is flashed (a slow line's flashing would outlast the
+    # flood), and the device boots once the flood is on, and downloads through it.
+    ota.flash(old)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as attacker:
         flooding = attacker.submit(hostile.flood, pki.address, listener.port, pki.authority().pem,
                                    listener.cert.host, secret=secret, count=1000, concurrency=50,
                                    deadline=patience + CLIENT_SLACK)
-        monitor = ota.start(old)
+        flood_on = time.monotonic() + BOOT_TIMEOUT
+        while records_written(ota) < FLOOD_ON and not flooding.done() and time.monotonic() < flood_on:
+            time.sleep(0.05)
+        monitor = ota.boot(old)
         flood = flooding.result()
     monitor.expect_sequence([("firmware_version", {"version": "0.1"}), "update_ok",
                              ("reset", {"reason": "SW_CPU_RESET"}), ("firmware_version", {"version": "0.2"}),
