@@ -23,8 +23,10 @@ own asyncio loop in a daemon thread so that synchronous test code can drive it::
 The record is one JSON line per connection (`ConnectionRecord`), appended when the
 connection closes: the TLS outcome, including the alert a client sends when it refuses the
 certificate, then every request with its headers exactly as received and how much of the
-body went out. asyncio swallows TLS handshake errors, so each connection is accepted as plain
-TCP and upgraded here with `loop.start_tls`; only then does aiohttp's request handler see it.
+body went out. The server accepts each connection itself and does its TLS on the socket
+(tls_transport.TlsTransport: OpenSSL writes straight into the kernel socket, where asyncio's
+`start_tls` copied every record out of a memory buffer), so the handshake's outcome is
+recorded here; only then does aiohttp's request handler see the connection.
 
 A body goes out a chunk at a time, so that many clients cost little: the offered image is one
 bytes object that every request reads from (its MD5 computed once, by `offer`), and a file of
@@ -78,10 +80,10 @@ log = logging.getLogger(__name__)
 progress = logging.getLogger("ota_rig.progress")  # what `rig run` shows while a scenario runs
 
 CHUNK_SIZE = 4096  # a rate-limited or chunk-coded body's pieces
-# A plain body's pieces: 64 times fewer trips through aiohttp and asyncio's TLS than 4 KB ones.
-# Not the whole body at once: what the socket does not take at once is copied into asyncio's
-# write buffer. Server CPU per 1.3 MB download under bench/fleet.py: 64 KB 5.6 ms, 112 KB 4.7,
-# 256 KB 4.3, 512 KB 4.3, 2 MB 5.2 (a loaded machine: the order, not the figures).
+# A plain body's pieces: 64 times fewer trips through aiohttp than 4 KB ones, and still ten
+# progress steps (`rig run`) for a 2.5 MB image. Server CPU per 1.3 MB download under
+# bench/fleet.py, with asyncio's TLS then: 64 KB 5.6 ms, 112 KB 4.7, 256 KB 4.3, 512 KB 4.3,
+# 2 MB 5.2 (a loaded machine: the order, not the figures).
 BIG_CHUNK = 256 * 1024
 BACKLOG = 1024  # connections the kernel queues for accept: a fleet polls at once
 ACCEPT_RETRY = 1.0  # seconds without accepting after the process ran out of descriptors (as asyncio)
@@ -379,7 +381,7 @@ class UpdateServer:
                          for name, value in request.raw_headers],
             )
             handler = request.protocol
-            assert isinstance(handler, _Handler)  # _Connection._start_tls makes every connection's handler
+            assert isinstance(handler, _Handler)  # _Connection.connection_made makes every connection's handler
             connection = handler.connection
             record.at = connection.elapsed()
             connection.record.requests.append(record)
