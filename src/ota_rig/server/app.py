@@ -326,7 +326,7 @@ class UpdateServer:
         their handshakes. Out of descriptors, stop accepting for a second, as asyncio does."""
         for _ in range(self.backlog):
             try:
-                sock, _address = listener.sock.accept()
+                sock, address = listener.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:  # EMFILE, ENFILE, ENOBUFS, ...: the kernel keeps them queued
@@ -337,7 +337,7 @@ class UpdateServer:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio's transports
-            _Connection(self, listener).start(sock)
+            _Connection(self, listener).start(sock, address)
 
     def _resume_accepting(self, listener: Listener) -> None:
         if listener.accepting:
@@ -583,13 +583,13 @@ class _Connection(asyncio.Protocol):
             raise RuntimeError("a connection has no record before it starts")
         return self._record
 
-    def start(self, sock: socket.socket) -> None:
-        """Record the accepted `sock` and start its TLS handshake (nothing of the client's
-        ClientHello is read before)."""
+    def start(self, sock: socket.socket, peer: tuple) -> None:
+        """Record the accepted `sock`, from `peer` (its address), and start its TLS handshake
+        (nothing of the client's ClientHello is read before)."""
         self._started = time.monotonic()
         self._record = ConnectionRecord(
             listener=self._listener.name,
-            peer=_host_port(*sock.getpeername()[:2]),
+            peer=_host_port(*peer[:2]),
             start=datetime.datetime.now(datetime.timezone.utc).isoformat(),
         )
         self._server._track(self)

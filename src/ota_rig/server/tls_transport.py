@@ -35,6 +35,7 @@ whichever readiness OpenSSL asked for.
 
 import asyncio
 import collections
+import contextlib
 import os
 import socket
 import ssl
@@ -45,7 +46,7 @@ LOW_WATER = HIGH_WATER // 4
 READ_SIZE = 256 * 1024  # at most this much plaintext a read (asyncio's TLS reads as much)
 # How long a close waits for the peer's close_notify, as asyncio's TLS (constants.SSL_SHUTDOWN_TIMEOUT).
 SHUTDOWN_TIMEOUT = 30.0
-DRAIN_READS = 16  # reads at most of what a closing socket holds unread (see _drain)
+DRAIN_READS = 64  # reads (64 KB) at most of what a closing socket holds unread (see _drain)
 # OpenSSL writes each record (16 KB at most) to the socket on its own, and asyncio's sockets
 # have TCP_NODELAY: each write would leave as a TCP segment of its own, where the kernel could
 # send 64 KB ones (loopback), each segment costing both ends. Corked while a buffer of more
@@ -54,6 +55,7 @@ CORKS = hasattr(socket, "TCP_CORK")  # Linux
 CORK_ABOVE = 16 * 1024
 READ, WRITE = "read", "write"  # the readiness an operation waits for
 
+_DROPPED = bytearray(64 * 1024)  # where _drain reads to (shared: what it holds is never used)
 _HANDSHAKE, _OPEN, _FLUSHING, _SHUTDOWN, _CLOSED = range(5)
 
 
@@ -64,9 +66,11 @@ class TlsTransport(asyncio.Transport):
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, context: ssl.SSLContext,
                  protocol: Any, handshake_timeout: float) -> None:
         super().__init__()
-        self._info: dict[str, Any] = {"peername": sock.getpeername(), "sockname": sock.getsockname(),
-                                      "sslcontext": context}
         self._loop = loop
+        self._info: dict[str, Any] = {"sslcontext": context}
+        for name, get in (("peername", sock.getpeername), ("sockname", sock.getsockname)):
+            with contextlib.suppress(OSError):  # a peer gone already: its handshake fails below
+                self._info[name] = get()
         self._sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False,
                                          suppress_ragged_eofs=False)  # a TCP EOF is not a close_notify
         self._info["socket"] = self._sock
@@ -221,7 +225,7 @@ class TlsTransport(asyncio.Transport):
 
     def _handshake_failed(self, error: OSError) -> None:
         self._close_socket(None)
-        self._protocol.handshake_failed(error)
+        self._loop.call_soon(self._protocol.handshake_failed, error)  # as connection_lost: after what is due
 
     # Data.
 
@@ -359,7 +363,7 @@ def _drain(fd: int) -> None:
     first five bytes stays in the kernel); asyncio's transports had read it all."""
     try:
         for _ in range(DRAIN_READS):  # a peer that keeps sending does not keep this loop
-            if not os.read(fd, READ_SIZE):
+            if not os.readv(fd, [_DROPPED]):
                 return
     except OSError:  # nothing more (EAGAIN), or a reset
         pass
