@@ -23,8 +23,10 @@ own asyncio loop in a daemon thread so that synchronous test code can drive it::
 The record is one JSON line per connection (`ConnectionRecord`), appended when the
 connection closes: the TLS outcome, including the alert a client sends when it refuses the
 certificate, then every request with its headers exactly as received and how much of the
-body went out. asyncio swallows TLS handshake errors, so each connection is accepted as plain
-TCP and upgraded here with `loop.start_tls`; only then does aiohttp's request handler see it.
+body went out. The server accepts each connection itself and does its TLS on the socket
+(tls_transport.TlsTransport: OpenSSL writes straight into the kernel socket, where asyncio's
+`start_tls` copied every record out of a memory buffer), so the handshake's outcome is
+recorded here; only then does aiohttp's request handler see the connection.
 
 A body goes out a chunk at a time, so that many clients cost little: the offered image is one
 bytes object that every request reads from (its MD5 computed once, by `offer`), and a file of
@@ -70,6 +72,7 @@ from ota_rig.server.records import (
     parse_version,
     tls_alert,
 )
+from ota_rig.server.tls_transport import TlsTransport
 
 T = TypeVar("T")
 
@@ -77,12 +80,13 @@ log = logging.getLogger(__name__)
 progress = logging.getLogger("ota_rig.progress")  # what `rig run` shows while a scenario runs
 
 CHUNK_SIZE = 4096  # a rate-limited or chunk-coded body's pieces
-# A plain body's pieces: 64 times fewer trips through aiohttp and asyncio's TLS than 4 KB ones.
-# Not the whole body at once: what the socket does not take at once is copied into asyncio's
-# write buffer. Server CPU per 1.3 MB download under bench/fleet.py: 64 KB 5.6 ms, 112 KB 4.7,
-# 256 KB 4.3, 512 KB 4.3, 2 MB 5.2 (a loaded machine: the order, not the figures).
+# A plain body's pieces: 64 times fewer trips through aiohttp than 4 KB ones, and still ten
+# progress steps (`rig run`) for a 2.5 MB image. Server CPU per 1.3 MB download under
+# bench/fleet.py, with asyncio's TLS then: 64 KB 5.6 ms, 112 KB 4.7, 256 KB 4.3, 512 KB 4.3,
+# 2 MB 5.2 (a loaded machine: the order, not the figures).
 BIG_CHUNK = 256 * 1024
 BACKLOG = 1024  # connections the kernel queues for accept: a fleet polls at once
+ACCEPT_RETRY = 1.0  # seconds without accepting after the process ran out of descriptors (as asyncio)
 IDLE_CONTEXTS = 256  # SSL contexts a listener keeps for later handshakes, at most
 LAST_CHUNK = b"0\r\n\r\n"  # ends a chunked body
 OCTET_STREAM = "application/octet-stream"
@@ -116,7 +120,7 @@ class Listener:
     port: int
     sock: socket.socket = field(repr=False)
     tls_versions: tuple[str, ...] = ()
-    server: asyncio.Server | None = field(default=None, repr=False)
+    accepting: bool = field(default=False, repr=False)
     _idle: list[ssl.SSLContext] = field(default_factory=list, init=False, repr=False, compare=False)
     _generation: int = field(default=0, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
@@ -311,18 +315,41 @@ class UpdateServer:
             await self._serve(listener)
 
     async def _serve(self, listener: Listener) -> None:
-        loop = asyncio.get_running_loop()
-        listener.server = await loop.create_server(
-            lambda: _Connection(self, listener), sock=listener.sock, backlog=self.backlog
-        )
+        listener.sock.setblocking(False)
+        asyncio.get_running_loop().add_reader(listener.sock.fileno(), self._accept, listener)
+        listener.accepting = True
         log.info("listener %s on %s with certificate %s", listener.name,
                  _host_port(self.host, listener.port), listener.cert.name)
 
+    def _accept(self, listener: Listener) -> None:
+        """Take the connections waiting at `listener` (up to a backlog's worth) and start
+        their handshakes. Out of descriptors, stop accepting for a second, as asyncio does."""
+        for _ in range(self.backlog):
+            try:
+                sock, address = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # EMFILE, ENFILE, ENOBUFS, ...: the kernel keeps them queued
+                log.warning("listener %s cannot accept: %s; retrying in 1 s", listener.name, error)
+                loop = asyncio.get_running_loop()
+                loop.remove_reader(listener.sock.fileno())
+                loop.call_later(ACCEPT_RETRY, self._resume_accepting, listener)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio's transports
+            _Connection(self, listener).start(sock, address)
+
+    def _resume_accepting(self, listener: Listener) -> None:
+        if listener.accepting:
+            asyncio.get_running_loop().add_reader(listener.sock.fileno(), self._accept, listener)
+
     async def _shutdown(self) -> None:
         for listener in self.listeners.values():
-            if listener.server is None:
+            if not listener.accepting:
                 raise RuntimeError(f"listener {listener.name!r} never started serving, so it cannot stop")
-            listener.server.close()
+            listener.accepting = False
+            asyncio.get_running_loop().remove_reader(listener.sock.fileno())
+            listener.sock.close()
         for connection in list(self._open):
             connection.shut_down()
         assert self._runner is not None and self._record_file is not None  # start() made both before the loop ran
@@ -354,7 +381,7 @@ class UpdateServer:
                          for name, value in request.raw_headers],
             )
             handler = request.protocol
-            assert isinstance(handler, _Handler)  # _Connection._start_tls makes every connection's handler
+            assert isinstance(handler, _Handler)  # _Connection.connection_made makes every connection's handler
             connection = handler.connection
             record.at = connection.elapsed()
             connection.record.requests.append(record)
@@ -528,24 +555,21 @@ class _Handler(RequestHandler):
 
 
 class _Connection(asyncio.Protocol):
-    """One accepted TCP connection: the TLS handshake done here, so its outcome is recorded,
-    then aiohttp's request handler behind it.
+    """One accepted TCP connection: the TLS handshake done here (TlsTransport), so its outcome
+    is recorded, then aiohttp's request handler behind it.
 
     This protocol stays under the TLS transport and forwards to the handler, so it also
     hears `connection_lost` and can finish the record, and `pause_writing`, when the
-    client's window is full, to watch that the client still reads. The TLS transport hands
-    over the client's first bytes when they come with its last handshake message (as a fast client
-    sends them), before `start_tls` returns and the handler exists: they wait here for it.
+    client's window is full, to watch that the client still reads.
     """
 
     def __init__(self, server: UpdateServer, listener: Listener) -> None:
         self._server = server
         self._listener = listener
-        self._transport: asyncio.Transport | None = None
-        self._tcp: asyncio.Transport | None = None  # the TCP transport under TLS
+        self._transport: TlsTransport | None = None
         self._handler: _Handler | None = None
-        self._handshake: asyncio.Task | None = None
-        self._early = bytearray()  # bytes received before the handler exists
+        self._certificate = listener.cert.name  # the name of the certificate presented
+        self._borrowed: tuple[ssl.SSLContext, int] | None = None  # the handshake's context, see Listener
         self._timer: asyncio.TimerHandle | None = None  # see wait_for_request
         self._progress_check: asyncio.TimerHandle | None = None  # see pause_writing
         self._started = 0.0
@@ -554,75 +578,72 @@ class _Connection(asyncio.Protocol):
 
     @property
     def record(self) -> ConnectionRecord:
-        """This connection's record, made when it is accepted (connection_made)."""
+        """This connection's record, made when it is accepted (start)."""
         if self._record is None:
-            raise RuntimeError("a connection has no record before connection_made")
+            raise RuntimeError("a connection has no record before it starts")
         return self._record
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not isinstance(transport, asyncio.Transport):
-            raise TypeError(f"an update server connection needs a TCP transport, not {type(transport).__name__}")
-        transport.pause_reading()  # no byte of the ClientHello may be read before TLS starts
-        self._transport = self._tcp = transport
+    def start(self, sock: socket.socket, peer: tuple) -> None:
+        """Record the accepted `sock`, from `peer` (its address), and start its TLS handshake
+        (nothing of the client's ClientHello is read before)."""
         self._started = time.monotonic()
         self._record = ConnectionRecord(
             listener=self._listener.name,
-            peer=_host_port(*transport.get_extra_info("peername")[:2]),
+            peer=_host_port(*peer[:2]),
             start=datetime.datetime.now(datetime.timezone.utc).isoformat(),
         )
         self._server._track(self)
-        self._handshake = asyncio.get_running_loop().create_task(self._start_tls())
-
-    async def _start_tls(self) -> None:
-        certificate = self._listener.cert.name
-        assert self._tcp is not None  # connection_made set it before starting this task
-        borrowed: tuple[ssl.SSLContext, int] | None = None
         try:
             cert, context, generation = self._listener.borrow_context()
-            certificate, borrowed = cert.name, (context, generation)
+            self._certificate, self._borrowed = cert.name, (context, generation)
             context.sni_callback = self._on_sni  # this context is this handshake's alone
-            transport = await asyncio.get_running_loop().start_tls(
-                self._tcp, self, context, server_side=True,
-                ssl_handshake_timeout=self._server.handshake_timeout,
-            )
-        except OSError as error:  # ssl.SSLError, a reset, the handshake timeout, no key file
-            self.record.tls = TlsRecord(ok=False, certificate=certificate, error=str(error) or type(error).__name__,
-                                        alert=tls_alert(error), seconds=self.elapsed())
-            log.info("TLS handshake with %s on %s failed: %s", self.record.peer,
-                     self.record.listener, self.record.tls.error)
-            self.finish(CLOSED)
-            return
-        finally:
-            if borrowed is not None:
-                self._listener.give_back(*borrowed)
-        assert transport is not None  # asyncio's start_tls returns the TLS transport; typeshed allows None
-        ssl_object = transport.get_extra_info("ssl_object")
+            self._transport = TlsTransport(asyncio.get_running_loop(), sock, context, self,
+                                           self._server.handshake_timeout)
+        except OSError as error:  # no key file, a client already gone
+            sock.close()
+            self._give_back()
+            self._tls_failed(error)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """The handshake is done: record it and give the connection to aiohttp's handler."""
+        assert isinstance(transport, TlsTransport)  # start() made it; it calls this once
+        self._give_back()
         self.record.tls = TlsRecord(
-            ok=True, certificate=certificate, version=ssl_object.version(), cipher=ssl_object.cipher()[0],
-            seconds=self.elapsed(),
+            ok=True, certificate=self._certificate, version=transport.get_extra_info("ssl_object").version(),
+            cipher=transport.get_extra_info("cipher")[0], seconds=self.elapsed(),
         )
-        self._transport = transport
         # aiohttp reads and drops a body no route wanted ("lingering") for as long as the
         # server waits for a request, so that its task ends with the connection.
         runner = self._server._runner
         if runner is None or runner.server is None:
             raise RuntimeError("the update server accepted a connection before its aiohttp runner was set up")
         self._handler = _Handler(self, runner.server, lingering_time=self._server.request_timeout)
-        self._handler.connection_made(transport)  # start_tls does not call it
+        self._handler.connection_made(transport)
         self.wait_for_request()
-        if self._early:
-            self._handler.data_received(bytes(self._early))
 
-    def _on_sni(
-        self, _ssl_object: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext
-    ) -> None:
+    def handshake_failed(self, error: OSError) -> None:
+        """TlsTransport's word that the handshake failed (the socket is closed)."""
+        self._give_back()
+        self._tls_failed(error)
+
+    def _tls_failed(self, error: OSError) -> None:
+        self.record.tls = TlsRecord(ok=False, certificate=self._certificate, error=str(error) or type(error).__name__,
+                                    alert=tls_alert(error), seconds=self.elapsed())
+        log.info("TLS handshake with %s on %s failed: %s", self.record.peer,
+                 self.record.listener, self.record.tls.error)
+        self.finish(CLOSED)
+
+    def _give_back(self) -> None:
+        if self._borrowed is not None:
+            self._listener.give_back(*self._borrowed)
+            self._borrowed = None
+
+    def _on_sni(self, _ssl_socket: object, server_name: str | None, _context: ssl.SSLContext) -> None:
         self.record.sni = server_name
 
     def data_received(self, data: bytes) -> None:
-        if self._handler is None:
-            self._early += data
-        else:
-            self._handler.data_received(data)
+        assert self._handler is not None  # the transport gives data only after connection_made
+        self._handler.data_received(data)
 
     def eof_received(self) -> None:  # as aiohttp's handler's, which returns None: the transport closes
         if self._handler is not None:
@@ -644,10 +665,10 @@ class _Connection(asyncio.Protocol):
 
     def _in_flight(self) -> int:
         """Bytes written to this connection that the client has not acknowledged: those the
-        TCP transport holds and those in the kernel's send queue (Linux's SIOCOUTQ)."""
-        assert self._tcp is not None  # connection_made set it, and asyncio calls that first
-        queued = fcntl.ioctl(self._tcp.get_extra_info("socket").fileno(), termios.TIOCOUTQ, bytes(4))
-        return self._tcp.get_write_buffer_size() + struct.unpack("i", queued)[0]
+        TLS transport holds and those in the kernel's send queue (Linux's SIOCOUTQ)."""
+        assert self._transport is not None  # start() made it before any write
+        queued = fcntl.ioctl(self._transport.get_extra_info("socket").fileno(), termios.TIOCOUTQ, bytes(4))
+        return self._transport.get_write_buffer_size() + struct.unpack("i", queued)[0]
 
     def _watch_progress(self, in_flight: int, since: float) -> None:
         """Look again at what is in flight in a quarter of `send_timeout`: it was `in_flight`
@@ -667,7 +688,7 @@ class _Connection(asyncio.Protocol):
             self._watch_progress(in_flight, since)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._handler is not None:  # else the handshake failed and its task finishes
+        if self._handler is not None:  # TlsTransport calls it only after connection_made
             self._handler.connection_lost(exc)
             self.finish(CLOSED)
 
@@ -682,7 +703,7 @@ class _Connection(asyncio.Protocol):
 
     def request_started(self) -> None:
         """A request's headers are in: the server is the one to act until it has answered."""
-        assert self._timer is not None  # _start_tls called wait_for_request before the handler got a byte
+        assert self._timer is not None  # connection_made called wait_for_request before the handler got a byte
         self._timer.cancel()
 
     def _time_out(self) -> None:
@@ -692,18 +713,18 @@ class _Connection(asyncio.Protocol):
         """Record this connection as `ended`, then drop it."""
         log.info("%s on %s %s: dropped", self.record.peer, self.record.listener, why)
         self.finish(ended)
-        assert self._transport is not None  # connection_made set it, and asyncio calls that first
+        assert self._transport is not None  # start() made it, before any timer
         self._transport.abort()
 
     def shut_down(self) -> None:
         """Record this connection as ended by the server's shutdown, then drop it."""
-        # connection_made set both before the server could track this connection
-        assert self._handshake is not None and self._transport is not None
+        # start() made the transport, or finished the connection when it could not
+        assert self._transport is not None
         if self.record.tls is None:
             self.record.tls = TlsRecord(ok=False, error="server shutdown during the handshake")
-            self._handshake.cancel()
+            self._give_back()
         self.finish(SHUTDOWN)
-        self._transport.abort()
+        self._transport.abort()  # during the handshake, silently
 
     def finish(self, ended: str) -> None:
         """Complete the record and hand it to the server, once."""
