@@ -1,9 +1,11 @@
 """ota_rig.server.hostile against small TLS servers with known behaviour: a client that claims to find
 a leak must find one when a server leaks, and name what each server answered."""
 
+import os
 import socketserver
 import ssl
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +93,44 @@ def test_a_server_that_never_closes_shows_as_timeout_at_the_deadline(silent, pki
     assert {(a.outcome, a.ending) for a in waited} == {("timeout", "deadline")}
     assert max(a.seconds for a in result.attempts) < 2  # a slow sender stops at the deadline too
     assert result.findings == []
+
+
+def test_the_attacker_floods_from_a_process_of_its_own(leaky, pki, tmp_path):
+    """The Flood comes back whole from the child (the leaky server's secret in its attempts), and
+    the child is a plain process of this one: no multiprocessing helper is left behind."""
+    cases = hostile.catalogue(tmp_path / "canary.bin")
+    with hostile.Attacker("127.0.0.1", leaky, pki.authority().pem, "ota.local", secret=tmp_path / "canary.bin",
+                          count=len(cases), deadline=3) as attacker:
+        child = attacker._process.pid
+        result = attacker.result(timeout=60)
+    assert len(result.attempts) == len(cases) and result.findings
+    assert all(SECRET in a.received for a in result.findings)
+    assert child != os.getpid() and not children_of(os.getpid())
+
+
+def test_leaving_the_attacker_early_ends_its_process(silent, pki, tmp_path):
+    with hostile.Attacker("127.0.0.1", silent, pki.authority().pem, "ota.local", secret=tmp_path / "canary.bin",
+                          count=100, deadline=60) as attacker:
+        child = attacker._process.pid
+        assert not attacker.done()
+    assert not Path(f"/proc/{child}").exists() and not children_of(os.getpid())
+
+
+def test_an_attacker_that_cannot_run_says_why(pki, tmp_path):
+    secret = tmp_path / "canary.bin"
+    with hostile.Attacker("127.0.0.1", 443, "not a certificate", "ota.local", secret=secret) as attacker:
+        with pytest.raises(RuntimeError, match="the hostile client's process failed: ssl.SSLError: "):
+            attacker.result(timeout=60)
+
+
+def children_of(pid: int) -> list[str]:
+    """The live processes whose parent is `pid`, from the process table (/proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone while we looked
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(stat.parent.name)
+    return found

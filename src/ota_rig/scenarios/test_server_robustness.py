@@ -9,13 +9,11 @@ from __future__ import annotations
 import datetime
 import http.client
 import json
-import multiprocessing
 import shutil
 import socket
 import ssl
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
@@ -83,15 +81,13 @@ def test_a_thousand_hostile_connections_during_an_update(ota, pki) -> None:
     # interpreter. It starts once the board is flashed (a slow line's flashing would outlast the
     # flood), and the device boots once the flood is on, and downloads through it.
     ota.flash(old)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as attacker:
-        flooding = attacker.submit(hostile.flood, pki.address, listener.port, pki.authority().pem,
-                                   listener.cert.host, secret=secret, count=1000, concurrency=50,
-                                   deadline=patience + CLIENT_SLACK)
+    with hostile.Attacker(pki.address, listener.port, pki.authority().pem, listener.cert.host, secret=secret,
+                          count=1000, concurrency=50, deadline=patience + CLIENT_SLACK) as attacker:
         flood_on = time.monotonic() + BOOT_TIMEOUT
-        while records_written(ota) < FLOOD_ON and not flooding.done() and time.monotonic() < flood_on:
+        while records_written(ota) < FLOOD_ON and not attacker.done() and time.monotonic() < flood_on:
             time.sleep(0.05)
         monitor = ota.boot(old)
-        flood = flooding.result()
+        flood = attacker.result()
     monitor.expect_sequence([("firmware_version", {"version": "0.1"}), "update_ok",
                              ("reset", {"reason": "SW_CPU_RESET"}), ("firmware_version", {"version": "0.2"}),
                              "no_updates"], timeout=BOOT_TIMEOUT)

@@ -18,16 +18,26 @@ silent at the client's deadline, "hung up" when the case itself closed without r
 
 The client reads until the server closes: a server that answers but then keeps a hostile
 connection open shows as `Attempt.ending` "deadline".
+
+`Attacker` runs a `flood` in a process of its own, as a real attacker would be, so that it does
+not share the server's interpreter: `python -m ota_rig.server.hostile`, the flood's arguments
+in and its `Flood` out (pickled, between two processes of this package). It is a plain child
+process rather than a multiprocessing one, which would leave multiprocessing's resource tracker
+running for as long as the process that started it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import pickle
 import random
 import re
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -291,3 +301,41 @@ def _outcome(received: bytes, case: Case, ending: str) -> str:
     if not case.tls and received[:1] == bytes([TLS_ALERT]):
         return "tls alert"
     return "closed" if ending == "server closed" else "timeout"
+
+
+class Attacker:
+    """`flood(...)` in a child process, started at once: `done()` while it runs, `result()` to
+    wait for its Flood. Use as a context manager: leaving it kills a flood still running."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        given = base64.b64encode(pickle.dumps((args, kwargs))).decode()
+        self._process = subprocess.Popen([sys.executable, "-m", __name__, given],
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def done(self) -> bool:
+        return self._process.poll() is not None
+
+    def result(self, timeout: float | None = None) -> Flood:
+        """The flood's outcome; RuntimeError with its last words if the process failed."""
+        out, err = self._process.communicate(timeout=timeout)
+        if self._process.returncode != 0:
+            last = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {self._process.returncode}"]
+            raise RuntimeError(f"the hostile client's process failed: {last[0]}")
+        flood_result: Flood = pickle.loads(out)
+        return flood_result
+
+    def __enter__(self) -> "Attacker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.communicate()
+
+
+if __name__ == "__main__":  # Attacker's child: the flood's arguments in, its Flood out
+    # The flood of the module under its own name, so that the parent finds the classes it unpickles.
+    from ota_rig.server import hostile
+
+    arguments, options = pickle.loads(base64.b64decode(sys.argv[1]))
+    sys.stdout.buffer.write(pickle.dumps(hostile.flood(*arguments, **options)))
