@@ -365,9 +365,9 @@ class VirtualBoard(SerialBoard):
         return self.process.poll() is None
 
     def close(self) -> None:
-        """Stop the twin the way a user would (SIGTERM): it flushes its flash and exits. A
-        board from a keeper is powered off instead (OFF: its CPU stopped, its flash flushed and
-        closed, its pty link gone) and its process handed back; a twin that does not power off
+        """Stop the twin the way a user would (SIGTERM): it powers its board off and exits. A
+        board from a keeper is powered off instead (OFF: its CPU stopped, its flash closed, its
+        pty link gone) and its process handed back; a twin that does not power off
         cleanly (a CPU thread stuck past the twin's wait) is killed, and the keeper says why
         when it starts the next one. Closing again does nothing."""
         if self._log.closed:
