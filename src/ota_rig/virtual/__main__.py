@@ -5,8 +5,8 @@
 
 It prints one line saying where it listens, then runs until SIGTERM or SIGINT (or, with
 --owner, until that process ends), when it powers the chip off (every flash write is in the
-file already), removes its pty link and exits 0. A --pty path that exists and is not a twin's old link is refused, never replaced.
-The chip powers up as a dev board does, IO0 pulled up: it
+file already), removes its pty link and exits 0. A --pty path that exists and is not a twin's
+old link is refused, never replaced. The chip powers up as a dev board does, IO0 pulled up: it
 boots what its flash holds, unless --io0-low holds IO0 low (the BOOT button) for the ROM loader.
 """
 
